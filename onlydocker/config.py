@@ -1,0 +1,125 @@
+"""Settings, read in one place: environment first, then the user's config file.
+
+Environment variables (all optional):
+  ONLYDOCKER_LOCK                    the lane's lock (default: sources.lock)
+  ONLYDOCKER_CACHE                   content-addressed cache (default: ~/.cache/onlydocker)
+  ONLYDOCKER_OFFLINE=1               use the cache and downloads folder only
+  ONLYDOCKER_DOWNLOADS               folder for hand-placed sources (default: ./downloads)
+  ONLYDOCKER_MIRRORS                 space-separated global source mirrors, tried after a
+                                     source's own URLs (Buildroot's BR2_BACKUP_SITE)
+  ONLYDOCKER_DEBIAN_MIRROR           base URL that `debian:` URLs resolve against
+                                     (default: the first Debian mirror in apt's sources)
+  ONLYDOCKER_DEBIAN_ARCHIVE_MIRROR   base URL that `debian-archive:` URLs resolve against
+                                     (Debian's old-release archive; no default)
+  ONLYDOCKER_SIGNING_KEY             the Ed25519 signing key (default: ~/.config/onlydocker/signing.key)
+  ONLYDOCKER_CONFIG                  the config file (default: ~/.config/onlydocker/config.toml)
+
+The config file is TOML with the same settings in lower case, e.g.
+  mirrors = ["http://cache.local/sources"]
+  [debian]
+  mirror = "http://mirror.local/debian"
+  archive_mirror = "http://mirror.local/debian-archive"
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_LOCK = "sources.lock"
+APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
+
+# URL schemes that name a configured mirror rather than a host.
+MIRROR_SCHEMES = {"debian": "debian_mirror", "debian-archive": "debian_archive_mirror"}
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    return Path(os.environ.get(var) or Path.home() / fallback)
+
+
+def apt_debian_mirror(paths=APT_SOURCES) -> str | None:
+    """The first main Debian mirror in apt's sources (deb822 or one-line form)."""
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files += sorted(p.glob("*.sources")) + sorted(p.glob("*.list"))
+        elif p.is_file():
+            files.append(p)
+    for f in files:
+        try:
+            text = f.read_text()
+        except OSError:
+            continue
+        if f.suffix == ".sources":
+            uris = re.findall(r"^URIs:\s*(\S+)", text, re.M)
+        else:
+            uris = re.findall(r"^\s*deb(?:-src)?\s+(?:\[[^]]*\]\s+)?(\S+)", text, re.M)
+        for uri in uris:
+            if uri.rstrip("/").endswith("/debian"):
+                return uri.rstrip("/")
+    return None
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: Path = PROJECT_ROOT
+    lock_path: Path = PROJECT_ROOT / DEFAULT_LOCK
+    cache_dir: Path = field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache") / "onlydocker")
+    downloads_dir: Path = PROJECT_ROOT / "downloads"
+    offline: bool = False
+    source_mirrors: tuple[str, ...] = ()
+    debian_mirror: str | None = None
+    debian_archive_mirror: str | None = None
+    signing_key: Path = field(default_factory=lambda: _xdg("XDG_CONFIG_HOME", ".config") / "onlydocker" / "signing.key")
+
+    def mirror_for(self, scheme: str) -> str:
+        """Base URL for a mirror scheme such as `debian:`; a clear error if unset."""
+        attr = MIRROR_SCHEMES.get(scheme)
+        if attr is None:
+            raise ConfigError(f"unknown mirror scheme {scheme!r}: known are {sorted(MIRROR_SCHEMES)}")
+        value = getattr(self, attr)
+        if not value:
+            env = "ONLYDOCKER_" + attr.upper()
+            raise ConfigError(f"no mirror configured for {scheme}: URLs; set {env} "
+                              f"(or [debian] in the config file)")
+        return value.rstrip("/")
+
+
+def load(lock: str | os.PathLike | None = None, env=None, root: Path = PROJECT_ROOT) -> Settings:
+    """Read settings from the environment and the user's config file."""
+    env = os.environ if env is None else env
+    cfg_path = Path(env.get("ONLYDOCKER_CONFIG") or
+                    Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "onlydocker" / "config.toml")
+    cfg: dict = {}
+    if cfg_path.is_file():
+        try:
+            cfg = tomllib.loads(cfg_path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{cfg_path}: not valid TOML: {e}") from None
+    deb = cfg.get("debian", {})
+
+    lock_path = Path(lock or env.get("ONLYDOCKER_LOCK") or cfg.get("lock") or DEFAULT_LOCK)
+    if not lock_path.is_absolute():
+        lock_path = (Path.cwd() / lock_path) if lock else root / lock_path
+    cache = env.get("ONLYDOCKER_CACHE") or cfg.get("cache")
+    cache_dir = Path(cache) if cache else Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "onlydocker"
+    mirrors = env.get("ONLYDOCKER_MIRRORS")
+    source_mirrors = tuple(mirrors.split()) if mirrors is not None else tuple(cfg.get("mirrors", ()))
+    key = env.get("ONLYDOCKER_SIGNING_KEY") or cfg.get("signing_key")
+    return Settings(
+        root=root,
+        lock_path=lock_path,
+        cache_dir=cache_dir.resolve(),
+        downloads_dir=Path(env.get("ONLYDOCKER_DOWNLOADS") or cfg.get("downloads") or root / "downloads"),
+        offline=(env.get("ONLYDOCKER_OFFLINE", "") not in ("", "0", "no", "false")) or bool(cfg.get("offline", False)),
+        source_mirrors=source_mirrors,
+        debian_mirror=env.get("ONLYDOCKER_DEBIAN_MIRROR") or deb.get("mirror") or apt_debian_mirror(),
+        debian_archive_mirror=env.get("ONLYDOCKER_DEBIAN_ARCHIVE_MIRROR") or deb.get("archive_mirror"),
+        signing_key=Path(key) if key else
+        Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "onlydocker" / "signing.key",
+    )
