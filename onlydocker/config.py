@@ -9,6 +9,7 @@ Environment variables (all optional):
                                      source's own URLs (Buildroot's BR2_BACKUP_SITE)
   ONLYDOCKER_DEBIAN_MIRROR           base URL that `debian:` URLs resolve against
                                      (default: the first Debian mirror in apt's sources)
+  ONLYDOCKER_DEBIAN_SECURITY_MIRROR  base URL for `debian-security:` URLs (default: apt's)
   ONLYDOCKER_DEBIAN_ARCHIVE_MIRROR   base URL that `debian-archive:` URLs resolve against
                                      (Debian's old-release archive; no default)
   ONLYDOCKER_SIGNING_KEY             the Ed25519 signing key (default: ~/.config/onlydocker/signing.key)
@@ -18,6 +19,7 @@ The config file is TOML with the same settings in lower case, e.g.
   mirrors = ["http://cache.local/sources"]
   [debian]
   mirror = "http://mirror.local/debian"
+  security_mirror = "http://mirror.local/debian-security"
   archive_mirror = "http://mirror.local/debian-archive"
 """
 from __future__ import annotations
@@ -35,15 +37,20 @@ DEFAULT_LOCK = "sources.lock"
 APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 
 # URL schemes that name a configured mirror rather than a host.
-MIRROR_SCHEMES = {"debian": "debian_mirror", "debian-archive": "debian_archive_mirror"}
+MIRROR_SCHEMES = {
+    "debian": "debian_mirror",                    # the main archive
+    "debian-security": "debian_security_mirror",  # pool/updates/... of security updates
+    "debian-archive": "debian_archive_mirror",    # retired releases (the 2015 lane's jessie)
+}
 
 
 def _xdg(var: str, fallback: str) -> Path:
     return Path(os.environ.get(var) or Path.home() / fallback)
 
 
-def apt_debian_mirror(paths=APT_SOURCES) -> str | None:
-    """The first main Debian mirror in apt's sources (deb822 or one-line form)."""
+def apt_debian_mirror(paths=APT_SOURCES, suffix: str = "/debian") -> str | None:
+    """The first Debian mirror in apt's sources (deb822 or one-line form) whose
+    path ends with `suffix` ("/debian", or "/debian-security")."""
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
@@ -60,7 +67,7 @@ def apt_debian_mirror(paths=APT_SOURCES) -> str | None:
         else:
             uris = re.findall(r"^\s*deb(?:-src)?\s+(?:\[[^]]*\]\s+)?(\S+)", text, re.M)
         for uri in uris:
-            if uri.rstrip("/").endswith("/debian"):
+            if uri.rstrip("/").endswith(suffix):
                 return uri.rstrip("/")
     return None
 
@@ -74,6 +81,7 @@ class Settings:
     offline: bool = False
     source_mirrors: tuple[str, ...] = ()
     debian_mirror: str | None = None
+    debian_security_mirror: str | None = None
     debian_archive_mirror: str | None = None
     signing_key: Path = field(default_factory=lambda: _xdg("XDG_CONFIG_HOME", ".config") / "onlydocker" / "signing.key")
 
@@ -119,6 +127,8 @@ def load(lock: str | os.PathLike | None = None, env=None, root: Path = PROJECT_R
         offline=(env.get("ONLYDOCKER_OFFLINE", "") not in ("", "0", "no", "false")) or bool(cfg.get("offline", False)),
         source_mirrors=source_mirrors,
         debian_mirror=env.get("ONLYDOCKER_DEBIAN_MIRROR") or deb.get("mirror") or apt_debian_mirror(),
+        debian_security_mirror=env.get("ONLYDOCKER_DEBIAN_SECURITY_MIRROR") or deb.get("security_mirror")
+        or apt_debian_mirror(suffix="/debian-security"),
         debian_archive_mirror=env.get("ONLYDOCKER_DEBIAN_ARCHIVE_MIRROR") or deb.get("archive_mirror"),
         signing_key=Path(key) if key else
         Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "onlydocker" / "signing.key",
