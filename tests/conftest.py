@@ -28,3 +28,21 @@ def require_tool(name: str) -> str:
     if path is None:
         pytest.skip(f"{name} is not installed")
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    # The end-to-end lane build runs last: the quick tests fail fast first.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
+
+
+import os  # noqa: E402
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("ONLYDOCKER_NO_SKIP") == "1" and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.longrepr = f"skipped, but ONLYDOCKER_NO_SKIP=1 forbids skips here: {reason}"

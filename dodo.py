@@ -1,0 +1,28 @@
+"""Only Docker's build: `doit` builds the default lane (sources.lock),
+`doit lock=locks/bookworm.lock` (or ONLYDOCKER_LOCK=...) the modern one.
+
+The task graph comes from the lock and stages/; see docs/design.md.
+"""
+from doit import get_var
+
+from onlydocker.hashing import ContentChecker
+from onlydocker.tasks import task_generators, workspace_from_env
+
+settings, workspace = workspace_from_env(get_var("lock", None))
+workspace.out.mkdir(parents=True, exist_ok=True)
+
+DOIT_CONFIG = {
+    "default_tasks": ["build"],
+    "check_file_uptodate": ContentChecker,
+    # One state database per lane, beside that lane's outputs.
+    "dep_file": str(workspace.out / ".doit.db"),
+    "backend": "sqlite3",
+    # Stages wait on the engine: threads, not processes (see docs/design.md).
+    "par_type": "thread",
+    "verbosity": 2,
+}
+
+
+def task_build():
+    """Build the lane: sources, builder image, stages, signed artifacts."""
+    yield from task_generators(settings, workspace)

@@ -1,0 +1,469 @@
+"""Stages: their declarations, their keys, and building or restoring them.
+
+A stage is data (`stages/<name>/stage.toml`, its files, its lane's files) plus
+one script that runs in the builder container, or one Python function for the
+steps that only rearrange bytes (rootfs, initrd, box). Either way the engine
+owns behaviour: it computes the stage's key from every input, restores the
+outputs from the cache when the key is known, and otherwise builds, packs the
+outputs into a deterministic tar, caches it by key and materialises it.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import zstandard
+
+from . import __version__
+from .errors import BuildError, HashMismatch, OnlyDockerError
+from .hashing import sha256_file
+
+STAGE_KEYS = {"description", "sources", "needs", "outputs", "artifacts", "kind", "function"}
+KINDS = {"container", "python"}
+PRELUDE = Path(__file__).with_name("prelude.sh")
+# Stage outputs are cached as zstd tars: single-threaded and at a fixed level,
+# so the bytes depend only on the input and the pinned library version.
+ZSTD_LEVEL = 10
+
+
+def engine_version() -> str:
+    """Everything of the engine that can change a stage's bytes."""
+    h = hashlib.sha256(f"onlydocker {__version__} zstandard {zstandard.__version__}".encode())
+    if PRELUDE.exists():
+        h.update(PRELUDE.read_bytes())
+    return h.hexdigest()
+
+
+def canonical(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+# --- declarations -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class StageDecl:
+    name: str
+    dir: Path
+    description: str
+    sources: tuple[str, ...]
+    needs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    kind: str = "container"
+    function: str | None = None
+    artifacts: tuple[tuple[str, str], ...] = ()   # (output path, name in dist/)
+
+    def lane_dir(self, lane: str) -> Path:
+        return self.dir / "lanes" / lane
+
+    def files(self, lane: str) -> list[tuple[str, Path]]:
+        """(path as seen in the container, host path) of the stage's own files:
+        everything in its folder except other lanes' folders."""
+        out = []
+        for p in sorted(self.dir.rglob("*")):
+            rel = p.relative_to(self.dir)
+            if not p.is_file() or "__pycache__" in rel.parts:
+                continue
+            if rel.parts[0] == "lanes":
+                if len(rel.parts) < 3 or rel.parts[1] != lane:
+                    continue
+                rel = Path("lane", *rel.parts[2:])
+            out.append((rel.as_posix(), p))
+        return out
+
+
+def load_stage(path: Path) -> StageDecl:
+    toml_path = path / "stage.toml"
+    try:
+        data = tomllib.loads(toml_path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise OnlyDockerError(f"{toml_path}: {e}") from None
+    unknown = set(data) - STAGE_KEYS
+    if unknown:
+        raise OnlyDockerError(f"{toml_path}: unknown keys {sorted(unknown)}; known are {sorted(STAGE_KEYS)}")
+    for key in ("description", "outputs"):
+        if key not in data:
+            raise OnlyDockerError(f"{toml_path}: missing key {key!r}")
+    kind = data.get("kind", "container")
+    if kind not in KINDS:
+        raise OnlyDockerError(f"{toml_path}: kind {kind!r} is not one of {sorted(KINDS)}")
+    if kind == "python" and not data.get("function"):
+        raise OnlyDockerError(f"{toml_path}: a python stage names its `function` (module:name)")
+    if kind == "container" and not (path / "build.sh").is_file():
+        raise OnlyDockerError(f"{path}: a container stage needs build.sh")
+    return StageDecl(
+        name=path.name, dir=path, description=data["description"],
+        sources=tuple(data.get("sources", ())), needs=tuple(data.get("needs", ())),
+        outputs=tuple(data["outputs"]), kind=kind, function=data.get("function"),
+        artifacts=tuple(sorted(data.get("artifacts", {}).items())))
+
+
+def load_stages(stages_dir: Path) -> dict[str, StageDecl]:
+    """All stages, in dependency order; refuses unknown needs and cycles."""
+    stages = {p.name: load_stage(p) for p in sorted(stages_dir.iterdir()) if (p / "stage.toml").is_file()}
+    order: list[str] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, chain: tuple[str, ...]):
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "visiting":
+            raise OnlyDockerError(f"stages: dependency cycle {' -> '.join(chain + (name,))}")
+        state[name] = "visiting"
+        for need in stages[name].needs:
+            if need not in stages:
+                raise OnlyDockerError(f"{stages[name].dir / 'stage.toml'}: needs unknown stage {need!r}")
+            visit(need, chain + (name,))
+        state[name] = "done"
+        order.append(name)
+
+    for name in stages:
+        visit(name, ())
+    return {name: stages[name] for name in order}
+
+
+def downstream(stages: dict[str, StageDecl], name: str) -> list[str]:
+    """Stages that (transitively) need `name`."""
+    out: list[str] = []
+    for s in stages.values():
+        if any(n == name or n in out for n in s.needs):
+            out.append(s.name)
+    return out
+
+
+# --- manifests --------------------------------------------------------------
+
+def manifest_of_tar(tar_path: Path) -> dict[str, dict]:
+    """Path -> {type, sha256|target, mode} for every member of a stage tar."""
+    files: dict[str, dict] = {}
+    with tarfile.open(tar_path) as tf:
+        for m in tf:
+            if m.isdir():
+                files[m.name] = {"type": "dir"}
+            elif m.issym():
+                files[m.name] = {"type": "symlink", "target": m.linkname}
+            elif m.isfile():
+                h = hashlib.sha256()
+                f = tf.extractfile(m)
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+                files[m.name] = {"type": "file", "sha256": h.hexdigest(), "mode": m.mode & 0o7777}
+            else:
+                raise BuildError(f"{tar_path}: member {m.name} is neither file, dir nor symlink")
+    return files
+
+
+def manifest_of_tree(root: Path) -> dict[str, dict]:
+    files: dict[str, dict] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            p = Path(dirpath, name)
+            rel = p.relative_to(root).as_posix()
+            if p.is_symlink():
+                files[rel] = {"type": "symlink", "target": os.readlink(p)}
+            elif p.is_dir():
+                files[rel] = {"type": "dir"}
+            else:
+                files[rel] = {"type": "file", "sha256": sha256_file(p), "mode": p.stat().st_mode & 0o7777}
+    return files
+
+
+def digest(files: dict[str, dict]) -> str:
+    """Identity of a stage's outputs: what downstream keys depend on. Modes of
+    materialised files follow the host's umask, so only content counts here."""
+    return hashlib.sha256(canonical({k: {kk: vv for kk, vv in v.items() if kk != "mode"}
+                                     for k, v in files.items()})).hexdigest()
+
+
+# --- context and keys -------------------------------------------------------
+
+@dataclass
+class StageContext:
+    """What a python stage's function gets; a container stage gets the same
+    things copied into /build (see docs/design.md)."""
+    name: str
+    out: Path
+    deps: dict[str, Path]
+    stage_dir: Path
+    lane_dir: Path
+    lane: str
+    source_date_epoch: int
+    sources: dict[str, Path] = field(default_factory=dict)
+    lock: object = None
+
+
+@dataclass(frozen=True)
+class Variation:
+    """Conditions inside the build container. The default is the canonical
+    build; `doit repro` varies every field to prove the outputs ignore them."""
+    hostname: str = "onlydocker"
+    user: str = "0:0"
+    tz: str = "UTC"
+    locale: str = "C"
+    umask: str = "022"
+    jobs: int = 0                      # 0: the number of CPUs
+    faketime: str | None = None        # e.g. "+400d": shift the clock seen inside
+
+    @property
+    def canonical(self) -> bool:
+        return self == Variation()
+
+
+def rfc2822(epoch: int) -> str:
+    import email.utils
+    return email.utils.formatdate(epoch, usegmt=True)
+
+
+@dataclass
+class Workspace:
+    """Where one lane's build lives and what it is built from."""
+    root: Path                      # the project tree (stages/, patches/)
+    out: Path                       # out/<lane>
+    cache: Path                     # stage cache folder
+    lock: object                    # onlydocker.lock.Lock
+    fetcher: object                 # onlydocker.fetch.Fetcher
+    variation: Variation = Variation()
+    builder_record: Path | None = None
+
+    @property
+    def lane(self) -> str:
+        return self.lock.lane.name
+
+    def stage_dir(self, name: str) -> Path:
+        return self.out / "stages" / name
+
+    def manifest_path(self, name: str) -> Path:
+        return self.out / "stages" / f"{name}.manifest.json"
+
+    def log_path(self, name: str) -> Path:
+        return self.out / "logs" / f"{name}.log"
+
+    def builder(self) -> dict:
+        path = self.builder_record or self.out / "builder.json"
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise BuildError(f"no builder image recorded at {path}: run `doit builder` first") from None
+
+    def patches(self, source) -> list[tuple[str, Path]]:
+        d = self.root / "patches" / source.name / source.version
+        if not d.is_dir():
+            return []
+        return [(f"{source.name}/{p.name}", p) for p in sorted(d.iterdir()) if p.is_file()]
+
+    def sources_of(self, decl: StageDecl) -> list:
+        return [s for group in decl.sources for s in self.lock.group(group)]
+
+    def key_inputs(self, decl: StageDecl, stages: dict[str, StageDecl]) -> dict:
+        """Everything that can change the stage's output, as plain data."""
+        inputs = {
+            "stage": decl.name,
+            "kind": decl.kind,
+            "function": decl.function,
+            "outputs": list(decl.outputs),
+            "lane": self.lane,
+            "source_date_epoch": self.lock.lane.source_date_epoch,
+            "files": {rel: sha256_file(p) for rel, p in decl.files(self.lane)},
+            "sources": {s.name: s.sha256 for s in self.sources_of(decl)},
+            "patches": {rel: sha256_file(p) for s in self.sources_of(decl) for rel, p in self.patches(s)},
+            "needs": {n: self.output_digest(n) for n in decl.needs},
+            "engine": engine_version(),
+        }
+        if decl.kind == "container":
+            inputs["builder"] = self.builder()["tar_sha256"]
+        else:
+            # A python stage's code is an input too.
+            mod = importlib.import_module(decl.function.split(":")[0])
+            inputs["code"] = sha256_file(Path(mod.__file__))
+        return inputs
+
+    def key(self, decl: StageDecl, stages: dict[str, StageDecl]) -> str:
+        return hashlib.sha256(canonical(self.key_inputs(decl, stages))).hexdigest()
+
+    def read_manifest(self, name: str) -> dict | None:
+        try:
+            return json.loads(self.manifest_path(name).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def output_digest(self, name: str) -> str:
+        m = self.read_manifest(name)
+        if m is None:
+            raise BuildError(f"stage {name!r} has not been built (no {self.manifest_path(name)})")
+        return m["digest"]
+
+    # --- is it done? --------------------------------------------------------
+
+    def materialised(self, decl: StageDecl, stages) -> bool:
+        """True when out/ holds this key's outputs, unchanged since."""
+        m = self.read_manifest(decl.name)
+        try:
+            key = self.key(decl, stages)
+        except BuildError:
+            return False
+        if m is None or m.get("key") != key:
+            return False
+        tree = self.stage_dir(decl.name)
+        return tree.is_dir() and digest(manifest_of_tree(tree)) == m["digest"]
+
+    # --- build or restore ---------------------------------------------------
+
+    def cache_entry(self, key: str) -> Path:
+        return self.cache / f"{key}.tar.zst"
+
+    def run(self, decl: StageDecl, stages: dict[str, StageDecl], log: Callable[[str], None] = print) -> str:
+        """Make the stage's outputs present in out/: restore or build. Returns
+        "up-to-date", "restored" or "built"."""
+        if self.materialised(decl, stages):
+            return "up-to-date"
+        key = self.key(decl, stages)
+        entry = self.cache_entry(key)
+        if entry.exists() and self.variation.canonical:
+            self._materialise(decl, key, entry)
+            log(f"{decl.name}: restored from the cache ({key[:16]})")
+            return "restored"
+        with tempfile.TemporaryDirectory(prefix=f"stage-{decl.name}-", dir=self._tmp()) as tmp:
+            raw = Path(tmp) / "raw.tar"
+            if decl.kind == "container":
+                self._build_container(decl, raw)
+            else:
+                self._build_python(decl, Path(tmp), raw)
+            packed = Path(tmp) / "out.tar"
+            from .tarball import normalize
+            with open(raw, "rb") as src, open(packed, "wb") as dst:
+                normalize(src, dst, mtime=self.lock.lane.source_date_epoch, strip_top=True)
+            files = manifest_of_tar(packed)
+            missing = [o for o in decl.outputs if o.rstrip("/") not in files]
+            if missing:
+                raise BuildError(f"stage {decl.name}: declared outputs missing: {', '.join(missing)} "
+                                 f"(log: {self.log_path(decl.name)})")
+            self._store(key, packed, files)
+        self._materialise(decl, key, entry)
+        log(f"{decl.name}: built ({key[:16]})")
+        return "built"
+
+    def _tmp(self) -> Path:
+        d = self.out / "tmp"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def _store(self, key: str, tar_path: Path, files: dict) -> None:
+        self.cache.mkdir(parents=True, exist_ok=True)
+        entry = self.cache_entry(key)
+        tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
+        cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=0)
+        with open(tar_path, "rb") as src, open(tmp, "wb") as dst:
+            cctx.copy_stream(src, dst)
+        (self.cache / f"{key}.json").write_text(json.dumps({"key": key, "files": files}, sort_keys=True))
+        os.replace(tmp, entry)
+
+    def _materialise(self, decl: StageDecl, key: str, entry: Path) -> None:
+        """Unpack a cache entry (untrusted: checked like any archive) into
+        out/, then write the manifest last: without it, nothing counts."""
+        from .unpack import extract
+        dest = self.stage_dir(decl.name)
+        self.manifest_path(decl.name).unlink(missing_ok=True)
+        dctx = zstandard.ZstdDecompressor()
+        with open(entry, "rb") as f, dctx.stream_reader(f) as reader:
+            if dest.exists():
+                shutil.rmtree(dest)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            extract(reader, dest)
+        files = manifest_of_tree(dest)
+        manifest = {"stage": decl.name, "key": key, "digest": digest(files), "lane": self.lane}
+        tmp = self.manifest_path(decl.name).with_suffix(".tmp")
+        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, self.manifest_path(decl.name))
+
+    def _verified_sources(self, decl: StageDecl) -> list[tuple[object, Path]]:
+        """The stage's sources, re-hashed now: the cache is untrusted too."""
+        out = []
+        for s in self.sources_of(decl):
+            path = self.fetcher.fetch(s, progress=False)
+            actual = sha256_file(path)
+            if actual != s.sha256:
+                raise HashMismatch(f"cached {s.file} ({path})", "sha256", s.sha256, actual)
+            out.append((s, path))
+        return out
+
+    def _build_container(self, decl: StageDecl, raw_tar: Path) -> None:
+        from . import engine
+        from .unpack import check_archive
+        v = self.variation
+        sources = self._verified_sources(decl)
+        inputs: list[tuple[Path, str]] = [(PRELUDE, "/build/engine/prelude.sh")]
+        listing = "".join(f"{s.name} {s.file} {s.version}\n" for s, _ in sources)
+        with tempfile.TemporaryDirectory(prefix="inputs-", dir=self._tmp()) as tmp:
+            (Path(tmp) / "sources.txt").write_text(listing)
+            inputs.append((Path(tmp) / "sources.txt", "/build/engine/sources.txt"))
+            for rel, path in decl.files(self.lane):
+                inputs.append((path, f"/build/stage/{rel}"))
+            for s, path in sources:
+                check_archive(path)
+                inputs.append((path, f"/build/sources/{s.file}"))
+                for rel, p in self.patches(s):
+                    inputs.append((p, f"/build/patches/{rel}"))
+            for need in decl.needs:
+                inputs.append((self.stage_dir(need), f"/build/deps/{need}"))
+            epoch = self.lock.lane.source_date_epoch
+            env = {
+                "SOURCE_DATE_EPOCH": str(epoch),
+                "KBUILD_BUILD_TIMESTAMP": rfc2822(epoch),
+                "KBUILD_BUILD_USER": "onlydocker",
+                "KBUILD_BUILD_HOST": "onlydocker",
+                "KBUILD_BUILD_VERSION": "1",
+                "TZ": v.tz,
+                "LC_ALL": v.locale,
+                "HOME": "/build/home",
+                "XZ_OPT": "-T1",
+                "JOBS": str(v.jobs or os.cpu_count() or 1),
+                "LANE": self.lane,
+                "STAGE": decl.name,
+                "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            }
+            if v.faketime:
+                env["FAKETIME"] = v.faketime
+                env["ONLYDOCKER_FAKETIME"] = "1"
+            command = ["sh", "-c", f"umask {v.umask}; exec sh /build/engine/prelude.sh"]
+            spec = engine.RunSpec(image=self.builder()["tag"], command=command, env=env,
+                                  workdir="/build", hostname=v.hostname, user=v.user, inputs=inputs)
+            client = engine.connect()
+            self.log_path(decl.name).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                engine.run(client, spec, output_tar=raw_tar, log_path=self.log_path(decl.name),
+                           name_prefix=f"onlydocker-{self.lane}-{decl.name}")
+            except BuildError as e:
+                raise BuildError(f"stage {decl.name} failed: {e}") from None
+
+    def _build_python(self, decl: StageDecl, tmp: Path, raw_tar: Path) -> None:
+        from .tarball import write_tree
+        out = tmp / "out"
+        out.mkdir()
+        module, _, func = decl.function.partition(":")
+        fn = getattr(importlib.import_module(module), func)
+        sources = {s.name: p for s, p in self._verified_sources(decl)}
+        ctx = StageContext(name=decl.name, out=out, deps={n: self.stage_dir(n) for n in decl.needs},
+                           stage_dir=decl.dir, lane_dir=decl.lane_dir(self.lane), lane=self.lane,
+                           source_date_epoch=self.lock.lane.source_date_epoch, sources=sources,
+                           lock=self.lock)
+        log_path = self.log_path(decl.name)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fn(ctx)
+        except OnlyDockerError as e:
+            log_path.write_text(f"{e}\n")
+            raise BuildError(f"stage {decl.name} failed: {e}") from None
+        log_path.write_text(f"stage {decl.name}: {decl.function} done\n")
+        with open(raw_tar, "wb") as f:
+            write_tree(out, f, mtime=self.lock.lane.source_date_epoch, prefix="out")
+

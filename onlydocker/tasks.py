@@ -1,0 +1,153 @@
+"""The doit task graph: fetch every source, make the builder image, build or
+restore every stage, then publish and sign the artifacts.
+
+dodo.py only calls `task_generators`; everything here is importable and
+testable without doit's command line.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+
+from . import config as config_mod
+from . import lock as lock_mod
+from .errors import OnlyDockerError
+from .fetch import Fetcher
+from .stage import Variation, Workspace, load_stages
+
+
+class RunLock:
+    """One doit run per lane and tree at a time: a second one gets a clear
+    message instead of two builds writing the same out/ folder."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+        self._mutex = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._mutex:
+            if self._fd is not None:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                other = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise OnlyDockerError(
+                    f"another doit run (pid {other}) is building in {self.path.parent}; "
+                    f"wait for it to finish (the lock is {self.path})") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            self._fd = fd
+
+
+def workspace_from_env(lock_path: str | None = None) -> tuple[config_mod.Settings, Workspace]:
+    settings = config_mod.load(lock=lock_path)
+    lock = lock_mod.load(settings.lock_path)
+    out = Path(os.environ.get("ONLYDOCKER_OUT") or settings.root / "out") / lock.lane.name
+    cache = Path(os.environ.get("ONLYDOCKER_STAGE_CACHE") or settings.cache_dir / "stages")
+    variation = Variation(**json.loads(os.environ["ONLYDOCKER_VARIATION"])) \
+        if os.environ.get("ONLYDOCKER_VARIATION") else Variation()
+    ws = Workspace(root=settings.root, out=out, cache=cache, lock=lock,
+                   fetcher=Fetcher(settings), variation=variation)
+    return settings, ws
+
+
+def _guard(run_lock: RunLock, fn):
+    """A doit python-action: take the run lock, then report our errors as a
+    clean failure (doit prints the message, not a traceback)."""
+    def action():
+        try:
+            run_lock.acquire()
+            fn()
+        except OnlyDockerError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return False
+        return None
+    action.__name__ = getattr(fn, "__name__", "action")
+    return action
+
+
+def task_generators(settings: config_mod.Settings, ws: Workspace):
+    """Yield doit task dicts for the lane of `ws`."""
+    from . import builder as builder_mod
+    from . import dist as dist_mod
+
+    stages = load_stages(settings.root / "stages")
+    run_lock = RunLock(ws.out / ".run.lock")
+    used_sources = {s.name: s for d in stages.values() for s in ws.sources_of(d)}
+
+    for s in used_sources.values():
+        yield {
+            "name": f"fetch:{s.name}",
+            "doc": f"fetch and verify {s.file}",
+            "actions": [_guard(run_lock, lambda s=s: ws.fetcher.fetch(s))],
+            "uptodate": [lambda s=s: s.pinned and ws.fetcher.cache_path(s).exists()],
+            "verbosity": 2,
+        }
+
+    record = ws.out / "builder.json"
+
+    def make_builder():
+        from . import engine
+        img = builder_mod.ensure(engine.connect(), ws.lock.builder, settings,
+                                 ws.lock.lane.source_date_epoch, ws.log_path("builder"))
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"tag": img.tag, "tar_sha256": img.tar_sha256,
+                                   "input_key": img.input_key, "packages": img.packages},
+                                  indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, record)
+
+    def builder_uptodate():
+        try:
+            rec = json.loads(record.read_text())
+            from . import engine
+            key = builder_mod.input_key(ws.lock.builder, settings, ws.lock.lane.source_date_epoch)
+            return rec["input_key"] == key and engine.image_exists(engine.connect(), rec["tag"])
+        except (OSError, ValueError, KeyError, OnlyDockerError):
+            return False
+
+    yield {
+        "name": "builder",
+        "doc": f"the builder image ({ws.lock.builder.suite}, made with mmdebstrap)",
+        "actions": [_guard(run_lock, make_builder)],
+        "targets": [str(record)],
+        "uptodate": [builder_uptodate],
+        "verbosity": 2,
+    }
+
+    for decl in stages.values():
+        file_dep = [str(p) for _, p in decl.files(ws.lane)]
+        file_dep += [str(p) for s in ws.sources_of(decl) for _, p in ws.patches(s)]
+        file_dep += [str(ws.manifest_path(n)) for n in decl.needs]
+        task_dep = [f"fetch:{s.name}" for s in ws.sources_of(decl)]
+        if decl.kind == "container":
+            file_dep.append(str(record))
+        yield {
+            "name": decl.name,
+            "doc": decl.description,
+            "actions": [_guard(run_lock, lambda d=decl: ws.run(d, stages))],
+            "file_dep": file_dep,
+            "task_dep": task_dep,
+            "targets": [str(ws.manifest_path(decl.name))],
+            "uptodate": [lambda d=decl: ws.materialised(d, stages)],
+            "verbosity": 2,
+        }
+
+    manifests = [str(ws.manifest_path(n)) for n in stages]
+    yield {
+        "name": "dist",
+        "doc": "publish the artifacts to out/<lane>/dist with SHA256SUMS, signatures and provenance",
+        "actions": [_guard(run_lock, lambda: dist_mod.publish(ws, stages, settings))],
+        "file_dep": manifests,
+        "uptodate": [lambda: dist_mod.is_current(ws, stages, settings)],
+        "verbosity": 2,
+    }

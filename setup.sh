@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian (bookworm) machine for Only Docker's pipeline:
+# the Debian tools it drives, a Docker engine, and a virtualenv with the
+# pinned Python dependencies. Safe to run again. Run as root (or with sudo).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+DEBIAN_PACKAGES=(
+    docker.io            # the engine every build runs in
+    mmdebstrap           # makes the builder image's rootfs, reproducibly
+    qemu-system-x86      # boots the image in the tests
+    qemu-utils           # qemu-img, for the tests of the box's disk
+    xorriso isolinux syslinux-common   # ISO tests on the host
+    cpio zstd xz-utils   # to inspect initrds by hand and in tests
+    minisign             # verifies our signatures independently
+    diffoscope-minimal   # explains a reproducibility difference
+    busybox-static       # a tiny real rootfs for the fast tests
+    python3-venv
+)
+
+if ! dpkg -s "${DEBIAN_PACKAGES[@]}" >/dev/null 2>&1; then
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${DEBIAN_PACKAGES[@]}"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -e '.[test]'
+
+# A Docker engine: start one if none answers (no systemd in containers/CI).
+if ! docker info >/dev/null 2>&1; then
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-system-running >/dev/null 2>&1; then
+        systemctl start docker
+    else
+        nohup dockerd >/var/log/dockerd.log 2>&1 &
+    fi
+    for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+    docker info >/dev/null 2>&1 || { echo "dockerd did not start: see /var/log/dockerd.log" >&2; exit 1; }
+fi
+echo "setup done: run the tests with .venv/bin/pytest, build with .venv/bin/doit"
