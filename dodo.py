@@ -3,12 +3,14 @@
 
 The task graph comes from the lock and stages/; see docs/design.md.
 """
+from pathlib import Path
+
 from doit import get_var
 
 from onlydocker.hashing import ContentChecker
 from onlydocker.tasks import task_generators, workspace_from_env
 
-settings, workspace = workspace_from_env(get_var("lock", None))
+settings, workspace = workspace_from_env(get_var("lock", None), root=Path(__file__).resolve().parent)
 workspace.out.mkdir(parents=True, exist_ok=True)
 
 DOIT_CONFIG = {

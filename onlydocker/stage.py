@@ -234,6 +234,12 @@ class Workspace:
     fetcher: object                 # onlydocker.fetch.Fetcher
     variation: Variation = Variation()
     builder_record: Path | None = None
+    # Stages to build from scratch whatever the cache holds, and never cache
+    # (`doit repro`'s second build); "all" for every stage.
+    rebuild: frozenset[str] = frozenset()
+
+    def forced(self, name: str) -> bool:
+        return name in self.rebuild or "all" in self.rebuild
 
     @property
     def lane(self) -> str:
@@ -328,7 +334,7 @@ class Workspace:
             return "up-to-date"
         key = self.key(decl, stages)
         entry = self.cache_entry(key)
-        if entry.exists() and self.variation.canonical:
+        if entry.exists() and not self.forced(decl.name):
             self._materialise(decl, key, entry)
             log(f"{decl.name}: restored from the cache ({key[:16]})")
             return "restored"
@@ -347,8 +353,15 @@ class Workspace:
             if missing:
                 raise BuildError(f"stage {decl.name}: declared outputs missing: {', '.join(missing)} "
                                  f"(log: {self.log_path(decl.name)})")
-            self._store(key, packed, files)
-        self._materialise(decl, key, entry)
+            if self.variation.canonical and not self.forced(decl.name):
+                self._store(key, packed, files)
+                source = entry
+            else:
+                # Outputs of a varied build prove something; they are not
+                # the canonical bytes for this key, so they stay out of the cache.
+                source = Path(tmp) / "out.tar.zst"
+                self._compress(packed, source)
+            self._materialise(decl, key, source)
         log(f"{decl.name}: built ({key[:16]})")
         return "built"
 
@@ -361,11 +374,15 @@ class Workspace:
         self.cache.mkdir(parents=True, exist_ok=True)
         entry = self.cache_entry(key)
         tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
-        cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=0)
-        with open(tar_path, "rb") as src, open(tmp, "wb") as dst:
-            cctx.copy_stream(src, dst)
+        self._compress(tar_path, tmp)
         (self.cache / f"{key}.json").write_text(json.dumps({"key": key, "files": files}, sort_keys=True))
         os.replace(tmp, entry)
+
+    @staticmethod
+    def _compress(tar_path: Path, dest: Path) -> None:
+        cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=0)
+        with open(tar_path, "rb") as src, open(dest, "wb") as dst:
+            cctx.copy_stream(src, dst)
 
     def _materialise(self, decl: StageDecl, key: str, entry: Path) -> None:
         """Unpack a cache entry (untrusted: checked like any archive) into

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import sys
 import threading
 from pathlib import Path
@@ -24,8 +25,9 @@ class RunLock:
     """One doit run per lane and tree at a time: a second one gets a clear
     message instead of two builds writing the same out/ folder."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, on_acquire=None):
         self.path = path
+        self.on_acquire = on_acquire
         self._fd: int | None = None
         self._mutex = threading.Lock()
 
@@ -46,17 +48,20 @@ class RunLock:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             self._fd = fd
+            if self.on_acquire:
+                self.on_acquire()
 
 
-def workspace_from_env(lock_path: str | None = None) -> tuple[config_mod.Settings, Workspace]:
-    settings = config_mod.load(lock=lock_path)
+def workspace_from_env(lock_path: str | None = None, root: Path | None = None) -> tuple[config_mod.Settings, Workspace]:
+    settings = config_mod.load(lock=lock_path, root=root or config_mod.PROJECT_ROOT)
     lock = lock_mod.load(settings.lock_path)
     out = Path(os.environ.get("ONLYDOCKER_OUT") or settings.root / "out") / lock.lane.name
     cache = Path(os.environ.get("ONLYDOCKER_STAGE_CACHE") or settings.cache_dir / "stages")
     variation = Variation(**json.loads(os.environ["ONLYDOCKER_VARIATION"])) \
         if os.environ.get("ONLYDOCKER_VARIATION") else Variation()
+    rebuild = frozenset(filter(None, os.environ.get("ONLYDOCKER_REBUILD", "").split(",")))
     ws = Workspace(root=settings.root, out=out, cache=cache, lock=lock,
-                   fetcher=Fetcher(settings), variation=variation)
+                   fetcher=Fetcher(settings), variation=variation, rebuild=rebuild)
     return settings, ws
 
 
@@ -81,7 +86,9 @@ def task_generators(settings: config_mod.Settings, ws: Workspace):
     from . import dist as dist_mod
 
     stages = load_stages(settings.root / "stages")
-    run_lock = RunLock(ws.out / ".run.lock")
+    # A killed run may have left half-made stage trees in tmp/: nothing there
+    # ever counts (manifests are written last), and the lock says no run owns them.
+    run_lock = RunLock(ws.out / ".run.lock", on_acquire=lambda: shutil.rmtree(ws.out / "tmp", ignore_errors=True))
     used_sources = {s.name: s for d in stages.values() for s in ws.sources_of(d)}
 
     for s in used_sources.values():
