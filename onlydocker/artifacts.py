@@ -1,0 +1,82 @@
+"""The python stages that shape artifacts from other stages' outputs:
+the bundled container image, the initrd and the Vagrant box. Each only
+rearranges bytes, through the deterministic writers (tarball, cpio,
+compress, dockerimage, box)."""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from . import box as box_fmt
+from . import compress, cpio, dockerimage
+from .errors import BuildError
+from .stage import StageContext
+
+
+def _lane_settings(ctx: StageContext, name: str) -> dict:
+    path = ctx.lane_dir / name
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise BuildError(f"stage {ctx.name}: lane {ctx.lane} has no {path}") from None
+
+
+def images(ctx: StageContext) -> None:
+    """The image the original pulled from Docker Hub at build time (DHCP and
+    default console), made from our own static BusyBox instead."""
+    conf = _lane_settings(ctx, "images.toml")
+    busybox = ctx.deps["busybox"]
+    root = ctx.out.parent / "image-rootfs"
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "busybox").write_bytes((busybox / "bin" / "busybox").read_bytes())
+    (root / "bin" / "busybox").chmod(0o755)
+    for link in (busybox / "bin" / "busybox.links").read_text().split():
+        target = root / link.lstrip("/")
+        if target.name == "busybox" or target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        depth = len(Path(link.lstrip("/")).parts) - 1
+        target.symlink_to("../" * depth + "bin/busybox")
+    for d in ("etc", "tmp", "root", "proc", "sys", "dev", "var/run"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc" / "group").write_text("root:x:0:\n")
+    out = ctx.out / "images"
+    out.mkdir()
+    with open(out / conf["file"], "wb") as f:
+        dockerimage.write_image_archive(root, f, tags=conf["tags"], mtime=ctx.source_date_epoch,
+                                        config={"Cmd": conf.get("cmd", ["/bin/sh"])})
+
+
+def initrd(ctx: StageContext) -> None:
+    """cpio newc of the root filesystem, compressed as the lane's kernel can
+    unpack (the lock's lane.initrd_compression)."""
+    fmt = ctx.lock.lane.initrd_compression
+    raw = ctx.out.parent / "initrd.cpio"
+    with open(raw, "wb") as f:
+        cpio.write_newc(ctx.deps["rootfs"], f, mtime=ctx.source_date_epoch)
+    with open(raw, "rb") as src, open(ctx.out / "initrd.img", "wb") as dst:
+        compress.compress(src, fmt, dst)
+    raw.unlink()
+
+
+def box(ctx: StageContext) -> None:
+    """The Vagrant box for VirtualBox, as the original shipped it: the ISO
+    inside, attached as a DVD by the box's Vagrantfile, and an empty 40 GB
+    data disk that init formats and mounts on first boot."""
+    conf = _lane_settings(ctx, "box.toml")
+    iso = ctx.deps["iso"] / "onlydocker.iso"
+    disk = ctx.deps["disk"] / "data-disk.vmdk"
+    work = ctx.out.parent / "box"
+    work.mkdir()
+    (work / "metadata.json").write_text(box_fmt.metadata_json())
+    (work / "Vagrantfile").write_text(box_fmt.vagrantfile("onlydocker.iso"))
+    (work / "box.ovf").write_text(box_fmt.box_ovf(conf["name"], ["data-disk.vmdk"], ctx.source_date_epoch))
+    files = {"metadata.json": work / "metadata.json", "Vagrantfile": work / "Vagrantfile",
+             "box.ovf": work / "box.ovf", "data-disk.vmdk": disk, "onlydocker.iso": iso}
+    box_path = ctx.out / "onlydocker-virtualbox.box"
+    with open(box_path, "wb") as f:
+        box_fmt.write_box(files, f, mtime=ctx.source_date_epoch)
+    from .hashing import sha256_file
+    (ctx.out / "onlydocker-virtualbox.json").write_text(box_fmt.catalog_json(
+        conf["name"], conf["version"], "virtualbox", conf["url"], sha256_file(box_path)))
