@@ -1,0 +1,190 @@
+"""The engine, on tiny real sources built in the real builder image: keys,
+the cache, patches, failures, kills and concurrent runs."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import workspace as wsmod
+
+pytestmark = pytest.mark.docker
+
+HELLO_C = b'#include <stdio.h>\nint main(void) { puts("hello"); return 0; }\n'
+PATCH = """--- a/hello.c
++++ b/hello.c
+@@ -1,2 +1,2 @@
+ #include <stdio.h>
+-int main(void) { puts("hello"); return 0; }
++int main(void) { puts("%s"); return 0; }
+"""
+
+
+def _source_tarball(path: Path) -> tuple[str, int]:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.GNU_FORMAT) as tf:
+        for name, data in (("hello-1.0/", None), ("hello-1.0/hello.c", HELLO_C)):
+            info = tarfile.TarInfo(name.rstrip("/"))
+            info.mtime = 1600000000
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tf.addfile(info)
+            else:
+                info.size, info.mode = len(data), 0o644
+                tf.addfile(info, io.BytesIO(data))
+    path.write_bytes(buf.getvalue())
+    return hashlib.sha256(buf.getvalue()).hexdigest(), len(buf.getvalue())
+
+
+def _stage(root: Path, name: str, toml: str, script: str) -> None:
+    d = root / "stages" / name
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "stage.toml").write_text(toml)
+    (d / "build.sh").write_text(script)
+
+
+@pytest.fixture
+def tiny(tmp_path, docker_client):
+    ws = wsmod.make(tmp_path / "ws")
+    ws.env["ONLYDOCKER_STAGE_CACHE"] = str(tmp_path / "stage-cache")
+    tarball = tmp_path / "hello-1.0.tar.gz"
+    sha, size = _source_tarball(tarball)
+    (ws.root / "test.lock").write_text(wsmod.builder_tables() + f"""
+[[source]]
+name = "hello"
+version = "1.0"
+file = "hello-1.0.tar.gz"
+urls = ["file://{tarball}"]
+sha256 = "{sha}"
+size = {size}
+license = "MIT"
+""")
+    patches = ws.root / "patches" / "hello" / "1.0"
+    patches.mkdir(parents=True)
+    (patches / "0001-greeting.patch").write_text(PATCH % "hello, patched")
+    _stage(ws.root, "hello", 'description = "hello"\nsources = ["hello"]\noutputs = ["bin/hello"]\n',
+           "set -eu\nmkdir -p /build/out/bin\ncc -O2 -static -o /build/out/bin/hello /build/src/hello/hello.c\n")
+    _stage(ws.root, "pkg", 'description = "pkg"\nneeds = ["hello"]\noutputs = ["said"]\n',
+           "set -eu\n/build/deps/hello/bin/hello > /build/out/said\n")
+    _stage(ws.root, "other", 'description = "other"\noutputs = ["other"]\n',
+           "set -eu\necho other > /build/out/other\n")
+    ws.lane = wsmod.lane_name()
+    return ws
+
+
+def events(result) -> dict[str, str]:
+    """stage -> built | restored, from the engine's own lines."""
+    out = {}
+    for line in (result.stdout + result.stderr).splitlines():
+        for word in ("built", "restored"):
+            if f": {word}" in line:
+                out[line.split(":")[0].strip().split()[-1]] = word
+    return out
+
+
+def test_builds_every_stage_then_has_nothing_to_do(tiny):
+    first = events(tiny.doit("lock=test.lock"))
+    assert first == {"hello": "built", "pkg": "built", "other": "built"}
+    said = tiny.out(tiny.lane) / "stages" / "pkg" / "said"
+    assert said.read_text() == "hello, patched\n"
+    assert events(tiny.doit("lock=test.lock")) == {}
+
+
+def test_touching_a_file_without_changing_it_rebuilds_nothing(tiny):
+    tiny.doit("lock=test.lock")
+    script = tiny.root / "stages" / "hello" / "build.sh"
+    os.utime(script, (time.time() + 100, time.time() + 100))
+    assert events(tiny.doit("lock=test.lock")) == {}
+
+
+def test_changed_patch_rebuilds_its_stage_and_downstream_only_and_revert_restores(tiny):
+    tiny.doit("lock=test.lock")
+    patch = tiny.root / "patches" / "hello" / "1.0" / "0001-greeting.patch"
+    original = patch.read_text()
+    patch.write_text(PATCH % "hello, changed")
+    assert events(tiny.doit("lock=test.lock")) == {"hello": "built", "pkg": "built"}
+    assert (tiny.out(tiny.lane) / "stages" / "pkg" / "said").read_text() == "hello, changed\n"
+    patch.write_text(original)
+    assert events(tiny.doit("lock=test.lock")) == {"hello": "restored", "pkg": "restored"}
+
+
+def test_a_patch_that_does_not_apply_names_the_patch_and_the_file(tiny):
+    patch = tiny.root / "patches" / "hello" / "1.0" / "0001-greeting.patch"
+    patch.write_text(PATCH.replace('puts("hello")', 'puts("nothing like it")') % "x")
+    r = tiny.doit("lock=test.lock", "build:hello", check=False)
+    assert r.returncode != 0
+    text = r.stdout + r.stderr
+    assert "0001-greeting.patch" in text and "hello.c" in text
+    assert not (tiny.out(tiny.lane) / "stages" / "hello.manifest.json").exists()
+
+
+def test_a_failing_build_names_the_stage_keeps_the_log_and_caches_nothing(tiny):
+    _stage(tiny.root, "other", 'description = "other"\noutputs = ["other"]\n',
+           "echo 'the last words of a failing build'\nexit 3\n")
+    r = tiny.doit("lock=test.lock", "build:other", check=False)
+    assert r.returncode != 0
+    text = r.stdout + r.stderr
+    assert "stage other failed" in text and "the last words of a failing build" in text
+    log = tiny.out(tiny.lane) / "logs" / "other.log"
+    assert "the last words of a failing build" in log.read_text()
+    cache = Path(tiny.env["ONLYDOCKER_STAGE_CACHE"])
+    assert not list(cache.glob("*.tar.zst")) if cache.exists() else True
+    assert not (tiny.out(tiny.lane) / "stages" / "other.manifest.json").exists()
+
+
+def test_a_changed_output_is_stale_and_restored_from_the_cache(tiny):
+    tiny.doit("lock=test.lock")
+    binary = tiny.out(tiny.lane) / "stages" / "hello" / "bin" / "hello"
+    binary.write_bytes(b"tampered")
+    assert events(tiny.doit("lock=test.lock")).get("hello") == "restored"
+    assert binary.read_bytes() != b"tampered"
+
+
+def _start_slow(tiny, seconds: int) -> subprocess.Popen:
+    _stage(tiny.root, "other", 'description = "other"\noutputs = ["other"]\n',
+           f"echo sleeping; sleep {seconds}; echo other > /build/out/other\n")
+    return subprocess.Popen([sys.executable, "-m", "doit", "lock=test.lock", "build:other"],
+                            cwd=tiny.root, env=tiny.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True, text=True)
+
+
+def _wait_for_log(path: Path, text: str, timeout: float = 120) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{path} never showed {text!r}")
+
+
+def test_a_killed_run_leaves_nothing_a_later_run_takes_as_complete(tiny):
+    tiny.doit("lock=test.lock", "build:builder")
+    proc = _start_slow(tiny, 600)
+    _wait_for_log(tiny.out(tiny.lane) / "logs" / "other.log", "sleeping")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tiny.out(tiny.lane) / "stages" / "other.manifest.json").exists()
+    _stage(tiny.root, "other", 'description = "other"\noutputs = ["other"]\n',
+           "echo other > /build/out/other\n")
+    assert events(tiny.doit("lock=test.lock", "build:other")) == {"other": "built"}
+
+
+def test_two_runs_at_once_do_not_share_a_tree(tiny):
+    tiny.doit("lock=test.lock", "build:builder")
+    proc = _start_slow(tiny, 30)
+    try:
+        _wait_for_log(tiny.out(tiny.lane) / "logs" / "other.log", "sleeping")
+        r = tiny.doit("lock=test.lock", "build:hello", check=False)
+        assert r.returncode != 0
+        assert "another doit run" in r.stdout + r.stderr
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -1,0 +1,73 @@
+"""A throw-away project tree to run the real `doit` in: the repository's own
+dodo.py and pyproject.toml, with either the real stages and locks (the
+end-to-end lane test) or a few tiny stages of a test's own."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Workspace:
+    root: Path
+    env: dict = field(default_factory=dict)
+    log: Path | None = None
+
+    def doit(self, *args: str, check: bool = True, timeout: float = 3600) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "doit", *args]
+        r = subprocess.run(cmd, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout)
+        if self.log:
+            with open(self.log, "a") as f:
+                f.write(f"$ doit {' '.join(args)}\n{r.stdout}\n{r.stderr}\nexit {r.returncode}\n")
+        if check and r.returncode != 0:
+            raise AssertionError(f"doit {' '.join(args)} failed ({r.returncode}):\n"
+                                 f"{r.stdout[-6000:]}\n{r.stderr[-6000:]}")
+        return r
+
+    def out(self, lane: str) -> Path:
+        return self.root / "out" / lane
+
+
+def make(root: Path, *, copy_project: bool = False, cache: Path | None = None) -> Workspace:
+    """A workspace at `root`. With copy_project, every tracked file of the
+    repository; otherwise only dodo.py and pyproject.toml (add stages/ and a lock)."""
+    root.mkdir(parents=True, exist_ok=True)
+    if copy_project:
+        files = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], check=True,
+                               capture_output=True).stdout.decode().split("\0")
+        for f in filter(None, files):
+            src = REPO / f
+            if src.exists():
+                (root / f).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, root / f, follow_symlinks=False)
+    else:
+        for f in ("dodo.py", "pyproject.toml"):
+            shutil.copy2(REPO / f, root / f)
+        (root / "stages").mkdir(exist_ok=True)
+    env = dict(os.environ)
+    # The repository's package, whatever the workspace holds (a copy's own
+    # onlydocker/ comes first when there is one).
+    env["PYTHONPATH"] = os.pathsep.join([str(root) if copy_project else str(REPO), env.get("PYTHONPATH", "")])
+    env["ONLYDOCKER_OUT"] = str(root / "out")
+    env["ONLYDOCKER_SIGNING_KEY"] = str(root.parent / f"{root.name}-keys" / "signing.key")
+    if cache is not None:
+        env["ONLYDOCKER_CACHE"] = str(cache)
+    return Workspace(root=root, env=env, log=root.parent / f"{root.name}.log")
+
+
+def builder_tables() -> str:
+    """The modern lane's [lane] and [builder] tables, so tiny test lanes share
+    its builder image (made once, then taken from the cache)."""
+    text = (REPO / "locks" / "bookworm.lock").read_text()
+    return text.split("[[source]]", 1)[0]
+
+
+def lane_name() -> str:
+    return tomllib.loads(builder_tables())["lane"]["name"]
