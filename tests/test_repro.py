@@ -1,0 +1,55 @@
+"""`doit repro` catches a stage that is not reproducible and explains why,
+and passes a stage that is."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests import workspace as wsmod
+from tests.conftest import require_tool
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def lane(tmp_path, docker_client):
+    ws = wsmod.make(tmp_path / "ws")
+    (ws.root / "test.lock").write_text(wsmod.builder_tables())
+    for name, script in {
+        # Writes what the build's conditions are: the date, the host name,
+        # the user, the umask, the time zone. Every one differs in repro.
+        "leaky": 'set -eu\n{ date; hostname; id -u; umask; echo "$TZ"; } > /build/out/stamp\n'
+                 'echo same > /build/out/steady\n',
+        "steady": "set -eu\nprintf 'built at %s\\n' \"$SOURCE_DATE_EPOCH\" > /build/out/stamp\n",
+    }.items():
+        d = ws.root / "stages" / name
+        d.mkdir(parents=True)
+        (d / "stage.toml").write_text(f'description = "{name}"\noutputs = ["stamp"]\n')
+        (d / "build.sh").write_text(script)
+    return ws
+
+
+def test_a_reproducible_stage_passes(lane):
+    r = lane.doit("repro", "--lock", "test.lock", "steady", check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads((lane.out(wsmod.lane_name()) / "repro" / "report.json").read_text())
+    assert report["identical"] is True
+    assert [row["artifact"] for row in report["rows"]] == ["stages/steady/stamp"]
+
+
+def test_a_stage_that_writes_the_date_is_caught_and_explained(lane):
+    require_tool("diffoscope")
+    r = lane.doit("repro", "--lock", "test.lock", "leaky", check=False)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "stages/leaky/stamp" in r.stdout and "NO" in r.stdout
+    report_dir = lane.out(wsmod.lane_name()) / "repro"
+    report = json.loads((report_dir / "report.json").read_text())
+    rows = {row["artifact"]: row["same"] for row in report["rows"]}
+    assert rows == {"stages/leaky/stamp": False, "stages/leaky/steady": True}
+    [explained] = report["diffoscope"]
+    text = open(explained["text"]).read()
+    assert explained["exit"] == 1 and "stamp" in text
+    # the report shows the varied conditions themselves
+    assert "repro-other-host" in text
+    assert (report_dir / "stages__leaky__stamp.diffoscope.html").exists()
