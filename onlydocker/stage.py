@@ -451,9 +451,10 @@ class Workspace:
             if v.faketime:
                 env["FAKETIME"] = v.faketime
                 env["ONLYDOCKER_FAKETIME"] = "1"
-            command = ["sh", "-c", f"umask {v.umask}; exec sh /build/engine/prelude.sh"]
-            spec = engine.RunSpec(image=self.builder()["tag"], command=command, env=env,
-                                  workdir="/build", hostname=v.hostname, user=v.user, inputs=inputs)
+            env["ONLYDOCKER_UMASK"] = v.umask
+            env["ONLYDOCKER_BUILD_USER"] = v.user
+            spec = engine.RunSpec(image=self.builder()["tag"], command=["sh", "/build/engine/prelude.sh"],
+                                  env=env, workdir="/build", hostname=v.hostname, inputs=inputs)
             client = engine.connect()
             self.log_path(decl.name).parent.mkdir(parents=True, exist_ok=True)
             try:

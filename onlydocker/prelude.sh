@@ -1,0 +1,70 @@
+# The engine's prelude, run in every container stage before its build.sh:
+# unpack the sources, apply the patches, then run the stage's script,
+# optionally as another user and under a shifted clock (`doit repro`).
+# Archives were checked on the host (no absolute paths, no .., no links out,
+# no devices, no setuid) before they were copied in.
+set -eu
+umask "${ONLYDOCKER_UMASK:-022}"
+started=$(date +%s)
+
+mkdir -p /build/src /build/out /build/work /build/home
+while read -r name file version; do
+    [ -n "$name" ] || continue
+    archive="/build/sources/$file"
+    case "$file" in
+        *.tar.*|*.tgz|*.tar) ;;
+        *) continue ;;   # .deb and plain files: the script takes them as they are
+    esac
+    dest="/build/src/$name"
+    mkdir -p "$dest.unpack"
+    tar -xf "$archive" -C "$dest.unpack" --no-same-owner --no-same-permissions
+    # A single top-level directory is stripped (linux-6.1.176/ -> /build/src/linux).
+    set -- "$dest.unpack"/* "$dest.unpack"/.[!.]*
+    if [ "$#" -ge 1 ] && [ -d "$1" ] && { [ "$#" -eq 1 ] || [ ! -e "$2" ]; }; then
+        mv "$1" "$dest"
+        rmdir "$dest.unpack"
+    else
+        mv "$dest.unpack" "$dest"
+    fi
+    echo "prelude: unpacked $file into $dest"
+
+    patches="/build/patches/$name"
+    [ -d "$patches" ] || continue
+    if [ -f "$patches/series" ]; then
+        list=$(grep -v '^[[:space:]]*\(#\|$\)' "$patches/series")
+    else
+        list=$(cd "$patches" && ls | grep '\.patch$' | LC_ALL=C sort)
+    fi
+    for p in $list; do
+        if ! out=$(cd "$dest" && patch -p1 --batch --forward --no-backup-if-mismatch < "$patches/$p" 2>&1); then
+            echo "patch $name/$p failed to apply:"
+            echo "$out"
+            exit 1
+        fi
+        echo "prelude: applied $name/$p"
+    done
+done < /build/engine/sources.txt
+
+# The build runs as ONLYDOCKER_BUILD_USER (uid:gid) when one is given.
+run="sh /build/stage/build.sh"
+if [ -n "${ONLYDOCKER_BUILD_USER:-}" ] && [ "$ONLYDOCKER_BUILD_USER" != "0:0" ]; then
+    chown -R "$ONLYDOCKER_BUILD_USER" /build
+    run="setpriv --reuid=${ONLYDOCKER_BUILD_USER%%:*} --regid=${ONLYDOCKER_BUILD_USER##*:} --clear-groups $run"
+fi
+# A shifted clock (libfaketime), when the builder image has it.
+if [ -n "${FAKETIME:-}" ]; then
+    lib=$(ls /usr/lib/*/faketime/libfaketime.so.1 2>/dev/null | head -n 1 || true)
+    if [ -n "$lib" ]; then
+        export LD_PRELOAD="$lib" FAKETIME_DONT_FAKE_MONOTONIC=1
+        echo "prelude: clock shifted by $FAKETIME (date now says: $(LD_PRELOAD=$lib date -u))"
+    else
+        echo "prelude: no libfaketime in the builder image: clock not shifted"
+        unset FAKETIME
+    fi
+fi
+unpacked=$(date +%s)
+echo "prelude: running build.sh (stage $STAGE, lane $LANE, $JOBS jobs)"
+cd /build/work
+$run
+finished=$(date +%s)
+echo "prelude: build.sh took $((finished - unpacked)) s; unpacking and patches $((unpacked - started)) s"
