@@ -1,0 +1,208 @@
+"""The lock: one TOML file per lane naming every source by URL and hash.
+
+Everything is validated before anything runs; an error names the file, the
+entry and the field. `pin` rewrites a lock with tomlkit, so comments and
+the order of everything else survive.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .config import MIRROR_SCHEMES
+from .errors import LockError
+from .hashing import HASH_LENGTHS
+
+INITRD_COMPRESSIONS = {"zstd", "lzma", "xz", "gzip"}
+URL_SCHEMES = {"http", "https", "file"}
+SOURCE_FIELDS = {"name", "group", "version", "file", "urls", "sha256", "sha512", "sha1", "size", "license"}
+HEX = re.compile(r"^[0-9a-f]+$")
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    group: str
+    version: str
+    file: str
+    urls: tuple[str, ...]
+    sha256: str | None
+    size: int | None
+    license: str
+    sha512: str | None = None
+    sha1: str | None = None
+
+    @property
+    def pinned(self) -> bool:
+        """Usable: a sha256 is known. (`doit lock` also fills a missing size.)"""
+        return self.sha256 is not None
+
+    def hashes(self) -> dict[str, str]:
+        return {a: getattr(self, a) for a in ("sha256", "sha512", "sha1") if getattr(self, a)}
+
+
+@dataclass(frozen=True)
+class Lane:
+    name: str
+    source_date_epoch: int
+    initrd_compression: str
+
+
+@dataclass(frozen=True)
+class Builder:
+    suite: str
+    mirror: str
+    variant: str
+    packages: tuple[str, ...]
+    mmdebstrap_options: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Lock:
+    path: Path
+    lane: Lane
+    builder: Builder
+    sources: tuple[Source, ...]
+
+    def source(self, name: str) -> Source:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        raise KeyError(f"{self.path}: no source named {name!r}")
+
+    def group(self, name: str) -> list[Source]:
+        return [s for s in self.sources if s.group == name]
+
+
+def _req(path, table: dict, key: str, typ, entry=None, what=None):
+    if key not in table:
+        raise LockError(path, entry, what or key, "missing")
+    value = table[key]
+    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        raise LockError(path, entry, what or key, f"must be {typ.__name__}, not {type(value).__name__}")
+    return value
+
+
+def check_url(path, entry: str, url) -> None:
+    if not isinstance(url, str) or not url:
+        raise LockError(path, entry, "urls", f"{url!r} is not a URL")
+    scheme = url.split(":", 1)[0] if ":" in url else ""
+    if scheme in MIRROR_SCHEMES:
+        rest = url[len(scheme) + 1:]
+        if not rest or rest.startswith("/") or ".." in rest.split("/"):
+            raise LockError(path, entry, "urls", f"{url!r}: a {scheme}: URL names a path below the mirror")
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in URL_SCHEMES:
+        raise LockError(path, entry, "urls", f"{url!r}: scheme must be http, https, file "
+                                             f"or a mirror ({', '.join(sorted(MIRROR_SCHEMES))})")
+    if parts.scheme in ("http", "https") and not parts.netloc:
+        raise LockError(path, entry, "urls", f"{url!r} has no host")
+
+
+def _source(path, i: int, t) -> Source:
+    if not isinstance(t, dict):
+        raise LockError(path, f"#{i + 1}", None, "a [[source]] must be a table")
+    name = t.get("name")
+    entry = name if isinstance(name, str) and name else f"#{i + 1}"
+    name = _req(path, t, "name", str, entry)
+    unknown = set(t) - SOURCE_FIELDS
+    if unknown:
+        raise LockError(path, entry, sorted(unknown)[0], f"unknown field; known are {', '.join(sorted(SOURCE_FIELDS))}")
+    file = _req(path, t, "file", str, entry)
+    if "/" in file or file in ("", ".", ".."):
+        raise LockError(path, entry, "file", f"{file!r} must be a plain file name")
+    urls = _req(path, t, "urls", list, entry)
+    if not urls:
+        raise LockError(path, entry, "urls", "needs at least one URL")
+    for u in urls:
+        check_url(path, entry, u)
+    hashes = {}
+    for algo, length in HASH_LENGTHS.items():
+        if algo in t:
+            value = _req(path, t, algo, str, entry)
+            if len(value) != length or not HEX.match(value):
+                raise LockError(path, entry, algo, f"must be {length} lowercase hex digits, got {value!r} "
+                                                   f"({len(value)} characters)")
+            hashes[algo] = value
+    size = None
+    if "size" in t:
+        size = _req(path, t, "size", int, entry)
+        if size <= 0:
+            raise LockError(path, entry, "size", f"must be positive, got {size}")
+    return Source(name=name, group=t.get("group", name) if isinstance(t.get("group", name), str) else
+                  _req(path, t, "group", str, entry),
+                  version=_req(path, t, "version", str, entry), file=file, urls=tuple(urls),
+                  sha256=hashes.get("sha256"), size=size, license=_req(path, t, "license", str, entry),
+                  sha512=hashes.get("sha512"), sha1=hashes.get("sha1"))
+
+
+def load(path: str | Path) -> Lock:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise LockError(path, None, None, "no such lock file") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise LockError(path, None, None, f"not valid TOML: {e}") from None
+
+    lane_t = _req(path, data, "lane", dict, None, "[lane]")
+    epoch = _req(path, lane_t, "source_date_epoch", int, "[lane]")
+    if epoch <= 0:
+        raise LockError(path, "[lane]", "source_date_epoch", "must be a positive Unix time")
+    comp = _req(path, lane_t, "initrd_compression", str, "[lane]")
+    if comp not in INITRD_COMPRESSIONS:
+        raise LockError(path, "[lane]", "initrd_compression",
+                        f"{comp!r} is not one of {', '.join(sorted(INITRD_COMPRESSIONS))}")
+    lane = Lane(name=_req(path, lane_t, "name", str, "[lane]"), source_date_epoch=epoch, initrd_compression=comp)
+    if not re.match(r"^[A-Za-z0-9._-]+$", lane.name):
+        raise LockError(path, "[lane]", "name", f"{lane.name!r}: letters, digits, '.', '_' and '-' only")
+
+    b = _req(path, data, "builder", dict, None, "[builder]")
+    mirror = _req(path, b, "mirror", str, "[builder]")
+    if mirror.rstrip(":") not in MIRROR_SCHEMES and urlsplit(mirror).scheme not in ("http", "https", "file"):
+        raise LockError(path, "[builder]", "mirror", f"{mirror!r} is neither a mirror scheme nor a URL")
+    packages = _req(path, b, "packages", list, "[builder]")
+    options = b.get("mmdebstrap_options", [])
+    for field, values in (("packages", packages), ("mmdebstrap_options", options)):
+        if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+            raise LockError(path, "[builder]", field, "must be a list of strings")
+    builder = Builder(suite=_req(path, b, "suite", str, "[builder]"), mirror=mirror,
+                      variant=b.get("variant", "minbase"), packages=tuple(packages),
+                      mmdebstrap_options=tuple(options))
+
+    raw = data.get("source", [])
+    if not isinstance(raw, list):
+        raise LockError(path, None, "source", "sources are [[source]] tables")
+    sources = [_source(path, i, t) for i, t in enumerate(raw)]
+    seen: set[str] = set()
+    for s in sources:
+        if s.name in seen:
+            raise LockError(path, s.name, "name", "duplicate name: each source is named once")
+        seen.add(s.name)
+    return Lock(path=path, lane=lane, builder=builder, sources=tuple(sources))
+
+
+def pin(path: str | Path, name: str, sha256: str, size: int) -> None:
+    """Write sha256 and size into one entry, keeping everything else as it was."""
+    import os
+
+    import tomlkit
+    path = Path(path)
+    doc = tomlkit.parse(path.read_text())
+    for t in doc.get("source", []):
+        if t.get("name") == name:
+            t["sha256"] = sha256
+            t["size"] = size
+            break
+    else:
+        raise LockError(path, name, None, "no such source to pin")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(tomlkit.dumps(doc))
+    load(tmp)   # never write a lock we would refuse
+    os.replace(tmp, path)
