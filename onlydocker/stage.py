@@ -288,9 +288,10 @@ class Workspace:
         if decl.kind == "container":
             inputs["builder"] = self.builder()["tar_sha256"]
         else:
-            # A python stage's code is an input too.
-            mod = importlib.import_module(decl.function.split(":")[0])
-            inputs["code"] = sha256_file(Path(mod.__file__))
+            # A python stage's code is an input too: the engine's modules
+            # (writers, formats) it calls, all of them, to be safe.
+            pkg = Path(__file__).parent
+            inputs["code"] = {p.name: sha256_file(p) for p in sorted(pkg.glob("*.py"))}
         return inputs
 
     def key(self, decl: StageDecl, stages: dict[str, StageDecl]) -> str:
