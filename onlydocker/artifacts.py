@@ -40,6 +40,12 @@ def images(ctx: StageContext) -> None:
     for d in ("etc", "tmp", "root", "proc", "sys", "dev", "var/run"):
         (root / d).mkdir(parents=True, exist_ok=True)
     (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    # udhcpc configures nothing without its script; run in a --net host
+    # container, this one configures the host's interface.
+    script = root / "usr" / "share" / "udhcpc" / "default.script"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_bytes((ctx.stage_dir / "udhcpc.script").read_bytes())
+    script.chmod(0o755)
     (root / "etc" / "group").write_text("root:x:0:\n")
     out = ctx.out / "images"
     out.mkdir()

@@ -1,0 +1,93 @@
+"""Booting an image in qemu (software emulation) and reading its serial
+console: the proof that what we build runs. Judged by a marker line on the
+console, never by qemu's exit code; a hard timeout always ends qemu."""
+from __future__ import annotations
+
+import os
+import selectors
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import OnlyDockerError
+
+
+@dataclass
+class BootResult:
+    text: str
+    marker_seen: bool
+    seconds: float
+    log_path: Path
+
+
+def boot(kernel: Path | None, initrd: Path | None, *, iso: Path | None = None, append: str = "",
+         boot_label: str | None = None, timeout: float = 600, marker: str, log_path: Path,
+         memory_mb: int = 2048) -> BootResult:
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None:
+        raise OnlyDockerError("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")
+    cmd = [qemu, "-accel", "tcg", "-m", str(memory_mb), "-smp", "2", "-nographic", "-no-reboot",
+           "-nic", "user,model=e1000", "-serial", "mon:stdio"]
+    if iso is not None:
+        cmd += ["-cdrom", str(iso), "-boot", "d"]
+    else:
+        cmd += ["-kernel", str(kernel), "-initrd", str(initrd),
+                "-append", f"console=ttyS0,115200 panic=-1 {append}".strip()]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    text = bytearray()
+    seen = False
+    typed = boot_label is None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    try:
+        with open(log_path, "wb") as log:
+            log.write(("$ " + " ".join(cmd) + "\n").encode())
+            while time.monotonic() - start < timeout:
+                if not sel.select(timeout=1):
+                    if proc.poll() is not None:
+                        break
+                    continue
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                text += chunk
+                log.write(chunk)
+                log.flush()
+                if not typed and b"boot:" in text:
+                    # ISOLINUX's prompt, read from the serial line too.
+                    proc.stdin.write(boot_label.encode() + b"\r")
+                    proc.stdin.flush()
+                    typed = True
+                if marker.encode() in text:
+                    seen = True
+                    # Keep reading the rest of the marker's line.
+                    end = time.monotonic() + 5
+                    while b"\n" not in text[text.rfind(marker.encode()):] and time.monotonic() < end:
+                        if sel.select(timeout=0.5):
+                            more = os.read(proc.stdout.fileno(), 65536)
+                            if not more:
+                                break
+                            text += more
+                            log.write(more)
+                    break
+    finally:
+        proc.kill()
+        proc.wait()
+    return BootResult(text.decode("utf-8", "replace"), seen, time.monotonic() - start, log_path)
+
+
+def assert_selftest_passed(result: BootResult) -> None:
+    """Raise AssertionError with the console's evidence unless init's
+    self-check passed."""
+    tail = result.text[-6000:]
+    assert result.marker_seen, f"no self-check result within {result.seconds:.0f} s; console:\n{tail}"
+    verdict = result.text[result.text.rfind("ONLYDOCKER-SELFTEST:"):].splitlines()[0]
+    assert verdict.strip() == "ONLYDOCKER-SELFTEST: PASS", f"{verdict}\n{tail}"
+    for line in ("pid 1 is: dockerd", "selftest: ok: docker version", "selftest: ok: iptables -L",
+                 "selftest: ok: module overlay loaded", "selftest: ok: dhcp container ran",
+                 "selftest: ok: console container is running"):
+        assert line in result.text, f"missing {line!r} on the console:\n{tail}"

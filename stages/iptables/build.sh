@@ -1,0 +1,13 @@
+# iptables, static like the original: the extensions are linked in, so the
+# image needs no xtables .so files (without them dockerd dies with
+# "Couldn't load target `standard'"). The lane's configure options are data.
+set -eu
+cd /build/src/iptables
+./configure --prefix=/usr --sysconfdir=/etc --enable-static --disable-shared \
+    $(grep -v '^#' /build/stage/lane/configure-options) LDFLAGS="-static" >/dev/null
+make -s -j"$JOBS"
+mkdir -p /build/out/bin
+multi=$(cat /build/stage/lane/multi-binary)
+cp "iptables/$multi" /build/out/bin/xtables-multi
+strip /build/out/bin/xtables-multi
+if readelf -l /build/out/bin/xtables-multi | grep -q INTERP; then echo "iptables is not static"; exit 1; fi

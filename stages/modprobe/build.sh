@@ -1,0 +1,18 @@
+# Which modprobe the lane uses is data: lanes/<lane>/provider is "kmod"
+# (a static kmod built here) or "busybox" (BusyBox's applets, as in 2015).
+set -eu
+provider=$(cat /build/stage/lane/provider)
+mkdir -p /build/out/bin
+echo "$provider" > /build/out/bin/modprobe-provider
+[ "$provider" = kmod ] || exit 0
+
+cd /build/src/kmod
+# Debian's orig is a git snapshot: no configure yet.
+[ -x configure ] || ./autogen.sh >/dev/null 2>&1 || autoreconf -fi
+./configure --prefix=/usr --disable-manpages --disable-gtk-doc --disable-test-modules \
+    --without-xz --without-zstd --without-zlib --without-openssl \
+    --enable-static --disable-shared LDFLAGS="-static" >/dev/null
+make -s -j"$JOBS" tools/kmod
+cp tools/kmod /build/out/bin/kmod
+strip /build/out/bin/kmod
+if readelf -l /build/out/bin/kmod | grep -q INTERP; then echo "kmod is not static"; exit 1; fi
