@@ -1,7 +1,7 @@
 """The doit task graph: fetch every source, make the builder image, build or
 restore every stage, then publish and sign the artifacts.
 
-dodo.py only calls `task_generators`; everything here is importable and
+dodo.py only calls `build_tasks`; everything here is importable and
 testable without doit's command line.
 """
 from __future__ import annotations
@@ -80,7 +80,7 @@ def _guard(run_lock: RunLock, fn):
     return action
 
 
-def task_generators(settings: config_mod.Settings, ws: Workspace):
+def build_tasks(settings: config_mod.Settings, ws: Workspace):
     """Yield doit task dicts for the lane of `ws`."""
     from . import builder as builder_mod
     from . import dist as dist_mod
@@ -135,7 +135,7 @@ def task_generators(settings: config_mod.Settings, ws: Workspace):
         file_dep = [str(p) for _, p in decl.files(ws.lane)]
         file_dep += [str(p) for s in ws.sources_of(decl) for _, p in ws.patches(s)]
         file_dep += [str(ws.manifest_path(n)) for n in decl.needs]
-        task_dep = [f"fetch:{s.name}" for s in ws.sources_of(decl)]
+        task_dep = [f"build:fetch:{s.name}" for s in ws.sources_of(decl)]
         if decl.kind == "container":
             file_dep.append(str(record))
         yield {
