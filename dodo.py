@@ -8,7 +8,7 @@ from pathlib import Path
 from doit import get_var
 
 from onlydocker.hashing import ContentChecker
-from onlydocker.tasks import task_generators, workspace_from_env
+from onlydocker.tasks import build_tasks, workspace_from_env
 
 settings, workspace = workspace_from_env(get_var("lock", None), root=Path(__file__).resolve().parent)
 workspace.out.mkdir(parents=True, exist_ok=True)
@@ -27,4 +27,4 @@ DOIT_CONFIG = {
 
 def task_build():
     """Build the lane: sources, builder image, stages, signed artifacts."""
-    yield from task_generators(settings, workspace)
+    yield from build_tasks(settings, workspace)

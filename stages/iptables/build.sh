@@ -4,8 +4,10 @@
 set -eu
 cd /build/src/iptables
 ./configure --prefix=/usr --sysconfdir=/etc --enable-static --disable-shared \
-    $(grep -v '^#' /build/stage/lane/configure-options) LDFLAGS="-static" >/dev/null
-make -s -j"$JOBS"
+    $(grep -v '^#' /build/stage/lane/configure-options) >/dev/null
+# libtool's -all-static: a fully static program (its -static only means
+# "link our own libraries statically").
+make -s -j"$JOBS" LDFLAGS="-all-static"
 mkdir -p /build/out/bin
 multi=$(cat /build/stage/lane/multi-binary)
 cp "iptables/$multi" /build/out/bin/xtables-multi

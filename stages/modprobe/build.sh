@@ -11,8 +11,8 @@ cd /build/src/kmod
 [ -x configure ] || ./autogen.sh >/dev/null 2>&1 || autoreconf -fi
 ./configure --prefix=/usr --disable-manpages --disable-gtk-doc --disable-test-modules \
     --without-xz --without-zstd --without-zlib --without-openssl \
-    --enable-static --disable-shared LDFLAGS="-static" >/dev/null
-make -s -j"$JOBS" tools/kmod
+    --enable-static --disable-shared >/dev/null
+make -s -j"$JOBS" LDFLAGS="-all-static" tools/kmod
 cp tools/kmod /build/out/bin/kmod
 strip /build/out/bin/kmod
 if readelf -l /build/out/bin/kmod | grep -q INTERP; then echo "kmod is not static"; exit 1; fi
