@@ -262,7 +262,8 @@ class Fetcher:
                     raise _Fatal(f"the server announces {total} bytes, more than the pinned size {source.size}")
             with open(part, mode) as out:
                 try:
-                    self._copy(lambda n: r.raw.read(n, decode_content=False), out, source, have,
+                    # Small reads: what arrived before a reset is kept for the resume.
+                    self._copy(lambda n: r.raw.read(min(n, 1 << 16), decode_content=False), out, source, have,
                                total=total, progress=progress)
                 except (requests.ConnectionError, requests.Timeout, OSError) as e:
                     if isinstance(e, OSError) and not _is_network_error(e):
