@@ -89,9 +89,7 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
     # A killed run may have left half-made stage trees in tmp/: nothing there
     # ever counts (manifests are written last), and the lock says no run owns them.
     run_lock = RunLock(ws.out / ".run.lock", on_acquire=lambda: shutil.rmtree(ws.out / "tmp", ignore_errors=True))
-    used_sources = {s.name: s for d in stages.values() for s in ws.sources_of(d)}
-
-    for s in used_sources.values():
+    for s in ws.lock.sources:
         yield {
             "name": f"fetch:{s.name}",
             "doc": f"fetch and verify {s.file}",
