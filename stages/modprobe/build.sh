@@ -10,8 +10,9 @@ cd /build/src/kmod
 # Debian's orig is a git snapshot: no configure yet.
 [ -x configure ] || ./autogen.sh >/dev/null 2>&1 || autoreconf -fi
 ./configure --prefix=/usr --disable-manpages --disable-gtk-doc --disable-test-modules \
-    --without-xz --without-zstd --without-zlib --without-openssl \
-    --enable-static --disable-shared >/dev/null
+    --without-xz --without-zstd --without-zlib --without-openssl >/dev/null
+# The kmod tool links libkmod's internal convenience library: -all-static
+# makes it one static binary (kmod's configure refuses --enable-static).
 make -s -j"$JOBS" LDFLAGS="-all-static" tools/kmod
 cp tools/kmod /build/out/bin/kmod
 strip /build/out/bin/kmod
