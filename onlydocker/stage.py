@@ -396,7 +396,7 @@ class Workspace:
             if dest.exists():
                 shutil.rmtree(dest)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            extract(reader, dest)
+            extract(reader, dest, absolute_symlinks=True)
         files = manifest_of_tree(dest)
         manifest = {"stage": decl.name, "key": key, "digest": digest(files), "lane": self.lane}
         tmp = self.manifest_path(decl.name).with_suffix(".tmp")

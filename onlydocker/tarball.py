@@ -90,7 +90,7 @@ def normalize(in_tar: BinaryIO, out: BinaryIO, mtime: int, strip_top: bool = Fal
     members: dict[str, tuple[str, int, object]] = {}
     with tarfile.open(fileobj=in_tar, mode="r|*") as tf:
         for m in tf:
-            check_member(m, "build output")
+            check_member(m, "build output", absolute_symlinks=True)
             name = "/".join(p for p in m.name.split("/") if p not in ("", "."))
             if strip_top:
                 name = name.partition("/")[2]

@@ -26,7 +26,11 @@ def _inside(base: str, target: str) -> bool:
     return norm != ".." and not norm.startswith("../") and not posixpath.isabs(norm)
 
 
-def check_member(m: tarfile.TarInfo, archive: str) -> None:
+def check_member(m: tarfile.TarInfo, archive: str, *, absolute_symlinks: bool = False) -> None:
+    """Refuse an unsafe member. `absolute_symlinks` admits links such as
+    lib64/ld-linux.so -> /lib/...: inside a root filesystem (a stage's
+    sysroot) they name a place in that root, and extraction never writes
+    through a link, so they cannot make it write outside."""
     name = m.name
     def bad(why):
         raise UnsafeArchive(f"{archive}: member {name!r} {why}: refused")
@@ -42,7 +46,9 @@ def check_member(m: tarfile.TarInfo, archive: str) -> None:
     if m.issym():
         target = m.linkname
         if posixpath.isabs(target):
-            bad(f"is a symlink to the absolute path {target!r}")
+            if not absolute_symlinks:
+                bad(f"is a symlink to the absolute path {target!r}")
+            return
         if not _inside("", posixpath.join(posixpath.dirname("/".join(parts)), target)):
             bad(f"is a symlink pointing outside the tree ({target!r})")
     if m.islnk():
@@ -99,7 +105,8 @@ def check_archive(path: str | os.PathLike) -> None:
             check_member(m, label)
 
 
-def extract(source: str | os.PathLike | BinaryIO, dest: Path, *, strip_single_top: bool = False) -> None:
+def extract(source: str | os.PathLike | BinaryIO, dest: Path, *, strip_single_top: bool = False,
+            absolute_symlinks: bool = False) -> None:
     """Check and extract a tar (path or stream) into `dest`, atomically.
 
     Modes: directories 0755, files 0755 when the archive gives any execute
@@ -113,12 +120,21 @@ def extract(source: str | os.PathLike | BinaryIO, dest: Path, *, strip_single_to
             tarfile.open(fileobj=source, mode="r|*")
         links: list[tuple[tarfile.TarInfo, Path]] = []
         with tf:
+            real_tmp = os.path.realpath(tmp)
             for m in tf:
-                check_member(m, label)
+                check_member(m, label, absolute_symlinks=absolute_symlinks)
                 rel = "/".join(p for p in m.name.split("/") if p not in ("", "."))
                 if not rel:
                     continue
                 target = tmp / rel
+                # Never write through a link an earlier member made.
+                existing = target.parent
+                while not existing.exists() and not existing.is_symlink():
+                    existing = existing.parent
+                parent = os.path.realpath(existing)
+                if parent != real_tmp and not parent.startswith(real_tmp + os.sep):
+                    raise UnsafeArchive(f"{label}: member {m.name!r} would be written through a symlink "
+                                        f"to {parent}: refused")
                 if m.isdir():
                     target.mkdir(parents=True, exist_ok=True)
                     continue

@@ -100,3 +100,19 @@ def test_a_deb_is_checked_inside(tmp_path):
             f.write(body + (b"\n" if len(body) % 2 else b""))
     with pytest.raises(UnsafeArchive, match="evil.deb"):
         check_archive(deb)
+
+
+def test_nothing_is_written_through_a_symlink_even_an_allowed_absolute_one(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    archive = make_tar(tmp_path / "sysroot.tar.gz", [("lib64", "sym", str(outside)), ("lib64/evil", "file", b"x")])
+    with pytest.raises(UnsafeArchive, match="through a symlink"):
+        extract(archive, tmp_path / "dest", absolute_symlinks=True)
+    assert list(outside.iterdir()) == []
+
+
+def test_a_sysroot_may_keep_absolute_symlinks(tmp_path):
+    archive = make_tar(tmp_path / "sysroot.tar.gz", [("lib64", "dir", None),
+                                                     ("lib64/ld.so", "sym", "/lib/x86_64-linux-gnu/ld.so")])
+    extract(archive, tmp_path / "dest", absolute_symlinks=True)
+    assert os.readlink(tmp_path / "dest" / "lib64" / "ld.so") == "/lib/x86_64-linux-gnu/ld.so"
