@@ -83,11 +83,15 @@ def build(ctx: StageContext) -> None:
     # Binaries from other stages, with their library closure.
     for item in conf.get("install", []):
         stage, path, to = item["from"], item["path"], item["to"]
+        sysroot = item.get("sysroot")
         src = ctx.deps[stage] / path
+        if sysroot and path.startswith(sysroot + "/"):
+            # Links in a sysroot (docker-init -> /usr/bin/tini-static) mean
+            # places in that sysroot, never on the host.
+            src = elfdeps.resolve_in(ctx.deps[stage] / sysroot, path[len(sysroot) + 1:])
         if not src.is_file():
             raise BuildError(f"{conf_path}: {stage}/{path} does not exist")
         _copy_file(src, root / to, 0o755)
-        sysroot = item.get("sysroot")
         if not elfdeps.is_static(src):
             if not sysroot:
                 raise BuildError(f"{conf_path}: {path} is dynamic but names no sysroot for its libraries")
