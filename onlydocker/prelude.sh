@@ -45,22 +45,24 @@ while read -r name file version; do
     done
 done < /build/engine/sources.txt
 
-# The build runs as ONLYDOCKER_BUILD_USER (uid:gid) when one is given.
-run="sh /build/stage/build.sh"
-if [ -n "${ONLYDOCKER_BUILD_USER:-}" ] && [ "$ONLYDOCKER_BUILD_USER" != "0:0" ]; then
-    chown -R "$ONLYDOCKER_BUILD_USER" /build
-    run="setpriv --reuid=${ONLYDOCKER_BUILD_USER%%:*} --regid=${ONLYDOCKER_BUILD_USER##*:} --clear-groups $run"
-fi
 # A shifted clock (libfaketime), when the builder image has it.
+preload=""
 if [ -n "${FAKETIME:-}" ]; then
     lib=$(ls /usr/lib/*/faketime/libfaketime.so.1 2>/dev/null | head -n 1 || true)
     if [ -n "$lib" ]; then
-        export LD_PRELOAD="$lib" FAKETIME_DONT_FAKE_MONOTONIC=1
-        echo "prelude: clock shifted by $FAKETIME (date now says: $(LD_PRELOAD=$lib date -u))"
+        export FAKETIME_DONT_FAKE_MONOTONIC=1
+        preload="env LD_PRELOAD=$lib"
+        echo "prelude: clock shifted by $FAKETIME (date now says: $($preload date -u))"
     else
         echo "prelude: no libfaketime in the builder image: clock not shifted"
-        unset FAKETIME
     fi
+fi
+# The build runs as ONLYDOCKER_BUILD_USER (uid:gid) when one is given. The
+# user is switched first, so libfaketime's shared state belongs to that user.
+run="$preload sh /build/stage/build.sh"
+if [ -n "${ONLYDOCKER_BUILD_USER:-}" ] && [ "$ONLYDOCKER_BUILD_USER" != "0:0" ]; then
+    chown -R "$ONLYDOCKER_BUILD_USER" /build
+    run="setpriv --reuid=${ONLYDOCKER_BUILD_USER%%:*} --regid=${ONLYDOCKER_BUILD_USER##*:} --clear-groups $run"
 fi
 unpacked=$(date +%s)
 echo "prelude: running build.sh (stage $STAGE, lane $LANE, $JOBS jobs)"
