@@ -17,6 +17,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -339,6 +340,7 @@ class Workspace:
             self._materialise(decl, key, entry)
             log(f"{decl.name}: restored from the cache ({key[:16]})")
             return "restored"
+        started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix=f"stage-{decl.name}-", dir=self._tmp()) as tmp:
             raw = Path(tmp) / "raw.tar"
             if decl.kind == "container":
@@ -363,7 +365,7 @@ class Workspace:
                 source = Path(tmp) / "out.tar.zst"
                 self._compress(packed, source)
             self._materialise(decl, key, source)
-        log(f"{decl.name}: built ({key[:16]})")
+        log(f"{decl.name}: built ({key[:16]}) in {time.monotonic() - started:.1f} s")
         return "built"
 
     def _tmp(self) -> Path:
