@@ -32,6 +32,8 @@ from .hashing import sha256_file
 STAGE_KEYS = {"description", "sources", "needs", "outputs", "artifacts", "kind", "function"}
 KINDS = {"container", "python"}
 PRELUDE = Path(__file__).with_name("prelude.sh")
+# Shell helpers shipped to /build/engine/ in every container stage.
+HELPERS = {"check-kconfig": Path(__file__).with_name("check-kconfig.sh")}
 # Stage outputs are cached as zstd tars: single-threaded and at a fixed level,
 # so the bytes depend only on the input and the pinned library version.
 ZSTD_LEVEL = 10
@@ -40,8 +42,8 @@ ZSTD_LEVEL = 10
 def engine_version() -> str:
     """Everything of the engine that can change a stage's bytes."""
     h = hashlib.sha256(f"onlydocker {__version__} zstandard {zstandard.__version__}".encode())
-    if PRELUDE.exists():
-        h.update(PRELUDE.read_bytes())
+    for path in (PRELUDE, *HELPERS.values()):
+        h.update(path.read_bytes())
     return h.hexdigest()
 
 
@@ -422,6 +424,7 @@ class Workspace:
         v = self.variation
         sources = self._verified_sources(decl)
         inputs: list[tuple[Path, str]] = [(PRELUDE, "/build/engine/prelude.sh")]
+        inputs += [(path, f"/build/engine/{name}") for name, path in HELPERS.items()]
         listing = "".join(f"{s.name} {s.file} {s.version}\n" for s, _ in sources)
         with tempfile.TemporaryDirectory(prefix="inputs-", dir=self._tmp()) as tmp:
             (Path(tmp) / "sources.txt").write_text(listing)
@@ -462,7 +465,8 @@ class Workspace:
             self.log_path(decl.name).parent.mkdir(parents=True, exist_ok=True)
             try:
                 engine.run(client, spec, output_tar=raw_tar, log_path=self.log_path(decl.name),
-                           name_prefix=f"onlydocker-{self.lane}-{decl.name}")
+                           name_prefix=f"onlydocker-{self.lane}-{decl.name}",
+                           echo=lambda line: print(f"{decl.name} {line}", flush=True))
             except BuildError as e:
                 raise BuildError(f"stage {decl.name} failed: {e}") from None
 

@@ -18,15 +18,6 @@ LOCK = "locks/bookworm.lock"
 LANE = "bookworm"
 
 
-def events(result) -> dict[str, str]:
-    out = {}
-    for line in (result.stdout + result.stderr).splitlines():
-        for word in ("built", "restored"):
-            if f": {word}" in line:
-                out[line.split(":")[0].strip().split()[-1]] = word
-    return out
-
-
 @pytest.fixture(scope="module")
 def lane(tmp_path_factory, docker_client):
     ws = wsmod.make(tmp_path_factory.mktemp("lane") / "workspace", copy_project=True)
@@ -56,7 +47,7 @@ def test_full_build_publishes_signed_artifacts(lane):
 
 
 def test_a_second_run_builds_and_restores_nothing(lane):
-    assert events(lane.doit(f"lock={LOCK}")) == {}
+    assert wsmod.events(lane.doit(f"lock={LOCK}")) == {}
 
 
 def test_verify_passes_and_then_names_a_corrupted_artifact(lane):
@@ -94,7 +85,7 @@ def test_changed_busybox_config_rebuilds_busybox_and_downstream_not_the_kernel(l
     config = lane.root / "stages" / "busybox" / "lanes" / LANE / "config"
     lane.original_busybox_config = config.read_text()
     config.write_text(lane.original_busybox_config + "\n# CONFIG_CAL is not set\n")
-    ran = events(lane.doit("-n", "2", f"lock={LOCK}"))
+    ran = wsmod.events(lane.doit("-n", "2", f"lock={LOCK}"))
     assert ran.get("busybox") == "built"
     assert "kernel" not in ran and "docker" not in ran and "iptables" not in ran
     assert {"images", "rootfs", "initrd", "iso"} <= set(ran)
@@ -103,7 +94,7 @@ def test_changed_busybox_config_rebuilds_busybox_and_downstream_not_the_kernel(l
 def test_reverting_the_change_restores_from_the_cache_without_building(lane):
     config = lane.root / "stages" / "busybox" / "lanes" / LANE / "config"
     config.write_text(lane.original_busybox_config)
-    ran = events(lane.doit("-n", "2", f"lock={LOCK}"))
+    ran = wsmod.events(lane.doit("-n", "2", f"lock={LOCK}"))
     assert ran.get("busybox") == "restored"
     assert "built" not in ran.values()
 

@@ -80,29 +80,19 @@ license = "MIT"
     return ws
 
 
-def events(result) -> dict[str, str]:
-    """stage -> built | restored, from the engine's own lines."""
-    out = {}
-    for line in (result.stdout + result.stderr).splitlines():
-        for word in ("built", "restored"):
-            if f": {word}" in line:
-                out[line.split(":")[0].strip().split()[-1]] = word
-    return out
-
-
 def test_builds_every_stage_then_has_nothing_to_do(tiny):
-    first = events(tiny.doit("lock=test.lock"))
+    first = wsmod.events(tiny.doit("lock=test.lock"))
     assert first == {"hello": "built", "pkg": "built", "other": "built"}
     said = tiny.out(tiny.lane) / "stages" / "pkg" / "said"
     assert said.read_text() == "hello, patched\n"
-    assert events(tiny.doit("lock=test.lock")) == {}
+    assert wsmod.events(tiny.doit("lock=test.lock")) == {}
 
 
 def test_touching_a_file_without_changing_it_rebuilds_nothing(tiny):
     tiny.doit("lock=test.lock")
     script = tiny.root / "stages" / "hello" / "build.sh"
     os.utime(script, (time.time() + 100, time.time() + 100))
-    assert events(tiny.doit("lock=test.lock")) == {}
+    assert wsmod.events(tiny.doit("lock=test.lock")) == {}
 
 
 def test_changed_patch_rebuilds_its_stage_and_downstream_only_and_revert_restores(tiny):
@@ -110,10 +100,10 @@ def test_changed_patch_rebuilds_its_stage_and_downstream_only_and_revert_restore
     patch = tiny.root / "patches" / "hello" / "1.0" / "0001-greeting.patch"
     original = patch.read_text()
     patch.write_text(PATCH % "hello, changed")
-    assert events(tiny.doit("lock=test.lock")) == {"hello": "built", "pkg": "built"}
+    assert wsmod.events(tiny.doit("lock=test.lock")) == {"hello": "built", "pkg": "built"}
     assert (tiny.out(tiny.lane) / "stages" / "pkg" / "said").read_text() == "hello, changed\n"
     patch.write_text(original)
-    assert events(tiny.doit("lock=test.lock")) == {"hello": "restored", "pkg": "restored"}
+    assert wsmod.events(tiny.doit("lock=test.lock")) == {"hello": "restored", "pkg": "restored"}
 
 
 def test_a_patch_that_does_not_apply_names_the_patch_and_the_file(tiny):
@@ -144,7 +134,7 @@ def test_a_changed_output_is_stale_and_restored_from_the_cache(tiny):
     tiny.doit("lock=test.lock")
     binary = tiny.out(tiny.lane) / "stages" / "hello" / "bin" / "hello"
     binary.write_bytes(b"tampered")
-    assert events(tiny.doit("lock=test.lock")).get("hello") == "restored"
+    assert wsmod.events(tiny.doit("lock=test.lock")).get("hello") == "restored"
     assert binary.read_bytes() != b"tampered"
 
 
@@ -174,7 +164,7 @@ def test_a_killed_run_leaves_nothing_a_later_run_takes_as_complete(tiny):
     assert not (tiny.out(tiny.lane) / "stages" / "other.manifest.json").exists()
     _stage(tiny.root, "other", 'description = "other"\noutputs = ["other"]\n',
            "echo other > /build/out/other\n")
-    assert events(tiny.doit("lock=test.lock", "build:other")) == {"other": "built"}
+    assert wsmod.events(tiny.doit("lock=test.lock", "build:other")) == {"other": "built"}
 
 
 def test_two_runs_at_once_do_not_share_a_tree(tiny):

@@ -62,6 +62,16 @@ def make(root: Path, *, copy_project: bool = False, cache: Path | None = None) -
     return Workspace(root=root, env=env, log=root.parent / f"{root.name}.log")
 
 
+def events(result) -> dict[str, str]:
+    """stage -> "built" | "restored", from the engine's own log lines."""
+    out = {}
+    for line in (result.stdout + result.stderr).splitlines():
+        for word in ("built", "restored"):
+            if f": {word}" in line:
+                out[line.split(":")[0].strip().split()[-1]] = word
+    return out
+
+
 def builder_tables() -> str:
     """The modern lane's [lane] and [builder] tables, so tiny test lanes share
     its builder image (made once, then taken from the cache)."""
