@@ -223,6 +223,9 @@ def run(client: docker.DockerClient, spec: RunSpec, *, output_tar: Path | None, 
 def import_image(client: docker.DockerClient, tar_stream, tag: str) -> str:
     """`docker import` of a rootfs tar stream; returns the image id."""
     repo, _, version = tag.partition(":")
+    if isinstance(tar_stream, (bytes, bytearray)):
+        # The API is sent chunked: an iterable of chunks, not one bytes object.
+        tar_stream = iter([bytes(tar_stream)])
     resp = client.api.import_image_from_stream(tar_stream, repository=repo, tag=version or "latest")
     text = resp if isinstance(resp, str) else resp.decode() if isinstance(resp, bytes) else json.dumps(resp)
     if "error" in text.lower() and "status" not in text.lower():
