@@ -1,27 +1,60 @@
 """Deterministic tar: the same tree gives the same bytes, whatever the host's
-umask, clock, locale or directory order (GNU format, sorted members, one
-mtime, uid/gid 0, no user or group names, modes from a table)."""
+umask, clock, locale or directory order.
+
+GNU format, members sorted by name, every mtime set to one integer (the
+lane's SOURCE_DATE_EPOCH: set, not clamped, so the files' own dates never
+reach the bytes), uid/gid 0, no user or group names, modes from a table.
+Hardlinks become regular files; setuid/setgid files and device nodes are
+refused (nothing the pipeline ships needs them).
+"""
 from __future__ import annotations
 
 import io
 import os
+import shutil
+import stat
 import tarfile
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Iterable, Mapping, Union
 
 from .errors import UnsafeArchive
 
 FORMAT_VERSION = "tar-gnu-1"
+CHUNK = 1 << 20
 
 
 def mode_for(kind: str, mode: int) -> int:
-    """Modes from a table: directories and executables 0755, files 0644,
-    symlinks 0777."""
+    """The mode table: directories 0755, symlinks 0777, files 0755 when any
+    execute bit is set and 0644 otherwise. Only these survive, so the host's
+    umask and the build's chmods cannot change the bytes."""
     if kind == "dir":
         return 0o755
     if kind == "symlink":
         return 0o777
     return 0o755 if mode & 0o111 else 0o644
+
+
+@dataclass(frozen=True)
+class Slice:
+    """`size` bytes at `offset` of an open file: a payload spooled to disk."""
+    file: BinaryIO
+    offset: int
+    size: int
+
+
+# payload: bytes or a path (or a Slice) for "file", the target for "symlink",
+# None for "dir". Plain 4-tuples of the same shape are accepted everywhere.
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    kind: str          # "file" | "dir" | "symlink"
+    mode: int
+    payload: object = None
+
+
+Payload = Union[bytes, tuple, None]
 
 
 def _info(name: str, kind: str, mode: int, mtime: int, size: int = 0, link: str = "") -> tarfile.TarInfo:
@@ -36,17 +69,61 @@ def _info(name: str, kind: str, mode: int, mtime: int, size: int = 0, link: str 
     return info
 
 
-def write_entries(entries: Iterable[tuple[str, str, int, object]], out: BinaryIO, mtime: int) -> None:
-    """Entries are (name, kind, mode, payload): payload is bytes or a path for
-    files, the target for symlinks, None for dirs. Written sorted by name."""
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.GNU_FORMAT) as tf:
-        for name, kind, mode, payload in sorted(entries, key=lambda e: e[0]):
+def _clean(name: str) -> str:
+    return "/".join(p for p in name.split("/") if p not in ("", "."))
+
+
+def _from_mapping(entries: Mapping[str, Payload]) -> list[tuple[str, str, int, object]]:
+    """name -> bytes (a 0644 file), (mode, bytes) (a file), ("->", target) (a
+    symlink) or None (a directory)."""
+    out = []
+    for name, v in entries.items():
+        if v is None:
+            out.append((name, "dir", 0o755, None))
+        elif isinstance(v, (bytes, bytearray)):
+            out.append((name, "file", 0o644, bytes(v)))
+        elif isinstance(v, tuple) and v and v[0] == "->":
+            out.append((name, "symlink", 0o777, v[1]))
+        elif isinstance(v, tuple) and isinstance(v[0], int):
+            out.append((name, "file", v[0], v[1]))
+        else:
+            raise TypeError(f"tar entry {name!r}: unsupported payload {type(v).__name__}")
+    return out
+
+
+def write_entries(entries: Iterable | Mapping[str, Payload], out: BinaryIO, mtime: int) -> None:
+    """Write members sorted by name. `entries` is an iterable of Entry or
+    (name, kind, mode, payload) tuples, or a mapping (see _from_mapping)."""
+    if isinstance(entries, Mapping):
+        entries = _from_mapping(entries)
+    rows = []
+    seen: set[str] = set()
+    for e in entries:
+        name, kind, mode, payload = (e.name, e.kind, e.mode, e.payload) if isinstance(e, Entry) else e
+        name = _clean(name)
+        if not name:
+            raise UnsafeArchive("tar entry with an empty name: refused")
+        if name in seen:
+            # Two members of one name: which wins would depend on input order.
+            raise UnsafeArchive(f"tar entry {name!r} given twice: refused")
+        if kind not in ("file", "dir", "symlink"):
+            raise UnsafeArchive(f"tar entry {name!r}: kind {kind!r} is not file, dir or symlink")
+        seen.add(name)
+        rows.append((name, kind, mode, payload))
+    # By UTF-8 bytes (never the locale), like cpio.py.
+    rows.sort(key=lambda r: r[0].encode("utf-8", "surrogateescape"))
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.GNU_FORMAT, encoding="utf-8",
+                      errors="surrogateescape") as tf:
+        for name, kind, mode, payload in rows:
             if kind == "file":
                 if isinstance(payload, (bytes, bytearray)):
                     tf.addfile(_info(name, kind, mode, mtime, len(payload)), io.BytesIO(payload))
+                elif isinstance(payload, Slice):
+                    payload.file.seek(payload.offset)
+                    tf.addfile(_info(name, kind, mode, mtime, payload.size), payload.file)
                 else:
-                    size = os.path.getsize(payload)
                     with open(payload, "rb") as f:
+                        size = os.fstat(f.fileno()).st_size
                         tf.addfile(_info(name, kind, mode, mtime, size), f)
             elif kind == "symlink":
                 tf.addfile(_info(name, kind, mode, mtime, link=str(payload)))
@@ -55,57 +132,70 @@ def write_entries(entries: Iterable[tuple[str, str, int, object]], out: BinaryIO
 
 
 def tree_entries(src: Path, prefix: str = "") -> list[tuple[str, str, int, object]]:
+    """(name, kind, mode, path-or-target) for every member of a tree."""
     src = Path(src)
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src}: no such directory to archive")
+    prefix = _clean(prefix)
     entries = []
     if prefix:
         entries.append((prefix, "dir", 0o755, None))
     for dirpath, dirnames, filenames in os.walk(src):
-        dirnames.sort()
-        for name in sorted(dirnames + filenames):
+        for name in dirnames + filenames:
             p = Path(dirpath, name)
             rel = p.relative_to(src).as_posix()
             arc = f"{prefix}/{rel}" if prefix else rel
             st = os.lstat(p)
-            if p.is_symlink():
+            if stat.S_ISLNK(st.st_mode):
                 entries.append((arc, "symlink", 0o777, os.readlink(p)))
-            elif p.is_dir():
+            elif stat.S_ISDIR(st.st_mode):
                 entries.append((arc, "dir", 0o755, None))
-            elif p.is_file():
+            elif stat.S_ISREG(st.st_mode):
                 if st.st_mode & 0o6000:
-                    raise UnsafeArchive(f"{p}: setuid/setgid file refused")
+                    raise UnsafeArchive(f"{p}: setuid/setgid file (mode {stat.S_IMODE(st.st_mode):o}) refused")
                 entries.append((arc, "file", st.st_mode, p))
             else:
-                raise UnsafeArchive(f"{p}: neither file, directory nor symlink")
+                raise UnsafeArchive(f"{p}: neither file, directory nor symlink: refused")
     return entries
 
 
 def write_tree(src: Path, out: BinaryIO, *, mtime: int, prefix: str = "") -> None:
+    """Archive the tree under `src` (its members, not `src` itself; under a
+    top-level `prefix` directory when one is given)."""
     write_entries(tree_entries(src, prefix), out, mtime)
 
 
 def normalize(in_tar: BinaryIO, out: BinaryIO, mtime: int, strip_top: bool = False) -> None:
     """Re-write any tar stream deterministically (e.g. what the engine's
-    get_archive returns, whose top-level folder `strip_top` drops)."""
+    get_archive returns, whose top-level folder `strip_top` drops). File
+    contents are spooled to one temporary file, not held in memory: stage
+    outputs reach hundreds of MB."""
     from .unpack import check_member
+
+    def clean(name: str) -> str:
+        name = _clean(name)
+        return name.partition("/")[2] if strip_top else name
+
     members: dict[str, tuple[str, int, object]] = {}
-    with tarfile.open(fileobj=in_tar, mode="r|*") as tf:
-        for m in tf:
-            check_member(m, "build output", absolute_symlinks=True)
-            name = "/".join(p for p in m.name.split("/") if p not in ("", "."))
-            if strip_top:
-                name = name.partition("/")[2]
-            if not name:
-                continue
-            if m.isdir():
-                members[name] = ("dir", 0o755, None)
-            elif m.issym():
-                members[name] = ("symlink", 0o777, m.linkname)
-            elif m.islnk():
-                target = "/".join(p for p in m.linkname.split("/") if p not in ("", "."))
-                if strip_top:
-                    target = target.partition("/")[2]
-                kind, mode, payload = members[target]
-                members[name] = (kind, mode, payload)
-            else:
-                members[name] = ("file", m.mode, tf.extractfile(m).read())
-    write_entries([(n, *v) for n, v in members.items()], out, mtime)
+    with tempfile.TemporaryFile() as spool:
+        with tarfile.open(fileobj=in_tar, mode="r|*") as tf:
+            for m in tf:
+                check_member(m, "build output", absolute_symlinks=True)
+                name = clean(m.name)
+                if not name:
+                    continue
+                if m.isdir():
+                    members[name] = ("dir", 0o755, None)
+                elif m.issym():
+                    members[name] = ("symlink", 0o777, m.linkname)
+                elif m.islnk():
+                    target = clean(m.linkname)
+                    if target not in members or members[target][0] != "file":
+                        raise UnsafeArchive(f"build output: hardlink {m.name!r} -> {m.linkname!r}: "
+                                            f"no earlier regular file of that name")
+                    members[name] = members[target]
+                else:
+                    offset = spool.seek(0, os.SEEK_END)
+                    shutil.copyfileobj(tf.extractfile(m), spool, CHUNK)
+                    members[name] = ("file", m.mode, Slice(spool, offset, m.size))
+        write_entries([(n, *v) for n, v in members.items()], out, mtime)
