@@ -1,36 +1,94 @@
 """Compression with fixed settings, so the bytes depend only on the input
-(and the pinned library version, which is part of every stage key)."""
+and on the compressor's version (which `format_version` names, for cache
+keys).
+
+- zstd: zstandard, level 19, single-threaded (zstd's multi-threaded output
+  differs from its single-threaded one), content size in the frame header.
+- lzma: legacy .lzma (`lzma -c`, LZMA_Alone), preset 9: what Linux 3.18
+  unpacks as RD_LZMA.
+- xz: preset 9, CRC32 check (the kernel's xz decoder knows no CRC64/SHA256).
+- gzip: level 9, mtime 0, no file name (`gzip -n -9`).
+"""
 from __future__ import annotations
 
+import ctypes
 import gzip
+import io
 import lzma
-from typing import BinaryIO
+import os
+import zlib
+from typing import BinaryIO, Union
 
 import zstandard
 
 ZSTD_LEVEL = 19
-FORMAT_VERSION = f"zstd-{zstandard.__version__}-l{ZSTD_LEVEL}-t0;lzma-alone-9;xz-crc32-9"
+LZMA_PRESET = 9
+GZIP_LEVEL = 9
 CHUNK = 1 << 20
+FORMATS = ("zstd", "lzma", "xz", "gzip")
 
 
-def compress(src: BinaryIO, fmt: str, out: BinaryIO) -> None:
+def _liblzma_version() -> str:
+    # Python's lzma module does not say which liblzma it links; ask the
+    # library itself (the same soname the module loads).
+    try:
+        lib = ctypes.CDLL("liblzma.so.5")
+        lib.lzma_version_string.restype = ctypes.c_char_p
+        return lib.lzma_version_string().decode()
+    except (OSError, AttributeError):
+        return "unknown"
+
+
+def format_version(fmt: str) -> str:
+    """Everything that decides the compressed bytes of `fmt`, for cache keys."""
     if fmt == "zstd":
-        # Single-threaded: zstd's multi-threaded output differs from its own.
-        zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=0, write_content_size=True).copy_stream(src, out)
-        return
+        return f"zstd-{zstandard.__version__}-l{ZSTD_LEVEL}-t0-cs"
     if fmt == "lzma":
-        # Legacy .lzma ("lzma -c"), what Linux 3.18 unpacks as RD_LZMA.
-        comp = lzma.LZMACompressor(format=lzma.FORMAT_ALONE, preset=9)
-    elif fmt == "xz":
-        # The kernel's xz decoder knows CRC32 only.
-        comp = lzma.LZMACompressor(format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, preset=9)
-    elif fmt == "gzip":
-        with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=9) as g:
+        return f"lzma-alone-liblzma{_liblzma_version()}-p{LZMA_PRESET}"
+    if fmt == "xz":
+        return f"xz-liblzma{_liblzma_version()}-p{LZMA_PRESET}-crc32"
+    if fmt == "gzip":
+        return f"gzip-zlib{zlib.ZLIB_RUNTIME_VERSION}-l{GZIP_LEVEL}-n"
+    raise ValueError(f"unknown compression {fmt!r} (known: {', '.join(FORMATS)})")
+
+
+FORMAT_VERSION = ";".join(format_version(f) for f in FORMATS)
+
+
+def _size_of(src: BinaryIO) -> int:
+    """Bytes left in a seekable stream, or -1."""
+    try:
+        here = src.tell()
+        end = src.seek(0, os.SEEK_END)
+        src.seek(here)
+        return end - here
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        return -1
+
+
+def compress(src: Union[bytes, bytearray, BinaryIO], fmt: str, out: BinaryIO) -> None:
+    """Compress `src` (bytes or a binary stream, read to its end) into `out`."""
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        src = io.BytesIO(bytes(src))
+    if fmt == "zstd":
+        # One code path for bytes and streams (one-shot and streaming
+        # compression need not give the same frame); the size, when the
+        # stream can tell it, goes into the frame header.
+        cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=0, write_content_size=True,
+                                        write_checksum=False)
+        cctx.copy_stream(src, out, size=_size_of(src), read_size=CHUNK, write_size=CHUNK)
+        return
+    if fmt == "gzip":
+        with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=GZIP_LEVEL) as g:
             while chunk := src.read(CHUNK):
                 g.write(chunk)
         return
+    if fmt == "lzma":
+        comp = lzma.LZMACompressor(format=lzma.FORMAT_ALONE, preset=LZMA_PRESET)
+    elif fmt == "xz":
+        comp = lzma.LZMACompressor(format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, preset=LZMA_PRESET)
     else:
-        raise ValueError(f"unknown compression {fmt!r}")
+        raise ValueError(f"unknown compression {fmt!r} (known: {', '.join(FORMATS)})")
     while chunk := src.read(CHUNK):
         out.write(comp.compress(chunk))
     out.write(comp.flush())
