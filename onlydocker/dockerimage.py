@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import io
 import json
 import tempfile
 from pathlib import Path
@@ -28,7 +27,12 @@ def write_rootfs_tar(rootfs: Path, out: BinaryIO, mtime: int) -> None:
 
 def write_image_archive(rootfs: Path, out: BinaryIO, *, tags: list[str], mtime: int,
                         config: dict | None = None) -> str:
-    """Write the archive; returns the image id (sha256 of its config)."""
+    """Write the archive of a one-layer image of `rootfs`, tagged `tags`
+    (`repo:tag`, default tag `latest`); `config` adds to or overrides the
+    run config (Env, Cmd, ...). Returns the image id (sha256 of its config),
+    which is also what `docker images --no-trunc` shows after a load."""
+    if not tags:
+        raise ValueError("an image archive needs at least one tag")
     created = datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     with tempfile.TemporaryDirectory() as tmp:
         layer = Path(tmp) / "layer.tar"
@@ -47,7 +51,10 @@ def write_image_archive(rootfs: Path, out: BinaryIO, *, tags: list[str], mtime: 
         }
         config_bytes = _j(image_config)
         image_id = hashlib.sha256(config_bytes).hexdigest()
-        layer_id = hashlib.sha256(f"onlydocker-layer {diff_id}".encode()).hexdigest()
+        # The legacy (Docker 1.5) id names the layer *and* its config: two
+        # images of one rootfs but different Cmd must not share it, or the
+        # old loader keeps the first one's json for both tags.
+        layer_id = hashlib.sha256(f"onlydocker-v1 {image_id}".encode()).hexdigest()
         legacy = {"id": layer_id, "created": created, "container_config": run_config, "config": run_config,
                   "architecture": "amd64", "os": "linux"}
         repositories: dict[str, dict[str, str]] = {}
