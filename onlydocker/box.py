@@ -4,11 +4,17 @@ attached as a DVD by the box's Vagrantfile. Every id, MAC and date is
 fixed, so the bytes are reproducible."""
 from __future__ import annotations
 
+import datetime
 import json
+import os
+import re
+import struct
 import uuid
 from pathlib import Path
 from typing import BinaryIO
+from xml.sax.saxutils import escape, quoteattr
 
+from .errors import BuildError
 from .tarball import write_entries
 
 NAMESPACE = uuid.UUID("6f6e6c79-646f-636b-6572-000000000000")   # "onlydocker"
@@ -25,44 +31,72 @@ def metadata_json() -> str:
 
 
 def vagrantfile(iso_name: str) -> str:
-    return f'''# Only Docker: boots the ISO shipped in this box (attached as a DVD), with
+    """The box's own Vagrantfile: before every boot, mount the ISO shipped
+    in the box in the empty DVD drive of the OVF's "IDE Controller"; the
+    fixed MAC of box.ovf; ssh as root; no synced folder (no guest additions)."""
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", iso_name):
+        raise ValueError(f"ISO file name {iso_name!r}: letters, digits, . _ - only")
+    return f'''# Only Docker: boots the ISO shipped in this box (mounted as a DVD), with
 # an empty {DATA_DISK_GB} GB data disk that init formats (label DOCKER) and keeps
 # /var/lib/docker on.
 Vagrant.configure("2") do |config|
   config.vm.base_mac = "{MAC}"
   config.ssh.username = "root"
   config.ssh.shell = "sh"
+  config.ssh.insert_key = false
   config.vm.synced_folder ".", "/vagrant", disabled: true
   config.vm.provider "virtualbox" do |vb|
     vb.check_guest_additions = false
-    vb.customize ["storageattach", :id, "--storagectl", "IDE Controller", "--port", "0",
-                  "--device", "0", "--type", "dvddrive",
-                  "--medium", File.expand_path("../{iso_name}", __FILE__)]
-    vb.customize ["modifyvm", :id, "--boot1", "dvd", "--boot2", "disk"]
+    vb.functional_vboxsf = false
+    vb.customize "pre-boot", ["storageattach", :id, "--storagectl", "IDE Controller",
+                              "--port", "0", "--device", "0", "--type", "dvddrive",
+                              "--medium", File.expand_path("../{iso_name}", __FILE__)]
   end
 end
 '''
 
 
-def box_ovf(name: str, disk_files: list[str], epoch: int, memory_mb: int = 1024, cpus: int = 1) -> str:
-    disks, refs, items = [], [], []
+def _vm_name(name: str) -> str:
+    # A box name has a "/" (org/name); a VirtualBox machine name must not.
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "onlydocker"
+
+
+def box_ovf(name: str, disk_files: list[str], epoch: int, memory_mb: int = 1024, cpus: int = 1,
+            disk_gb: int = DATA_DISK_GB) -> str:
+    """The box's OVF 1.0 descriptor, as VirtualBox exports one: the generic
+    hardware section, then the complete VirtualBox machine (which VirtualBox
+    imports instead), with an "IDE Controller" holding an empty DVD drive at
+    port 0 (the Vagrantfile mounts the ISO there) and a "SATA Controller"
+    with the disks, the first being the data disk that init mounts. Ids,
+    MAC and date are constants or derived from `name`, `disk_files` and
+    `epoch`."""
+    vm = _vm_name(name)
+    a = quoteattr
+    capacity = disk_gb * 1024 ** 3
+    refs, disks, items, attached, media = [], [], [], [], []
     for i, f in enumerate(disk_files):
-        refs.append(f'    <File ovf:id="file{i + 1}" ovf:href="{f}"/>')
-        disks.append(f'    <Disk ovf:capacity="{DATA_DISK_GB * 1024 ** 3}" ovf:diskId="vmdisk{i + 1}" '
-                     f'ovf:fileRef="file{i + 1}" ovf:format="http://www.vmware.com/interfaces/specifications/'
-                     f'vmdk.html#streamOptimized" vbox:uuid="{fixed_uuid(f"{name}/{f}")}"/>')
-        items.append(f'''      <Item>
+        n = i + 1
+        disk_uuid = fixed_uuid(f"{name}/{f}")
+        refs.append(f'    <File ovf:id="file{n}" ovf:href={a(f)}/>')
+        disks.append(f'    <Disk ovf:capacity="{capacity}" ovf:diskId="vmdisk{n}" ovf:fileRef="file{n}" '
+                     f'ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized" '
+                     f'vbox:uuid="{disk_uuid}"/>')
+        items.append(f"""      <Item>
         <rasd:AddressOnParent>{i}</rasd:AddressOnParent>
-        <rasd:Caption>disk{i + 1}</rasd:Caption>
+        <rasd:Caption>disk{n}</rasd:Caption>
         <rasd:Description>Disk Image</rasd:Description>
-        <rasd:ElementName>disk{i + 1}</rasd:ElementName>
-        <rasd:HostResource>/disk/vmdisk{i + 1}</rasd:HostResource>
+        <rasd:ElementName>disk{n}</rasd:ElementName>
+        <rasd:HostResource>/disk/vmdisk{n}</rasd:HostResource>
         <rasd:InstanceID>{10 + i}</rasd:InstanceID>
         <rasd:Parent>5</rasd:Parent>
         <rasd:ResourceType>17</rasd:ResourceType>
-      </Item>''')
+      </Item>""")
+        attached.append(f"""          <AttachedDevice type="HardDisk" hotpluggable="false" port="{i}" device="0">
+            <Image uuid="{{{disk_uuid}}}"/>
+          </AttachedDevice>""")
+        media.append(f'          <HardDisk uuid="{{{disk_uuid}}}" location={a(f)} format="VMDK" type="Normal"/>')
     nl = "\n"
-    return f'''<?xml version="1.0"?>
+    return f"""<?xml version="1.0"?>
 <Envelope ovf:version="1.0" xml:lang="en-US" xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:vbox="http://www.virtualbox.org/ovf/machine">
   <References>
 {nl.join(refs)}
@@ -73,9 +107,11 @@ def box_ovf(name: str, disk_files: list[str], epoch: int, memory_mb: int = 1024,
   </DiskSection>
   <NetworkSection>
     <Info>Logical networks used in the package</Info>
-    <Network ovf:name="NAT"><Description>Logical network used by this appliance.</Description></Network>
+    <Network ovf:name="NAT">
+      <Description>Logical network used by this appliance.</Description>
+    </Network>
   </NetworkSection>
-  <VirtualSystem ovf:id="{name}">
+  <VirtualSystem ovf:id={a(vm)}>
     <Info>A virtual machine</Info>
     <OperatingSystemSection ovf:id="101">
       <Info>The kind of installed guest operating system</Info>
@@ -87,11 +123,12 @@ def box_ovf(name: str, disk_files: list[str], epoch: int, memory_mb: int = 1024,
       <System>
         <vssd:ElementName>Virtual Hardware Family</vssd:ElementName>
         <vssd:InstanceID>0</vssd:InstanceID>
-        <vssd:VirtualSystemIdentifier>{name}</vssd:VirtualSystemIdentifier>
+        <vssd:VirtualSystemIdentifier>{escape(vm)}</vssd:VirtualSystemIdentifier>
         <vssd:VirtualSystemType>virtualbox-2.2</vssd:VirtualSystemType>
       </System>
       <Item>
         <rasd:Caption>{cpus} virtual CPU</rasd:Caption>
+        <rasd:Description>Number of virtual CPUs</rasd:Description>
         <rasd:ElementName>{cpus} virtual CPU</rasd:ElementName>
         <rasd:InstanceID>1</rasd:InstanceID>
         <rasd:ResourceType>3</rasd:ResourceType>
@@ -100,6 +137,7 @@ def box_ovf(name: str, disk_files: list[str], epoch: int, memory_mb: int = 1024,
       <Item>
         <rasd:AllocationUnits>MegaBytes</rasd:AllocationUnits>
         <rasd:Caption>{memory_mb} MB of memory</rasd:Caption>
+        <rasd:Description>Memory Size</rasd:Description>
         <rasd:ElementName>{memory_mb} MB of memory</rasd:ElementName>
         <rasd:InstanceID>2</rasd:InstanceID>
         <rasd:ResourceType>4</rasd:ResourceType>
@@ -108,14 +146,25 @@ def box_ovf(name: str, disk_files: list[str], epoch: int, memory_mb: int = 1024,
       <Item>
         <rasd:Address>0</rasd:Address>
         <rasd:Caption>ideController0</rasd:Caption>
+        <rasd:Description>IDE Controller</rasd:Description>
         <rasd:ElementName>ideController0</rasd:ElementName>
         <rasd:InstanceID>3</rasd:InstanceID>
         <rasd:ResourceSubType>PIIX4</rasd:ResourceSubType>
         <rasd:ResourceType>5</rasd:ResourceType>
       </Item>
       <Item>
+        <rasd:Address>1</rasd:Address>
+        <rasd:Caption>ideController1</rasd:Caption>
+        <rasd:Description>IDE Controller</rasd:Description>
+        <rasd:ElementName>ideController1</rasd:ElementName>
+        <rasd:InstanceID>4</rasd:InstanceID>
+        <rasd:ResourceSubType>PIIX4</rasd:ResourceSubType>
+        <rasd:ResourceType>5</rasd:ResourceType>
+      </Item>
+      <Item>
         <rasd:Address>0</rasd:Address>
         <rasd:Caption>sataController0</rasd:Caption>
+        <rasd:Description>SATA Controller</rasd:Description>
         <rasd:ElementName>sataController0</rasd:ElementName>
         <rasd:InstanceID>5</rasd:InstanceID>
         <rasd:ResourceSubType>AHCI</rasd:ResourceSubType>
@@ -130,30 +179,143 @@ def box_ovf(name: str, disk_files: list[str], epoch: int, memory_mb: int = 1024,
         <rasd:ResourceSubType>E1000</rasd:ResourceSubType>
         <rasd:ResourceType>10</rasd:ResourceType>
       </Item>
+      <Item>
+        <rasd:AddressOnParent>0</rasd:AddressOnParent>
+        <rasd:AutomaticAllocation>true</rasd:AutomaticAllocation>
+        <rasd:Caption>cdrom1</rasd:Caption>
+        <rasd:Description>CD-ROM Drive</rasd:Description>
+        <rasd:ElementName>cdrom1</rasd:ElementName>
+        <rasd:InstanceID>7</rasd:InstanceID>
+        <rasd:Parent>3</rasd:Parent>
+        <rasd:ResourceType>15</rasd:ResourceType>
+      </Item>
 {nl.join(items)}
     </VirtualHardwareSection>
-    <vbox:Machine ovf:required="false" version="1.16-linux" uuid="{{{fixed_uuid(name)}}}" name="{name}" OSType="Linux26_64" lastStateChange="{_date(epoch)}">
+    <vbox:Machine ovf:required="false" version="1.16-linux" uuid="{{{fixed_uuid(name)}}}" name={a(vm)} OSType="Linux26_64" snapshotFolder="Snapshots" lastStateChange="{_date(epoch)}">
       <ovf:Info>Complete VirtualBox machine configuration in VirtualBox format</ovf:Info>
+      <MediaRegistry>
+        <HardDisks>
+{nl.join(media)}
+        </HardDisks>
+      </MediaRegistry>
       <Hardware>
-        <Network><Adapter slot="0" enabled="true" MACAddress="{MAC}" type="82540EM"><NAT/></Adapter></Network>
+        <CPU count="{cpus}">
+          <PAE enabled="true"/>
+          <LongMode enabled="true"/>
+          <HardwareVirtExLargePages enabled="false"/>
+        </CPU>
+        <Memory RAMSize="{memory_mb}"/>
+        <Boot>
+          <Order position="1" device="DVD"/>
+          <Order position="2" device="HardDisk"/>
+          <Order position="3" device="None"/>
+          <Order position="4" device="None"/>
+        </Boot>
+        <BIOS>
+          <IOAPIC enabled="true"/>
+        </BIOS>
+        <Network>
+          <Adapter slot="0" enabled="true" MACAddress="{MAC}" type="82540EM">
+            <NAT/>
+          </Adapter>
+        </Network>
+        <RTC localOrUTC="UTC"/>
       </Hardware>
+      <StorageControllers>
+        <StorageController name="IDE Controller" type="PIIX4" PortCount="2" useHostIOCache="true" Bootable="true">
+          <AttachedDevice passthrough="false" type="DVD" hotpluggable="false" port="0" device="0"/>
+        </StorageController>
+        <StorageController name="SATA Controller" type="AHCI" PortCount="{max(1, len(disk_files))}" useHostIOCache="false" Bootable="true">
+{nl.join(attached)}
+        </StorageController>
+      </StorageControllers>
     </vbox:Machine>
   </VirtualSystem>
 </Envelope>
-'''
+"""
 
 
 def _date(epoch: int) -> str:
-    import datetime
-    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def write_box(files: dict[str, Path], out: BinaryIO, mtime: int) -> None:
-    write_entries([(name, "file", 0o644, path) for name, path in files.items()], out, mtime)
+    """The .box: a deterministic tar (tarball.py) of `files` (name in the box
+    -> file), every member 0644 at `mtime`."""
+    for name in files:
+        if "/" in name or name in ("", ".", ".."):
+            raise ValueError(f"box member {name!r}: a plain file name")
+    write_entries([(name, "file", 0o644, Path(path)) for name, path in files.items()], out, mtime)
+
+
+# --- the data disk -----------------------------------------------------------
+
+DISK_NAME = "data-disk.vmdk"
+FIXED_CID = "0d0c4e72"
+
+
+def vmdk_commands(size_gb: int = DATA_DISK_GB, out: str = DISK_NAME) -> list[list[str]]:
+    """qemu-img commands (for the builder container) making the empty,
+    sparse data disk as a streamOptimized VMDK; then fix_vmdk_cid(out).
+    The extent line of the descriptor holds the file's base name: keep `out`'s
+    name fixed."""
+    return [["qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=streamOptimized", out, f"{int(size_gb)}G"]]
+
+
+def _descriptor_region(f: BinaryIO, path) -> tuple[int, int]:
+    header = f.read(512)
+    if len(header) < 64 or header[:4] != b"KDMV":
+        raise BuildError(f"{path}: not a sparse VMDK (magic {header[:4]!r}, expected b'KDMV')")
+    # SparseExtentHeader: magic, version, flags, capacity, grainSize,
+    # descriptorOffset, descriptorSize (sectors).
+    _version, _flags, _capacity, _grain, offset, size = struct.unpack_from("<IIQQQQ", header, 4)
+    if offset == 0 or size == 0:
+        raise BuildError(f"{path}: VMDK without an embedded descriptor")
+    return offset * 512, size * 512
+
+
+def fix_vmdk_cid(path: Path, cid: str = FIXED_CID) -> None:
+    """Overwrite the random `CID=` of the VMDK's embedded descriptor with a
+    constant. qemu-img writes it unpadded (1 to 8 hex digits), so the text
+    is rewritten and re-padded with NULs inside its fixed-size region:
+    nothing else in the file moves."""
+    if not re.fullmatch(r"[0-9a-f]{1,8}", cid):
+        raise ValueError(f"CID {cid!r}: 1 to 8 lower-case hex digits")
+    with open(path, "r+b") as f:
+        offset, size = _descriptor_region(f, path)
+        f.seek(offset)
+        region = f.read(size)
+        text, nul, _ = region.partition(b"\0")
+        new, n = re.subn(rb"(?m)^CID=[0-9a-fA-F]{1,8}$", b"CID=" + cid.encode(), text)
+        if n != 1:
+            raise BuildError(f"{path}: expected one CID= line in the VMDK descriptor, found {n}")
+        if len(new) > size:
+            raise BuildError(f"{path}: the descriptor outgrows its {size}-byte region")
+        f.seek(offset)
+        f.write(new + b"\0" * (size - len(new)))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def vmdk_cid(path: Path) -> str:
+    """The CID of a VMDK's embedded descriptor."""
+    with open(path, "rb") as f:
+        offset, size = _descriptor_region(f, path)
+        f.seek(offset)
+        text = f.read(size).partition(b"\0")[0]
+    m = re.search(rb"(?m)^CID=([0-9a-fA-F]+)$", text)
+    if not m:
+        raise BuildError(f"{path}: no CID= line in the VMDK descriptor")
+    return m.group(1).decode()
 
 
 def catalog_json(name: str, version: str, provider: str, url: str, sha256: str) -> str:
-    """Vagrant's box metadata (catalog) format, for `vagrant box add <catalog.json>`."""
+    """Vagrant's box metadata (catalog) format, for `vagrant box add <catalog.json>`:
+    one version, one provider, its URL and the box's sha256."""
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ValueError(f"box catalog {name!r}: checksum {sha256!r} is not a sha256 (64 lower-case hex)")
+    if not re.fullmatch(r"[A-Za-z0-9._-]+/[A-Za-z0-9._-]+", name):
+        raise ValueError(f"box catalog: name {name!r} is not org/name")
     return json.dumps({
         "name": name,
         "description": "Only Docker: a kernel, BusyBox and the Docker daemon as PID 1",
