@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import stat
 from dataclasses import dataclass
@@ -39,28 +38,50 @@ class Key:
         return self.keynum[::-1].hex().upper()
 
 
+def _inside(path: Path, d: Path) -> bool:
+    d = Path(d).resolve()
+    return path == d or d in path.parents
+
+
 def generate_key(path: Path, forbidden: list[Path] = ()) -> Key:
+    """Make a new Ed25519 key: the secret as unencrypted PKCS#8 PEM at `path`
+    (mode 0600 from its creation, never overwritten), the public key beside
+    it in minisign's format (`<path>.pub`). Refuses a `path` inside any of
+    the `forbidden` directories (the repository, out/)."""
     path = Path(path).absolute()
+    real = path.resolve()
     for d in forbidden:
-        d = Path(d).resolve()
-        if path.resolve() == d or d in path.resolve().parents:
-            raise SigningError(f"refusing to write a signing key inside {d} ({path}): keep keys out of "
-                               f"the repository and out/ (set ONLYDOCKER_SIGNING_KEY elsewhere)")
-    if path.exists():
-        raise SigningError(f"{path} exists: refusing to overwrite a signing key")
+        if _inside(real, d):
+            raise SigningError(f"refusing to write a signing key inside {Path(d).resolve()} ({path}): keep "
+                               f"keys out of the repository and out/ (set ONLYDOCKER_SIGNING_KEY elsewhere)")
+    pub = Path(str(path) + ".pub")
+    for p in (path, pub):
+        if os.path.lexists(p):
+            raise SigningError(f"{p} exists: refusing to overwrite a signing key")
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = Key(Ed25519PrivateKey.generate())
     pem = key.private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-    pub = Path(str(path) + ".pub")
-    pub.write_text(minisign_public_key(key))
+    # O_EXCL: no race with another keygen, and no moment at which the secret
+    # exists with a wider mode; O_NOFOLLOW: never write through a planted link.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp = pub.with_name(pub.name + ".tmp")
+        tmp.write_text(minisign_public_key(key))
+        os.replace(tmp, pub)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
     return key
 
 
 def load_key(path: Path) -> Key:
+    """Load a secret key made by generate_key; refuses one that others can
+    read or that belongs to another user."""
     path = Path(path)
     try:
         st = path.stat()
@@ -69,10 +90,12 @@ def load_key(path: Path) -> Key:
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise SigningError(f"{path} is readable by others (mode {stat.S_IMODE(st.st_mode):o}): "
                            f"chmod 600 it before it signs anything")
+    if st.st_uid != os.getuid():
+        raise SigningError(f"{path} belongs to uid {st.st_uid}, not to this user ({os.getuid()})")
     try:
         private = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except ValueError as e:
-        raise SigningError(f"{path}: not a PEM Ed25519 private key ({e})") from None
+    except (ValueError, TypeError) as e:
+        raise SigningError(f"{path}: not an unencrypted PEM Ed25519 private key ({e})") from None
     if not isinstance(private, Ed25519PrivateKey):
         raise SigningError(f"{path}: not an Ed25519 key")
     return Key(private)
@@ -84,9 +107,11 @@ def minisign_public_key(key: Key) -> str:
 
 
 def _parse_public(pub_text: str) -> tuple[bytes, Ed25519PublicKey]:
+    """minisign's public key: an optional untrusted comment line, then
+    base64("Ed" || keynum || 32-byte key)."""
     lines = [l for l in pub_text.splitlines() if l.strip()]
     try:
-        blob = base64.b64decode(lines[-1])
+        blob = base64.b64decode(lines[-1], validate=True)
     except (IndexError, ValueError):
         raise SigningError("unreadable minisign public key") from None
     if len(blob) != 42 or blob[:2] != b"Ed":
@@ -96,7 +121,7 @@ def _parse_public(pub_text: str) -> tuple[bytes, Ed25519PublicKey]:
 
 def minisign_sign(key: Key, data: bytes, trusted_comment: str) -> str:
     """minisign's prehashed ("ED") detached signature of `data`."""
-    if "\n" in trusted_comment:
+    if "\n" in trusted_comment or "\r" in trusted_comment:
         raise SigningError("a trusted comment is one line")
     digest = hashlib.blake2b(data, digest_size=64).digest()
     sig = key.private.sign(digest)
@@ -108,21 +133,31 @@ def minisign_sign(key: Key, data: bytes, trusted_comment: str) -> str:
 
 
 def minisign_verify(pub_text: str, data: bytes, sig_text: str) -> str:
-    """Check a minisign signature; returns the trusted comment."""
+    """Check a minisign signature of `data` (prehashed "ED" or legacy "Ed")
+    and its trusted comment; returns the trusted comment. Raises SigningError."""
     keynum, pub = _parse_public(pub_text)
     lines = sig_text.splitlines()
     try:
-        blob = base64.b64decode(lines[1])
+        if not lines[0].startswith("untrusted comment:"):
+            raise ValueError
+        blob = base64.b64decode(lines[1], validate=True)
         comment_line = lines[2]
-        global_sig = base64.b64decode(lines[3])
+        global_sig = base64.b64decode(lines[3], validate=True)
     except (IndexError, ValueError):
-        raise SigningError("malformed minisign signature") from None
-    if not comment_line.startswith("trusted comment: ") or len(blob) != 74:
+        raise SigningError("malformed minisign signature (expected 4 lines: untrusted comment, "
+                           "signature, trusted comment, global signature)") from None
+    if not comment_line.startswith("trusted comment: ") or len(blob) != 74 or len(global_sig) != 64:
         raise SigningError("malformed minisign signature")
     algo, sig_keynum, sig = blob[:2], blob[2:10], blob[10:]
+    if algo == b"ED":
+        message = hashlib.blake2b(data, digest_size=64).digest()
+    elif algo == b"Ed":
+        message = data
+    else:
+        raise SigningError(f"unknown minisign signature algorithm {algo!r}")
     if sig_keynum != keynum:
-        raise SigningError("signed by another key than the public key given")
-    message = hashlib.blake2b(data, digest_size=64).digest() if algo == b"ED" else data
+        raise SigningError(f"signed by key {sig_keynum[::-1].hex().upper()}, "
+                           f"not by the public key given ({keynum[::-1].hex().upper()})")
     comment = comment_line[len("trusted comment: "):]
     try:
         pub.verify(sig, message)
@@ -136,11 +171,13 @@ def minisign_verify(pub_text: str, data: bytes, sig_text: str) -> str:
 
 
 def _pae(payload_type: str, payload: bytes) -> bytes:
+    # DSSE's pre-authentication encoding; lengths are byte counts in ASCII decimal.
     t = payload_type.encode()
     return b"DSSEv1 %d %s %d %s" % (len(t), t, len(payload), payload)
 
 
 def dsse_sign(key: Key, payload: bytes, payload_type: str) -> dict:
+    """A DSSE envelope: Ed25519 over PAE(payloadType, payload)."""
     return {
         "payloadType": payload_type,
         "payload": base64.b64encode(payload).decode(),
@@ -149,17 +186,22 @@ def dsse_sign(key: Key, payload: bytes, payload_type: str) -> dict:
 
 
 def dsse_verify(pub_text: str, envelope: dict) -> bytes:
+    """The payload of a DSSE envelope, once one of its signatures verifies
+    over PAE(payloadType, payload) with the (minisign) public key."""
     _, pub = _parse_public(pub_text)
     try:
         payload = base64.b64decode(envelope["payload"])
         payload_type = envelope["payloadType"]
         sigs = envelope["signatures"]
+        if not isinstance(payload_type, str) or not isinstance(sigs, list):
+            raise TypeError
     except (KeyError, ValueError, TypeError):
-        raise SigningError("malformed DSSE envelope") from None
+        raise SigningError("malformed DSSE envelope (payloadType, payload, signatures[])") from None
+    message = _pae(payload_type, payload)
     for s in sigs:
         try:
-            pub.verify(base64.b64decode(s["sig"]), _pae(payload_type, payload))
+            pub.verify(base64.b64decode(s["sig"], validate=True), message)
             return payload
-        except (InvalidSignature, KeyError, ValueError):
+        except (InvalidSignature, KeyError, ValueError, TypeError):
             continue
     raise SigningError("no signature in the DSSE envelope verifies with the public key")
