@@ -1,27 +1,55 @@
 """An in-toto Statement (v1) with a SLSA provenance (v1) predicate: which
 artifacts, built from which materials (every source with its hash and URL,
 the builder image with its package list), through which stage keys, in
-which lane. Nothing in it comes from the clock."""
+which lane. Nothing in it comes from the clock: its dates are the lane's
+SOURCE_DATE_EPOCH, so the same build gives the same statement bytes."""
 from __future__ import annotations
 
 import datetime
 import json
+import re
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
 BUILD_TYPE = "https://onlydocker.invalid/build/v1"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def canonical_json(obj) -> bytes:
-    return (json.dumps(obj, sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode()
+    """One serialisation per value: sorted keys, fixed indentation and
+    separators, UTF-8, a final newline; NaN and infinities refused."""
+    return (json.dumps(obj, sort_keys=True, indent=1, separators=(",", ": "), ensure_ascii=False,
+                       allow_nan=False) + "\n").encode("utf-8")
 
 
-def _rfc3339(epoch: int) -> str:
-    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+def rfc3339(epoch: int) -> str:
+    return datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _material_key(m: dict) -> tuple:
+    return (m.get("name", ""), m.get("uri", ""), json.dumps(m.get("digest", {}), sort_keys=True))
 
 
 def statement(subjects: dict[str, str], materials: list[dict], builder: dict, stage_keys: dict,
-              lane: str, epoch: int) -> dict:
+              lane: str, epoch: int, lock: dict | None = None) -> dict:
+    """subjects: artifact name -> sha256 hex; materials: SLSA resource
+    descriptors ({name?, uri, digest: {sha256: ...}, annotations?}); builder:
+    at least {"id": ...}; stage_keys: stage -> key; lock: what identifies
+    the lock (e.g. {"path": ..., "digest": {"sha256": ...}})."""
+    for name, digest in subjects.items():
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise ValueError(f"subject {name!r}: sha256 {digest!r} is not 64 lower-case hex digits")
+    for m in materials:
+        if not m.get("uri") and not m.get("name"):
+            raise ValueError(f"material {m!r}: needs a uri or a name")
+        if not m.get("digest"):
+            raise ValueError(f"material {m.get('uri') or m.get('name')!r}: needs a digest")
+    if "id" not in builder:
+        raise ValueError("builder: needs an id")
+    external = {"lane": lane, "source_date_epoch": int(epoch)}
+    if lock is not None:
+        external["lock"] = lock
     return {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": n, "digest": {"sha256": d}} for n, d in sorted(subjects.items())],
@@ -29,15 +57,15 @@ def statement(subjects: dict[str, str], materials: list[dict], builder: dict, st
         "predicate": {
             "buildDefinition": {
                 "buildType": BUILD_TYPE,
-                "externalParameters": {"lane": lane, "source_date_epoch": epoch},
+                "externalParameters": external,
                 "internalParameters": {"stage_keys": dict(sorted(stage_keys.items()))},
-                "resolvedDependencies": sorted(materials, key=lambda m: m["name"]),
+                "resolvedDependencies": sorted(materials, key=_material_key),
             },
             "runDetails": {
                 "builder": builder,
                 # The build's own date is SOURCE_DATE_EPOCH: no clock in the bytes.
-                "metadata": {"invocationId": f"{lane}@{epoch}", "startedOn": _rfc3339(epoch),
-                             "finishedOn": _rfc3339(epoch)},
+                "metadata": {"invocationId": f"{lane}@{int(epoch)}", "startedOn": rfc3339(epoch),
+                             "finishedOn": rfc3339(epoch)},
             },
         },
     }
