@@ -24,14 +24,22 @@ class BootResult:
 
 def boot(kernel: Path | None, initrd: Path | None, *, iso: Path | None = None, append: str = "",
          boot_label: str | None = None, timeout: float = 600, marker: str, log_path: Path,
-         memory_mb: int = 2048) -> BootResult:
+         memory_mb: int = 2048, disk: Path | None = None) -> BootResult:
+    """Boot `kernel` + `initrd` (or `iso`, typing `boot_label` at ISOLINUX's
+    prompt) with the serial console on stdio; stop at `marker` or after
+    `timeout` seconds, whichever comes first, and always end qemu. `disk` is
+    attached as the first IDE disk (/dev/sda), raw."""
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
         raise OnlyDockerError("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")
     cmd = [qemu, "-accel", "tcg", "-m", str(memory_mb), "-smp", "2", "-nographic", "-no-reboot",
            "-nic", "user,model=e1000", "-serial", "mon:stdio"]
+    if disk is not None:
+        cmd += ["-drive", f"file={disk},format=raw,if=ide,index=0,media=disk"]
     if iso is not None:
         cmd += ["-cdrom", str(iso), "-boot", "d"]
+    elif kernel is None or initrd is None:
+        raise OnlyDockerError("boot: give kernel and initrd, or iso")
     else:
         cmd += ["-kernel", str(kernel), "-initrd", str(initrd),
                 "-append", f"console=ttyS0,115200 panic=-1 {append}".strip()]

@@ -1,9 +1,11 @@
 #!/bin/sh
 # Waits for the daemon, runs DHCP in a host-network container, then keeps a
-# console ("dom0") container running: leaving it starts a fresh one.
+# console ("dom0") container running on this script's terminal: leaving it
+# starts a fresh one. Its own messages go to the log and the kernel console.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 . /etc/onlydocker/lane.conf
-say() { echo "console-container: $*"; }
+LOG=/var/log/console-container.log
+say() { echo "console-container: $*" | tee -a "$LOG" >/dev/console; }
 
 i=0
 until docker version >/dev/null 2>&1; do
@@ -15,29 +17,41 @@ say "daemon is up"
 
 # The bundled image, made by the build from its own BusyBox (no pulls).
 if ! docker inspect "$DHCP_IMAGE" >/dev/null 2>&1; then
-    docker load -i "$IMAGE_ARCHIVE" && say "loaded $IMAGE_ARCHIVE"
+    if [ "$IMAGE_LOAD" = import ]; then
+        docker import "$IMAGE_ARCHIVE" "$DHCP_IMAGE" >>"$LOG" 2>&1
+    else
+        docker load -i "$IMAGE_ARCHIVE" >>"$LOG" 2>&1
+    fi && say "loaded $IMAGE_ARCHIVE" || say "could not load $IMAGE_ARCHIVE"
 fi
 
+# DHCP for the host's eth0 from a container sharing the host's network; the
+# lease's DNS servers go into the host's resolv.conf.
 docker rm -f dhcp >/dev/null 2>&1
-if docker run --name dhcp --net host --cap-add NET_ADMIN "$DHCP_IMAGE" \
-        udhcpc -i eth0 -q -n -t 10 -s /usr/share/udhcpc/default.script; then
+if docker run --name dhcp --net host --cap-add NET_ADMIN -v /etc/resolv.conf:/etc/resolv.conf \
+        "$DHCP_IMAGE" udhcpc -i eth0 -q -n -t 10 -s /usr/share/udhcpc/default.script >>"$LOG" 2>&1; then
     say "dhcp: eth0 configured"
 else
     say "dhcp: no lease"
 fi
 
-if docker inspect console-image:latest >/dev/null 2>&1; then
-    image=console-image:latest
-else
-    image=$CONSOLE_IMAGE_DEFAULT
-fi
 tty=""
 [ -t 0 ] && tty="-t"
 while true; do
+    # Checked each time: an image tagged console-image:latest from inside
+    # the console takes over when the current one exits.
+    libs=""
+    if docker inspect console-image:latest >/dev/null 2>&1; then
+        image=console-image:latest
+    else
+        image=$CONSOLE_IMAGE_DEFAULT
+        # The static BusyBox image has no C library; a dynamic docker
+        # client then runs with the host's (read-only, and no others').
+        [ -d /lib64 ] && libs="-v /lib:/lib:ro -v /lib64:/lib64:ro"
+    fi
     say "starting the console container from $image"
     docker rm -f console >/dev/null 2>&1
     docker run --name console -i $tty --privileged --net host \
-        -v /:/root -v /lib/modules:/lib/modules:ro \
+        -v /:/root -v /lib/modules:/lib/modules:ro $libs \
         -v /usr/bin/docker:/usr/bin/docker:ro -v /var/run/docker.sock:/var/run/docker.sock \
         "$image" /bin/sh
     say "the console container exited ($?)"
