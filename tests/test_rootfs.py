@@ -1,0 +1,273 @@
+"""The rootfs stage on real binaries: stage outputs are built here from the
+host's own files (a static BusyBox; /usr/bin/ls standing in for each Docker
+binary, with its real libraries in a sysroot) laid out as the upstream
+stages lay theirs out, then assembled with the lanes' real rootfs.toml."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from onlydocker import cpio, elfdeps, rootfs
+from onlydocker.errors import BuildError
+from onlydocker.stage import StageContext
+from tests.conftest import require_tool
+
+STAGE_DIR = Path(__file__).resolve().parent.parent / "stages" / "rootfs"
+EPOCH = 1700000000
+DYNAMIC = Path("/usr/bin/ls")
+DOCKER_BINARIES = ("usr/sbin/dockerd", "usr/bin/docker", "usr/sbin/docker-proxy", "usr/bin/containerd",
+                   "usr/bin/containerd-shim-runc-v2", "usr/sbin/runc")
+APPLETS = ("/bin/sh", "/bin/busybox", "/sbin/ifconfig", "/usr/bin/wget", "/sbin/modprobe", "/sbin/lsmod",
+           "/sbin/findfs", "/linuxrc")
+
+
+def _static_busybox() -> Path:
+    for p in (Path("/bin/busybox"), Path("/usr/bin/busybox")):
+        if p.is_file() and elfdeps.is_static(p):
+            return p
+    pytest.skip("no static busybox on the host (apt-get install busybox-static)")
+
+
+def _put(path: Path, data: bytes | Path, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.read_bytes() if isinstance(data, Path) else data)
+    path.chmod(mode)
+
+
+def make_deps(base: Path, *, provider: str = "kmod", docker_static: Path | None = None) -> dict[str, Path]:
+    bb = _static_busybox()
+    deps = {n: base / n for n in ("busybox", "iptables", "modprobe", "docker", "kernel", "images")}
+    _put(deps["busybox"] / "bin/busybox", bb, 0o755)
+    _put(deps["busybox"] / "bin/busybox.links", "".join(a + "\n" for a in APPLETS).encode())
+    _put(deps["iptables"] / "bin/xtables-multi", bb, 0o755)
+    _put(deps["modprobe"] / "bin/modprobe-provider", f"{provider}\n".encode())
+    if provider == "kmod":
+        _put(deps["modprobe"] / "bin/kmod", bb, 0o755)
+    sysroot = deps["docker"] / "sysroot"
+    for rel in DOCKER_BINARIES:
+        _put(sysroot / rel, DYNAMIC, 0o755)
+    for lib in elfdeps.closure(DYNAMIC, Path("/")):
+        rootfs.copy_chain(Path("/"), str(lib), sysroot)
+    # As Debian ships it: an absolute link to a static binary in the sysroot.
+    _put(sysroot / "usr/bin/tini-static", bb, 0o755)
+    (sysroot / "usr/bin/docker-init").symlink_to("/usr/bin/tini-static")
+    if docker_static:
+        _put(sysroot / "usr/local/bin/docker", docker_static, 0o755)
+    _put(deps["docker"] / "etc/ssl/certs/ca-certificates.crt", b"-----BEGIN CERTIFICATE-----\n")
+    mods = deps["kernel"] / "lib/modules/6.1.0"
+    _put(mods / "kernel/fs/overlayfs/overlay.ko", b"\x7fELF fake module")
+    _put(mods / "modules.dep", b"kernel/fs/overlayfs/overlay.ko:\n")
+    _put(deps["images"] / "images/busybox.tar", b"an image archive")
+    return deps
+
+
+def make_ctx(tmp: Path, lane: str = "bookworm", lane_dir: Path | None = None, **kw) -> StageContext:
+    out = tmp / "out"
+    out.mkdir(parents=True)
+    return StageContext(name="rootfs", out=out, deps=make_deps(tmp / "deps", **kw), stage_dir=STAGE_DIR,
+                        lane_dir=lane_dir or STAGE_DIR / "lanes" / lane, lane=lane, source_date_epoch=EPOCH)
+
+
+def listing(root: Path) -> list[tuple]:
+    rows = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                rows.append((rel, "link", os.readlink(p)))
+            elif p.is_dir():
+                rows.append((rel, "dir"))
+            else:
+                rows.append((rel, "file", oct(p.stat().st_mode & 0o7777),
+                             hashlib.sha256(p.read_bytes()).hexdigest()))
+    return sorted(rows)
+
+
+@pytest.fixture
+def built(tmp_path) -> Path:
+    ctx = make_ctx(tmp_path)
+    rootfs.build(ctx)
+    return ctx.out
+
+
+def test_busybox_and_relative_applet_links(built):
+    assert (built / "bin/busybox").stat().st_mode & 0o777 == 0o755
+    assert os.readlink(built / "bin/sh") == "busybox"
+    assert os.readlink(built / "sbin/ifconfig") == "../bin/busybox"
+    assert os.readlink(built / "usr/bin/wget") == "../../bin/busybox"
+    assert os.readlink(built / "linuxrc") == "bin/busybox"
+
+
+def test_docker_binaries_bring_exactly_their_libraries(built):
+    for name in ("dockerd", "docker", "docker-proxy", "containerd", "containerd-shim-runc-v2", "runc"):
+        b = built / "usr/bin" / name
+        assert b.is_file() and b.stat().st_mode & 0o777 == 0o755, name
+        # The closure is complete inside the tree: the loader finds every library.
+        assert elfdeps.closure(b, built) == elfdeps.closure(DYNAMIC, Path("/"))
+    # docker-init followed its absolute link inside the sysroot (tini-static), static: no libraries.
+    assert elfdeps.is_static(built / "usr/bin/docker-init")
+    libs = {p.name for p in (built / "lib").rglob("*")} | {p.name for p in (built / "usr").rglob("*.so*")}
+    assert "libc.so.6" in libs
+    # Nothing a binary does not need: no library outside the closure.
+    wanted = {str(p) for p in elfdeps.closure(DYNAMIC, Path("/"))}
+    for p in built.rglob("*.so*"):
+        rel = str(p.relative_to(built))
+        if not p.is_symlink():
+            assert any(elfdeps.resolve_in(built, w) == p for w in wanted), rel
+
+
+def test_running_the_assembled_binary(built):
+    chroot = shutil.which("chroot")
+    if not chroot or os.geteuid() != 0:
+        pytest.skip("needs chroot as root")
+    r = subprocess.run([chroot, str(built), "/usr/bin/dockerd", "/etc"], capture_output=True, text=True)
+    assert r.returncode == 0 and "os-release" in r.stdout, r.stderr
+    r = subprocess.run([chroot, str(built), "/bin/sh", "-c", "iptables --help; modprobe --help"],
+                       capture_output=True, text=True)
+    assert "BusyBox" in r.stdout + r.stderr
+
+
+def test_iptables_modprobe_and_modules(built):
+    for name in ("iptables", "iptables-save", "iptables-restore", "ip6tables"):
+        assert os.readlink(built / "usr/sbin" / name) == "xtables-multi"
+    assert os.readlink(built / "sbin/modprobe") == "kmod"
+    assert os.readlink(built / "sbin/lsmod") == "kmod"
+    assert (built / "lib/modules/6.1.0/modules.dep").is_file()
+    assert (built / "lib/modules/6.1.0/kernel/fs/overlayfs/overlay.ko").is_file()
+
+
+def test_system_files_and_scripts(built):
+    osr = (built / "etc/os-release").read_text()
+    assert 'NAME="Only Docker"' in osr and f'BUILD_ID="bookworm-{EPOCH}"' in osr and "VERSION=" in osr
+    for p in ("init", "usr/bin/console-container.sh", "usr/bin/onlydocker-selftest"):
+        assert (built / p).stat().st_mode & 0o777 == 0o755, p
+    assert (built / "init").read_bytes() == (STAGE_DIR / "init").read_bytes()
+    lane = (built / "etc/onlydocker/lane.conf").read_text()
+    assert "DOCKER_DAEMON='/usr/bin/dockerd --storage-driver=overlay2" in lane
+    assert "IMAGE_ARCHIVE='/usr/share/onlydocker/images/busybox.tar'" in lane
+    assert (built / "usr/share/onlydocker/images/busybox.tar").read_bytes() == b"an image archive"
+    assert (built / "etc/ssl/certs/ca-certificates.crt").is_file()
+    assert os.readlink(built / "var/run") == "../run"
+    for d in ("dev", "proc", "sys", "tmp", "run", "var/lib/docker", "mnt"):
+        assert (built / d).is_dir(), d
+
+
+def test_every_link_resolves_inside_the_tree(built):
+    for p in built.rglob("*"):
+        if p.is_symlink():
+            rel = str(p.relative_to(built))
+            assert elfdeps.resolve_in(built, rel).exists(), f"{rel} -> {os.readlink(p)}"
+
+
+def test_same_tree_and_same_initrd_bytes_twice(tmp_path):
+    trees = []
+    for i, umask in enumerate((0o022, 0o002)):
+        old = os.umask(umask)
+        try:
+            ctx = make_ctx(tmp_path / str(i))
+            rootfs.build(ctx)
+        finally:
+            os.umask(old)
+        trees.append(ctx.out)
+    assert listing(trees[0]) == listing(trees[1])
+    blobs = []
+    for t in trees:
+        buf = io.BytesIO()
+        cpio.write_newc(t, buf, mtime=EPOCH)
+        blobs.append(buf.getvalue())
+    assert blobs[0] == blobs[1]
+
+
+def test_2015_lane_static_docker_and_busybox_modprobe(tmp_path):
+    ctx = make_ctx(tmp_path, lane="2015", provider="busybox", docker_static=_static_busybox())
+    rootfs.build(ctx)
+    out = ctx.out
+    assert elfdeps.is_static(out / "usr/bin/docker")
+    assert not (out / "lib/x86_64-linux-gnu").exists()
+    assert os.readlink(out / "sbin/modprobe") == "../bin/busybox"
+    assert "DOCKER_DAEMON='/usr/bin/docker -d -s overlay" in (out / "etc/onlydocker/lane.conf").read_text()
+
+
+def _lane(tmp: Path, text: str) -> Path:
+    d = tmp / "lane"
+    d.mkdir(exist_ok=True)
+    (d / "rootfs.toml").write_text(text)
+    return d
+
+
+GOOD_LANE = """version = "1"
+[lane]
+docker_daemon = "/usr/bin/dockerd"
+console_image_default = "x:latest"
+dhcp_image = "x:latest"
+image_archive = "/usr/share/onlydocker/images/busybox.tar"
+"""
+
+
+def test_a_missing_library_fails_naming_binary_and_library(tmp_path):
+    lane = _lane(tmp_path, GOOD_LANE + '[[install]]\nfrom = "docker"\npath = "sysroot/usr/sbin/dockerd"\n'
+                 'to = "usr/bin/dockerd"\nsysroot = "sysroot"\n')
+    ctx = make_ctx(tmp_path, lane_dir=lane)
+    libc = elfdeps.resolve_in(ctx.deps["docker"] / "sysroot", "lib/x86_64-linux-gnu/libc.so.6")
+    libc.unlink()
+    with pytest.raises(BuildError) as e:
+        rootfs.build(ctx)
+    assert "dockerd" in str(e.value) and "libc.so.6" in str(e.value)
+
+
+@pytest.mark.parametrize("extra, words", [
+    ('[[install]]\nfrom = "docker"\npath = "sysroot/usr/sbin/dockerd"\nto = "usr/bin/dockerd"\n',
+     ["dockerd", "no sysroot"]),
+    ('[[install]]\nfrom = "nowhere"\npath = "bin/x"\nto = "bin/x"\n', ["#1", "'from'", "nowhere"]),
+    ('[[install]]\nfrom = "iptables"\npath = "bin/missing"\nto = "usr/sbin/x"\n', ["iptables/bin/missing"]),
+    ('[[install]]\nfrom = "iptables"\npath = "bin/xtables-multi"\n', ["#1", "'to'", "missing"]),
+    ('[[install]]\nfrom = "iptables"\npath = "../x"\nto = "x"\n', ["'path'", "relative"]),
+    ('colour = "red"\n', ["'colour'", "unknown"]),
+])
+def test_bad_rootfs_toml_is_named(tmp_path, extra, words):
+    text = GOOD_LANE + extra if extra.startswith("[[") else extra + GOOD_LANE
+    ctx = make_ctx(tmp_path, lane_dir=_lane(tmp_path, text))
+    with pytest.raises(BuildError) as e:
+        rootfs.build(ctx)
+    assert "rootfs.toml" in str(e.value)
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+
+
+@pytest.mark.parametrize("text, words", [
+    (GOOD_LANE.replace('dhcp_image = "x:latest"\n', ""), ["dhcp_image", "missing"]),
+    (GOOD_LANE.replace('"/usr/bin/dockerd"', "\"it's\""), ["docker_daemon", "quotes"]),
+    (GOOD_LANE.replace("/usr/share/onlydocker/images/busybox.tar", "/tmp/x.tar"), ["image_archive"]),
+    (GOOD_LANE.replace("busybox.tar", "other.tar"), ["image_archive", "other.tar"]),
+    ("version = \n", ["not valid TOML"]),
+])
+def test_bad_lane_table_is_named(tmp_path, text, words):
+    ctx = make_ctx(tmp_path, lane_dir=_lane(tmp_path, text))
+    with pytest.raises(BuildError) as e:
+        rootfs.build(ctx)
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+
+
+def test_dynamic_kmod_is_refused(tmp_path):
+    ctx = make_ctx(tmp_path)
+    shutil.copy(DYNAMIC, ctx.deps["modprobe"] / "bin/kmod")
+    with pytest.raises(BuildError, match="kmod is dynamically linked"):
+        rootfs.build(ctx)
+
+
+@pytest.mark.parametrize("script", ["init", "console-container.sh", "onlydocker-selftest"])
+@pytest.mark.parametrize("shell", ["busybox", "dash"])
+def test_scripts_parse(script, shell):
+    tool = require_tool(shell)
+    cmd = [tool, "sh", "-n"] if shell == "busybox" else [tool, "-n"]
+    r = subprocess.run(cmd + [str(STAGE_DIR / script)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
