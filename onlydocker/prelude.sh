@@ -30,10 +30,12 @@ while read -r name file version; do
 
     patches="/build/patches/$name"
     [ -d "$patches" ] || continue
+    # (`|| true`: a series of comments only, or a folder without patches,
+    # is an empty list, not a silent exit under set -e.)
     if [ -f "$patches/series" ]; then
-        list=$(grep -v '^[[:space:]]*\(#\|$\)' "$patches/series")
+        list=$(grep -v '^[[:space:]]*\(#\|$\)' "$patches/series" || true)
     else
-        list=$(cd "$patches" && ls | grep '\.patch$' | LC_ALL=C sort)
+        list=$(cd "$patches" && ls | grep '\.patch$' | LC_ALL=C sort || true)
     fi
     for p in $list; do
         if ! out=$(cd "$dest" && patch -p1 --batch --forward --no-backup-if-mismatch < "$patches/$p" 2>&1); then

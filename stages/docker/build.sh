@@ -21,9 +21,20 @@ rm -rf "$sysroot/usr/share/doc" "$sysroot/usr/share/man" "$sysroot/usr/share/lin
 # The CA bundle, made deterministically: the certificates sorted by name.
 mkdir -p /build/out/etc/ssl/certs
 if [ -d "$sysroot/usr/share/ca-certificates/mozilla" ]; then
-    find "$sysroot/usr/share/ca-certificates/mozilla" -name '*.crt' | LC_ALL=C sort | xargs cat \
+    find "$sysroot/usr/share/ca-certificates/mozilla" -name '*.crt' -print0 | LC_ALL=C sort -z | xargs -0 cat \
         > /build/out/etc/ssl/certs/ca-certificates.crt
 else
-    # No ca-certificates source in the lane: the builder's own bundle.
+    # No ca-certificates source in the lane (2015): the builder image's own
+    # bundle, which update-ca-certificates made when the image was
+    # bootstrapped; the builder's identity is part of this stage's key.
+    [ -s /etc/ssl/certs/ca-certificates.crt ] || {
+        echo "docker stage: the lane has no ca-certificates source and the builder image no /etc/ssl/certs/ca-certificates.crt (add ca-certificates to the lock's [builder] packages)"; exit 1; }
     cp /etc/ssl/certs/ca-certificates.crt /build/out/etc/ssl/certs/ca-certificates.crt
 fi
+grep -c 'BEGIN CERTIFICATE' /build/out/etc/ssl/certs/ca-certificates.crt | sed 's/^/docker stage: certificates in the bundle: /'
+
+grep -v '^#' /build/stage/lane/binaries | while read -r bin; do
+    [ -n "$bin" ] || continue
+    [ -f "$sysroot/$bin" ] && [ -x "$sysroot/$bin" ] || {
+        echo "docker stage: $bin is not in the sysroot (lanes/$LANE/binaries)"; exit 1; }
+done
