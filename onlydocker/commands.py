@@ -30,6 +30,38 @@ def _out_root(settings) -> Path:
     return Path(os.environ.get("ONLYDOCKER_OUT") or settings.root / "out")
 
 
+def verify_sources(lk: lock.Lock, settings: config.Settings) -> list:
+    """Re-hash every cached source of the lock: one SourceStatus each
+    (OK, MISSING, CORRUPT with both hashes, UNPINNED), in lock order."""
+    from .fetch import Fetcher
+    fetcher = Fetcher(settings)
+    return [fetcher.check(s) for s in lk.sources]
+
+
+def pin_sources(lk: lock.Lock, settings: config.Settings, out=None) -> tuple[list, list]:
+    """`doit lock`: fetch every source that is not fully pinned, verify
+    whatever hash it already has, and write its sha256 and size into the lock
+    (one atomic rewrite per source). Returns ([(name, sha256, size)],
+    [(name, error)]): a source that fails does not stop the others."""
+    from .fetch import Fetcher
+    out = out or sys.stdout
+    fetcher = Fetcher(settings)
+    pinned, failed = [], []
+    for s in lk.sources:
+        if s.pinned:
+            continue
+        checked = ", ".join(sorted(s.hashes())) or "nothing (no hash in the lock: trusted on first use)"
+        try:
+            _, sha, size = fetcher.fetch_for_pinning(s)
+            lock.pin(lk.path, s.name, sha, size)
+        except OnlyDockerError as e:
+            failed.append((s.name, e))
+            continue
+        print(f"pinned {s.name} ({s.file}): sha256 {sha}, size {size}; checked against {checked}", file=out)
+        pinned.append((s.name, sha, size))
+    return pinned, failed
+
+
 class Verify(Command):
     name = "verify"
     doc_purpose = "re-hash every cached source and every artifact; check the signatures"
@@ -38,7 +70,6 @@ class Verify(Command):
 
     def execute(self, params, args):
         from .dist import public_key_path
-        from .fetch import Fetcher
         from .verify import verify_dist
         try:
             settings = _settings(params)
@@ -46,11 +77,9 @@ class Verify(Command):
         except OnlyDockerError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        fetcher = Fetcher(settings)
         problems = 0
         print(f"sources of {settings.lock_path} (cache {settings.cache_dir / 'sources'}):")
-        for s in lk.sources:
-            status = fetcher.check(s)
+        for status in verify_sources(lk, settings):
             print(f"  {status}")
             problems += not status.ok
         dist = _out_root(settings) / lk.lane.name / "dist"
@@ -70,24 +99,18 @@ class Lock(Command):
     cmd_options = (OPT_LOCK,)
 
     def execute(self, params, args):
-        from .fetch import Fetcher
         try:
             settings = _settings(params)
             lk = lock.load(settings.lock_path)
-            fetcher = Fetcher(settings)
-            todo = [s for s in lk.sources if s.sha256 is None or s.size is None]
-            if not todo:
+            if all(s.pinned for s in lk.sources):
                 print(f"{settings.lock_path}: every source is pinned")
                 return 0
-            for s in todo:
-                if s.sha256 is not None:
-                    path = fetcher.fetch(s)
-                    sha, size = s.sha256, path.stat().st_size
-                else:
-                    _, sha, size = fetcher.fetch_for_pinning(s)
-                lock.pin(settings.lock_path, s.name, sha, size)
-                print(f"pinned {s.name}: sha256 {sha}, size {size}")
-            return 0
+            pinned, failed = pin_sources(lk, settings)
+            for name, e in failed:
+                print(f"error: not pinned: {name}: {e}", file=sys.stderr)
+            print(f"{settings.lock_path}: pinned {len(pinned)} source(s)"
+                  + (f", {len(failed)} failed" if failed else ""))
+            return 1 if failed else 0
         except OnlyDockerError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1

@@ -6,14 +6,20 @@ cache/sources/sha256/<hex>. Bytes that do not match are moved to
 cache/sources/rejected/ for inspection and never used. URLs are tried in
 order, then the global mirrors (like Buildroot's BR2_PRIMARY_SITE /
 BR2_BACKUP_SITE or Yocto's MIRRORS); transient errors are retried with
-backoff and resumed with Range.
+backoff and resumed with Range. One process at a time works on a given
+source (an flock beside its partial file); the others wait and then find it
+in the cache.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
+import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -28,10 +34,13 @@ CONNECT_TIMEOUT = 15
 READ_TIMEOUT = 60
 ATTEMPTS = 4            # per URL, for transient errors
 BACKOFF = 1.0           # seconds, doubled each retry
-PROGRESS_MIN = 8 << 20  # show a progress bar above this size
+PROGRESS_MIN = 8 << 20  # show progress above this size
+NET_READ = 1 << 16      # small network reads: what arrived before a reset is kept
 
 
 def resolve_url(url: str, settings: Settings) -> str:
+    """A lock URL as a real one: mirror schemes (`debian:pool/...`) are
+    resolved against the configured mirror; others are returned as they are."""
     scheme = url.split(":", 1)[0]
     if scheme in MIRROR_SCHEMES:
         return f"{settings.mirror_for(scheme)}/{url[len(scheme) + 1:]}"
@@ -40,6 +49,7 @@ def resolve_url(url: str, settings: Settings) -> str:
 
 @dataclass(frozen=True)
 class SourceStatus:
+    """What `doit verify` found for one source of the lock."""
     name: str
     file: str
     state: str              # OK, MISSING, CORRUPT, UNPINNED
@@ -52,9 +62,11 @@ class SourceStatus:
         return self.state == "OK"
 
     def __str__(self) -> str:
-        line = f"{self.state:<9} {self.name:<20} {self.file}"
+        if self.state == "UNPINNED":
+            return f"UNPINNED {self.name} ({self.file}: run `doit lock`)"
+        line = f"{self.state} {self.name} {self.file}"
         if self.state == "CORRUPT":
-            line += f"  expected={self.expected} actual={self.actual}"
+            line += f" expected={self.expected} actual={self.actual}"
         return line
 
 
@@ -63,7 +75,11 @@ class _Transient(Exception):
 
 
 class _Fatal(Exception):
-    """Not worth retrying at this URL: a 404, a mismatch, a body too large."""
+    """Not worth retrying at this URL: a 404, a body too large."""
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 class Fetcher:
@@ -75,48 +91,71 @@ class Fetcher:
     # --- cache layout -------------------------------------------------------
 
     def cache_path(self, source) -> Path:
+        """Where a source's verified bytes live: cache/sources/sha256/<hex>."""
         return self.root / "sha256" / (source.sha256 or "unpinned")
 
+    def _key(self, source) -> str:
+        return source.sha256 or source.name
+
     def _partial(self, source) -> Path:
-        return self.root / "partial" / f"{source.sha256 or source.name}.part"
+        return self.root / "partial" / f"{self._key(source)}.part"
 
     def _reject(self, path: Path, source) -> Path:
+        """Move bytes that failed verification aside, under a fresh name."""
         d = self.root / "rejected"
         d.mkdir(parents=True, exist_ok=True)
-        fd, dest = tempfile.mkstemp(prefix=f"{source.file}.", dir=d)
+        fd, dest = tempfile.mkstemp(prefix=f"{self._key(source)}-", dir=d)
         os.close(fd)
-        os.replace(path, dest)
+        shutil.move(path, dest)   # across file systems for a hand-placed file
         return Path(dest)
 
     def _mkdirs(self) -> None:
         for d in ("sha256", "partial", "rejected"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
 
+    @contextmanager
+    def _locked(self, source):
+        """Only one process fetches a given source at a time."""
+        self._mkdirs()
+        with open(self.root / "partial" / f"{self._key(source)}.lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
     # --- verification -------------------------------------------------------
 
-    def _verify(self, path: Path, source, what: str) -> dict[str, str]:
-        """Hash a complete file and compare to every pin; a mismatch moves
-        the bytes aside and raises HashMismatch naming what they came from."""
+    @staticmethod
+    def _hash_file(path: Path, source) -> MultiHasher:
         h = MultiHasher(tuple(source.hashes()))
         with open(path, "rb") as f:
             while chunk := f.read(CHUNK):
                 h.update(chunk)
-        return self._compare(path, source, what, h)
+        return h
 
-    def _compare(self, path: Path, source, what: str, h: MultiHasher) -> dict[str, str]:
-        digests = h.hexdigests()
+    @staticmethod
+    def _mismatch(source, h: MultiHasher) -> tuple[str, str, str] | None:
+        """(what, expected, actual) of the first check that fails, or None."""
         if source.size is not None and h.size != source.size:
-            kept = self._reject(path, source)
-            raise HashMismatch(what, "size", str(source.size), str(h.size), kept)
+            return "size", str(source.size), str(h.size)
+        digests = h.hexdigests()
         for algo, expected in source.hashes().items():
             if digests[algo] != expected:
-                kept = self._reject(path, source)
-                raise HashMismatch(what, algo, expected, digests[algo], kept)
-        return digests
+                return algo, expected, digests[algo]
+        return None
+
+    def _compare(self, path: Path, source, what: str, h: MultiHasher) -> dict[str, str]:
+        """Compare size and every pinned hash; a mismatch moves the bytes aside
+        and raises HashMismatch naming where they came from."""
+        bad = self._mismatch(source, h)
+        if bad:
+            raise HashMismatch(what, *bad, kept_at=self._reject(path, source))
+        return h.hexdigests()
 
     def _admit(self, path: Path, digests: dict[str, str]) -> Path:
         final = self.root / "sha256" / digests["sha256"]
-        os.replace(path, final)
+        os.replace(path, final)   # atomic: the final path is whole or absent
         return final
 
     def check(self, source) -> SourceStatus:
@@ -126,17 +165,10 @@ class Fetcher:
         path = self.cache_path(source)
         if not path.is_file():
             return SourceStatus(source.name, source.file, "MISSING", path=path)
-        h = MultiHasher(tuple(source.hashes()))
-        with open(path, "rb") as f:
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
-        digests = h.hexdigests()
-        if source.size is not None and h.size != source.size:
-            return SourceStatus(source.name, source.file, "CORRUPT", f"size {source.size}", f"size {h.size}", path)
-        for algo, expected in source.hashes().items():
-            if digests[algo] != expected:
-                return SourceStatus(source.name, source.file, "CORRUPT", f"{algo}:{expected}",
-                                    f"{algo}:{digests[algo]}", path)
+        bad = self._mismatch(source, self._hash_file(path, source))
+        if bad:
+            algo, expected, actual = bad
+            return SourceStatus(source.name, source.file, "CORRUPT", f"{algo}:{expected}", f"{algo}:{actual}", path)
         return SourceStatus(source.name, source.file, "OK", path=path)
 
     # --- fetching -----------------------------------------------------------
@@ -144,48 +176,69 @@ class Fetcher:
     def fetch(self, source, progress: bool = True) -> Path:
         """The verified cached file of a pinned source, fetched if needed."""
         if not source.pinned:
-            raise UnpinnedSource(f"source {source.name!r} ({source.file}) has no sha256 in the lock: "
-                                 f"run `doit lock` to fetch and pin it")
+            missing = " and ".join(f for f in ("sha256", "size") if getattr(source, f) is None)
+            raise UnpinnedSource(f"source {source.name!r} ({source.file}) has no {missing} in the lock: "
+                                 f"run `doit lock` to fetch, verify and pin it")
         final = self.cache_path(source)
         if final.is_file():
             return final
-        self._mkdirs()
-        return self._obtain(source, progress)
+        with self._locked(source):
+            if final.is_file():          # another process fetched it meanwhile
+                return final
+            return self._obtain(source, progress)
 
     def fetch_for_pinning(self, source) -> tuple[Path, str, int]:
-        """Fetch a source that has no sha256 yet, checking whatever hash it
-        has (a legacy sha1); returns the cached path, its sha256 and size."""
-        self._mkdirs()
-        path = self._obtain(source, progress=True)
+        """Fetch a source the lock does not fully pin yet, checking whatever
+        it does give (a legacy sha1, a sha256 without size); returns the
+        cached path, its sha256 and its size."""
+        if source.sha256 and self.cache_path(source).is_file():
+            h = self._hash_file(self.cache_path(source), source)
+            if h.hexdigests()["sha256"] == source.sha256:
+                return self.cache_path(source), source.sha256, h.size
+        with self._locked(source):
+            path = self._obtain(source, progress=True)
         return path, path.name, path.stat().st_size
 
     def _obtain(self, source, progress: bool) -> Path:
         errors: list[str] = []
         hand = self.settings.downloads_dir / source.file
         if hand.is_file():
-            # A hand-placed file is verified like any download, on a copy:
-            # the user's file stays where they put it.
-            tmp = self._partial(source).with_suffix(".hand")
-            with open(hand, "rb") as src, open(tmp, "wb") as dst:
-                while chunk := src.read(CHUNK):
-                    dst.write(chunk)
-            digests = self._verify(tmp, source, f"{hand} (placed by hand)")
-            return self._admit(tmp, digests)
+            return self._from_hand(hand, source)
         if self.settings.offline:
             raise FetchError(f"source {source.name!r}: {source.file} is not in the cache "
                              f"({self.cache_path(source)}) nor in {self.settings.downloads_dir}, "
-                             f"and ONLYDOCKER_OFFLINE is set: fetch it online once, or place it there by hand")
+                             f"and ONLYDOCKER_OFFLINE is set (offline: cache and downloads folder only): "
+                             f"fetch it online once, or place it there by hand")
         for url in self._candidates(source, errors):
             try:
                 return self._download(url, source, progress)
-            except HashMismatch as e:
+            except (HashMismatch, _Fatal, OnlyDockerError) as e:
                 errors.append(f"{url}: {e}")
-            except _Fatal as e:
-                errors.append(f"{url}: {e}")
-            except OnlyDockerError as e:
-                errors.append(f"{url}: {e}")
-        raise FetchError(f"source {source.name!r} ({source.file}): no URL gave the pinned bytes:\n  "
+        raise FetchError(f"source {source.name!r} ({source.file}): no URL gave the pinned bytes; tried:\n  "
                          + "\n  ".join(errors))
+
+    def _from_hand(self, hand: Path, source) -> Path:
+        """A file placed in the downloads folder by hand, verified like any
+        download. It is copied, so the user's file stays where they put it;
+        a bad one is moved aside to rejected/ so it cannot fail again."""
+        what = f"{hand} (placed by hand)"
+        found = hand.stat().st_size
+        if source.size is not None and found != source.size:
+            kept = self._reject(hand, source)     # no need to read it: the size says enough
+            raise HashMismatch(what, "size", str(source.size), str(found), kept)
+        tmp = self._partial(source).with_suffix(".hand")
+        h = MultiHasher(tuple(source.hashes()))
+        with open(hand, "rb") as src, open(tmp, "wb") as dst:
+            while chunk := src.read(CHUNK):
+                h.update(chunk)
+                dst.write(chunk)
+        bad = self._mismatch(source, h)
+        if bad:
+            tmp.unlink()
+            raise HashMismatch(what, *bad, kept_at=self._reject(hand, source))
+        digests = h.hexdigests()
+        _log(f"fetch {source.file}: verified the copy placed by hand in {hand.parent}")
+        return self._admit(tmp, digests)
 
     def _candidates(self, source, errors: list[str]):
         for url in source.urls:
@@ -206,7 +259,7 @@ class Fetcher:
         delay = BACKOFF
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                self._transfer(url, part, source, progress)
+                h = self._transfer(url, part, source, progress)
                 break
             except _Fatal as e:
                 if part.exists() and part.stat().st_size:
@@ -215,25 +268,30 @@ class Fetcher:
             except _Transient as e:
                 if attempt == ATTEMPTS:
                     raise _Fatal(f"gave up after {ATTEMPTS} attempts: {e}") from None
-                print(f"fetch {source.file}: {e}; retrying in {delay:.0f} s (attempt {attempt + 1}/{ATTEMPTS})",
-                      file=sys.stderr)
+                _log(f"fetch {source.file}: {e}; retrying in {delay:g} s (attempt {attempt + 1}/{ATTEMPTS})")
                 time.sleep(delay)
                 delay *= 2
-        digests = self._verify(part, source, url)
+        digests = self._compare(part, source, url, h)
         origin.unlink(missing_ok=True)
         return self._admit(part, digests)
 
-    def _transfer(self, url: str, part: Path, source, progress: bool) -> None:
+    def _transfer(self, url: str, part: Path, source, progress: bool) -> MultiHasher:
+        """One attempt: append what the server sends to `part`, hashing as it
+        is written (after re-hashing what an earlier attempt left)."""
+        h = MultiHasher(tuple(source.hashes()))
         scheme = urlsplit(url).scheme
         if scheme == "file":
             src = Path(unquote(urlsplit(url).path))
             if not src.is_file():
                 raise _Fatal(f"no such file {src}")
             with open(src, "rb") as f, open(part, "wb") as out:
-                self._copy(f.read, out, source, 0)
-            return
+                self._copy(f.read, out, h, source, url)
+            return h
         have = part.stat().st_size if part.exists() else 0
-        headers = {"Range": f"bytes={have}-"} if have else {}
+        # identity: the bytes as stored, never a transfer-compressed variant
+        headers = {"Accept-Encoding": "identity"}
+        if have:
+            headers["Range"] = f"bytes={have}-"
         try:
             r = self.session.get(url, stream=True, headers=headers, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
         except (requests.ConnectionError, requests.Timeout) as e:
@@ -242,61 +300,76 @@ class Fetcher:
             if r.status_code == 416 and have:
                 part.unlink()      # our partial is past the end: start again
                 raise _Transient("stale partial download discarded")
-            if r.status_code >= 500 or r.status_code == 429:
+            if r.status_code >= 500 or r.status_code in (408, 429):
                 raise _Transient(f"HTTP {r.status_code}")
             if r.status_code == 404:
                 hint = ""
                 if "/pool/" in url:
                     hint = (" (Debian's archive keeps only current versions: this file may have left the "
-                            "pool; use a mirror that kept it, the cache, or update the lock)")
+                            "pool; use a mirror or snapshot that kept it, the cache, or update the lock)")
                 raise _Fatal(f"HTTP 404 Not Found{hint}")
             if r.status_code not in (200, 206):
                 raise _Fatal(f"HTTP {r.status_code}")
+            if r.status_code == 206 and not r.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
+                have = 0           # not the range we asked for: start over
+                part.unlink(missing_ok=True)
+                raise _Transient(f"unexpected Content-Range {r.headers.get('Content-Range')!r}")
             if r.status_code == 200:
                 have = 0           # the server ignored Range: start over
-            mode = "ab" if have else "wb"
+            elif have:
+                with open(part, "rb") as f:   # keep the hash whole across a resume
+                    while chunk := f.read(CHUNK):
+                        h.update(chunk)
             total = None
             if r.headers.get("Content-Length", "").isdigit():
                 total = have + int(r.headers["Content-Length"])
                 if source.size is not None and total > source.size:
                     raise _Fatal(f"the server announces {total} bytes, more than the pinned size {source.size}")
-            with open(part, mode) as out:
+            with open(part, "ab" if have else "wb") as out:
                 try:
-                    # Small reads: what arrived before a reset is kept for the resume.
-                    self._copy(lambda n: r.raw.read(min(n, 1 << 16), decode_content=False), out, source, have,
-                               total=total, progress=progress)
+                    self._copy(lambda n: r.raw.read(min(n, NET_READ), decode_content=False), out, h, source,
+                               url, total=total, progress=progress)
                 except (requests.ConnectionError, requests.Timeout, OSError) as e:
                     if isinstance(e, OSError) and not _is_network_error(e):
                         raise
-                    raise _Transient(f"connection lost after {part.stat().st_size} bytes: {e}") from None
+                    raise _Transient(f"connection lost after {h.size} bytes: {e}") from None
                 except Exception as e:   # urllib3's ProtocolError / ReadTimeoutError
                     if type(e).__module__.startswith("urllib3"):
-                        raise _Transient(f"connection lost after {part.stat().st_size} bytes: {e}") from None
+                        raise _Transient(f"connection lost after {h.size} bytes: {e}") from None
                     raise
+        return h
 
-    def _copy(self, read, out, source, have: int, total: int | None = None, progress: bool = False) -> None:
+    def _copy(self, read, out, h: MultiHasher, source, url: str, total: int | None = None,
+              progress: bool = False) -> None:
+        """Copy until EOF, hashing; refuse to go past the pinned size. Long
+        downloads show a tqdm bar on a terminal, else a line at each end."""
+        expect = total or source.size or 0
         bar = None
-        if progress and (total or source.size or 0) >= PROGRESS_MIN and sys.stderr.isatty():
-            from tqdm import tqdm
-            bar = tqdm(total=total or source.size, initial=have, unit="B", unit_scale=True,
-                       desc=source.file, leave=False)
-        written = have
+        started = time.monotonic()
+        if progress and expect >= PROGRESS_MIN:
+            if sys.stderr.isatty():
+                from tqdm import tqdm
+                bar = tqdm(total=expect, initial=h.size, unit="B", unit_scale=True, desc=source.file, leave=False)
+            else:
+                _log(f"fetch {source.file}: {expect / 1e6:.1f} MB from {url}"
+                     + (f" (resuming at {h.size} bytes)" if h.size else ""))
         try:
             while True:
                 chunk = read(CHUNK)
                 if not chunk:
                     break
-                written += len(chunk)
-                if source.size is not None and written > source.size:
+                if source.size is not None and h.size + len(chunk) > source.size:
                     raise _Fatal(f"the body is larger than the pinned size {source.size}: refused")
+                h.update(chunk)
                 out.write(chunk)
                 if bar:
                     bar.update(len(chunk))
         finally:
             if bar:
                 bar.close()
+        if progress and expect >= PROGRESS_MIN:
+            _log(f"fetch {source.file}: {h.size} bytes in {time.monotonic() - started:.1f} s")
 
 
 def _is_network_error(e: OSError) -> bool:
-    import errno
     return e.errno in (errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE, errno.ETIMEDOUT, None)

@@ -37,10 +37,12 @@ class Source:
 
     @property
     def pinned(self) -> bool:
-        """Usable: a sha256 is known. (`doit lock` also fills a missing size.)"""
-        return self.sha256 is not None
+        """Usable: both sha256 and size are known. Anything less (a legacy
+        sha1, a sha256 without its size) waits for `doit lock`."""
+        return self.sha256 is not None and self.size is not None
 
     def hashes(self) -> dict[str, str]:
+        """Every hash the lock gives for this source: all of them must match."""
         return {a: getattr(self, a) for a in ("sha256", "sha512", "sha1") if getattr(self, a)}
 
 
@@ -133,8 +135,8 @@ def _source(path, i: int, t) -> Source:
         size = _req(path, t, "size", int, entry)
         if size <= 0:
             raise LockError(path, entry, "size", f"must be positive, got {size}")
-    return Source(name=name, group=t.get("group", name) if isinstance(t.get("group", name), str) else
-                  _req(path, t, "group", str, entry),
+    group = _req(path, t, "group", str, entry) if "group" in t else name
+    return Source(name=name, group=group,
                   version=_req(path, t, "version", str, entry), file=file, urls=tuple(urls),
                   sha256=hashes.get("sha256"), size=size, license=_req(path, t, "license", str, entry),
                   sha512=hashes.get("sha512"), sha1=hashes.get("sha1"))
@@ -189,20 +191,41 @@ def load(path: str | Path) -> Lock:
 
 
 def pin(path: str | Path, name: str, sha256: str, size: int) -> None:
-    """Write sha256 and size into one entry, keeping everything else as it was."""
+    """Write sha256 and size into one entry, keeping every comment and every
+    other entry as it was. A pin that contradicts one already there is refused:
+    changing a pin is a human decision, made by editing the lock."""
     import os
+    import tempfile
 
     import tomlkit
     path = Path(path)
-    doc = tomlkit.parse(path.read_text())
+    if len(sha256) != 64 or not HEX.match(sha256):
+        raise LockError(path, name, "sha256", f"refusing to pin {sha256!r}: not 64 lowercase hex digits")
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise LockError(path, name, "size", f"refusing to pin {size!r}: not a positive integer")
+    try:
+        doc = tomlkit.parse(path.read_text())
+    except FileNotFoundError:
+        raise LockError(path, None, None, "no such lock file") from None
+    except tomlkit.exceptions.ParseError as e:
+        raise LockError(path, None, None, f"not valid TOML: {e}") from None
     for t in doc.get("source", []):
         if t.get("name") == name:
-            t["sha256"] = sha256
-            t["size"] = size
+            for key, value in (("sha256", sha256), ("size", size)):
+                if key in t and t[key] != value:
+                    raise LockError(path, name, key, f"already pinned to {t[key]!r}; refusing to change it to "
+                                                     f"{value!r} (edit the lock by hand if that is meant)")
+                t[key] = value
             break
     else:
         raise LockError(path, name, None, "no such source to pin")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(tomlkit.dumps(doc))
-    load(tmp)   # never write a lock we would refuse
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(tomlkit.dumps(doc))
+        os.chmod(tmp, path.stat().st_mode & 0o777)
+        load(tmp)   # never write a lock we would refuse
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
