@@ -9,6 +9,7 @@ resolves other versions, the packages that changed are named.
 """
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ from pathlib import Path
 import zstandard
 
 from . import engine
-from .errors import BuildError, ConfigError, EngineError
+from .errors import BuildError, ConfigError
 
 VERSION = "1"
 ZSTD_LEVEL = 10
@@ -38,14 +39,22 @@ class BuilderImage:
 
 
 def mirror_url(lock_builder, settings) -> str:
+    """The mirror the lock's [builder] names: a scheme such as `debian:`
+    resolved against the settings, or a URL as written."""
     mirror = lock_builder.mirror
-    scheme = mirror.rstrip(":")
+    scheme = mirror[:-1]
     if mirror.endswith(":") and ":" not in scheme:
-        return settings.mirror_for(scheme)
+        try:
+            return settings.mirror_for(scheme)
+        except ConfigError as e:
+            raise ConfigError(f"builder image ({lock_builder.suite}): the lock's [builder] mirror = "
+                              f"{mirror!r} cannot be resolved: {e}") from None
     return mirror
 
 
 def input_key(lock_builder, settings, source_date_epoch: int) -> str:
+    """Everything mmdebstrap is told; the archive's state is not in it (that
+    is what the tar's sha256 and the package list record)."""
     data = {
         "suite": lock_builder.suite, "mirror": mirror_url(lock_builder, settings),
         "variant": lock_builder.variant, "packages": sorted(lock_builder.packages),
@@ -55,7 +64,7 @@ def input_key(lock_builder, settings, source_date_epoch: int) -> str:
 
 
 def packages_in(tar_path: Path) -> list[str]:
-    """name=version of every installed package, from the tar's dpkg status."""
+    """name=version of every installed package, from the tar's dpkg status, sorted."""
     with tarfile.open(tar_path) as tf:
         for name in ("./var/lib/dpkg/status", "var/lib/dpkg/status"):
             try:
@@ -74,6 +83,7 @@ def packages_in(tar_path: Path) -> list[str]:
 
 
 def changed_packages(old: list[str], new: list[str]) -> list[str]:
+    """`name: old -> new` for every package whose version differs ((none) if absent)."""
     o = dict(p.split("=", 1) for p in old)
     n = dict(p.split("=", 1) for p in new)
     return [f"{k}: {o.get(k, '(none)')} -> {n.get(k, '(none)')}"
@@ -84,9 +94,19 @@ def _index(settings) -> Path:
     return settings.cache_dir / "builders"
 
 
-def _bootstrap(lock_builder, settings, epoch: int, log_path: Path, work: Path) -> Path:
+def _check_options(lock_builder) -> None:
+    # A keyring the host lacks would fail deep inside apt; say which one.
+    for opt in lock_builder.mmdebstrap_options:
+        if opt.startswith("--keyring=") and not Path(opt.split("=", 1)[1]).exists():
+            raise ConfigError(f"builder image ({lock_builder.suite}): mmdebstrap option {opt!r}: no such file "
+                              f"on this host (apt-get install debian-archive-keyring)")
+
+
+def _bootstrap(lock_builder, settings, epoch: int, log_path: Path, work: Path) -> tuple[Path, float]:
     url = mirror_url(lock_builder, settings)
+    _check_options(lock_builder)
     tar = work / "rootfs.tar"
+    # --mode=auto is root mode when run as root: no user-namespace tricks needed.
     cmd = ["mmdebstrap", f"--variant={lock_builder.variant}", "--mode=auto",
            f"--include={','.join(lock_builder.packages)}", *lock_builder.mmdebstrap_options,
            lock_builder.suite, str(tar), url]
@@ -94,9 +114,8 @@ def _bootstrap(lock_builder, settings, epoch: int, log_path: Path, work: Path) -
     log_path.parent.mkdir(parents=True, exist_ok=True)
     print(f"builder: mmdebstrap {lock_builder.suite} from {url} (log: {log_path})", file=sys.stderr)
     start = time.monotonic()
-    with open(log_path, "w") as log:
-        log.write("$ " + " ".join(cmd) + "\n")
-        log.flush()
+    with open(log_path, "w", buffering=1) as log:
+        log.write("$ SOURCE_DATE_EPOCH=%d %s\n" % (epoch, " ".join(cmd)))
         try:
             r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         except FileNotFoundError:
@@ -105,58 +124,106 @@ def _bootstrap(lock_builder, settings, epoch: int, log_path: Path, work: Path) -
         tail = log_path.read_text(errors="replace").splitlines()[-20:]
         raise BuildError(f"builder image: mmdebstrap {lock_builder.suite} from {url} failed "
                          f"(exit {r.returncode}); log {log_path}; last lines:\n    " + "\n    ".join(tail))
-    print(f"builder: bootstrapped in {time.monotonic() - start:.0f} s", file=sys.stderr)
-    return tar
+    seconds = time.monotonic() - start
+    print(f"builder: bootstrapped in {seconds:.0f} s", file=sys.stderr)
+    return tar, seconds
 
 
-def ensure(client, lock_builder, settings, source_date_epoch: int, log_path: Path) -> BuilderImage:
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_json(path: Path, record: dict) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _previous(index: Path, key: str, sha: str) -> dict | None:
+    """The latest earlier record for the same input key with another tar."""
+    found = []
+    for p in index.glob("*.json"):
+        try:
+            old = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(old, dict) and old.get("input_key") == key and old.get("tar_sha256") != sha:
+            found.append(old)
+    return max(found, key=lambda r: r.get("created", ""), default=None)
+
+
+def _import(client, entry: Path, sha: str, tag: str) -> None:
+    """docker import of the decompressed cache entry, checking on the way that
+    its bytes are the tar they claim to be (cache entries are untrusted)."""
+    print(f"builder: importing {entry.name} into the engine as {tag}", file=sys.stderr)
+    h = hashlib.sha256()
+    with open(entry, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as reader:
+        def chunks():
+            while b := reader.read(1 << 20):
+                h.update(b)
+                yield b
+        engine.import_image(client, chunks(), tag)
+    if h.hexdigest() != sha:
+        try:
+            client.images.remove(tag, force=True)
+        except Exception:
+            pass
+        raise BuildError(f"builder cache entry {entry}: its tar has sha256 {h.hexdigest()}, not {sha} as its "
+                         f"name says; delete it and run again to rebuild")
+
+
+def ensure(client, lock_builder, settings, source_date_epoch: int, log_path: Path, *,
+           rebuild: bool = False) -> BuilderImage:
+    """The builder image for `lock_builder`: from the cache when an earlier
+    bootstrap had the same input key (unless `rebuild`), else bootstrapped with
+    mmdebstrap, stored and recorded; imported into the engine when missing."""
     key = input_key(lock_builder, settings, source_date_epoch)
     index = _index(settings)
     index.mkdir(parents=True, exist_ok=True)
     by_input = index / f"input-{key}.json"
-    record = json.loads(by_input.read_text()) if by_input.exists() else None
+    try:
+        record = json.loads(by_input.read_text()) if by_input.exists() else None
+    except ValueError:
+        record = None
     entry = index / f"{record['tar_sha256']}.tar.zst" if record else None
 
-    if record is None or not entry.exists():
-        with tempfile.TemporaryDirectory(prefix="builder-", dir=index) as tmp:
-            tar = _bootstrap(lock_builder, settings, source_date_epoch, log_path, Path(tmp))
-            h = hashlib.sha256()
-            with open(tar, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-            sha = h.hexdigest()
+    if rebuild or record is None or not entry.exists():
+        with tempfile.TemporaryDirectory(prefix=".builder-", dir=index) as tmp:
+            tar, seconds = _bootstrap(lock_builder, settings, source_date_epoch, log_path, Path(tmp))
+            sha = _sha256_file(tar)
             packages = packages_in(tar)
-            changes = []
-            previous = sorted(index.glob("*.json"))
-            for p in previous:
-                try:
-                    old = json.loads(p.read_text())
-                except ValueError:
-                    continue
-                if old.get("input_key") == key and old.get("tar_sha256") != sha:
-                    changes = changed_packages(old["packages"], packages)
-            if changes:
-                print("builder: the archive has moved on since the last bootstrap; changed packages:\n  "
-                      + "\n  ".join(changes), file=sys.stderr)
+            previous = _previous(index, key, sha)
+            changes = changed_packages(previous["packages"], packages) if previous else []
+            if previous:
+                print(f"builder: the archive has moved on since the bootstrap of {previous.get('created', '?')} "
+                      f"(tar {previous['tar_sha256'][:16]} -> {sha[:16]}); changed packages:\n  "
+                      + ("\n  ".join(changes) or "(none: same versions, other bytes)"), file=sys.stderr)
             entry = index / f"{sha}.tar.zst"
-            part = entry.with_name(entry.name + ".part")
-            with open(tar, "rb") as src, open(part, "wb") as dst:
-                zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=0).copy_stream(src, dst)
-            os.replace(part, entry)
-            record = {"input_key": key, "tar_sha256": sha, "packages": packages, "suite": lock_builder.suite,
-                      "changed_since_previous": changes}
-            for path in (index / f"{sha}.json", by_input):
-                tmpf = path.with_name(path.name + ".part")
-                tmpf.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-                os.replace(tmpf, path)
+            if not entry.exists():
+                part = entry.with_name(f".{entry.name}.part")
+                with open(tar, "rb") as src, open(part, "wb") as dst:
+                    # Fixed level, single-threaded: the same tar gives the same .zst.
+                    zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=0).copy_stream(src, dst)
+                os.replace(part, entry)
+            record = {
+                "input_key": key, "tar_sha256": sha, "tar_size": tar.stat().st_size, "packages": packages,
+                "suite": lock_builder.suite, "variant": lock_builder.variant,
+                "source_date_epoch": source_date_epoch,
+                "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "bootstrap_seconds": round(seconds, 1),
+                "compression": f"zstd level {ZSTD_LEVEL}, single-threaded, zstandard {zstandard.__version__}",
+                "changed_since_previous": changes,
+                "previous_tar_sha256": previous["tar_sha256"] if previous else None,
+            }
+            _write_json(index / f"{sha}.json", record)
+            _write_json(by_input, record)
 
     sha = record["tar_sha256"]
     tag = f"onlydocker-builder:{sha[:16]}"
     if not engine.image_exists(client, tag):
-        print(f"builder: importing {entry.name} into the engine as {tag}", file=sys.stderr)
-        with open(entry, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as reader:
-            def chunks():
-                while b := reader.read(1 << 20):
-                    yield b
-            engine.import_image(client, chunks(), tag)
-    return BuilderImage(tag=tag, tar_sha256=sha, packages=record["packages"], input_key=key)
+        _import(client, entry, sha, tag)
+    return BuilderImage(tag=tag, tar_sha256=sha, packages=list(record["packages"]), input_key=key)

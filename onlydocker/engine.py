@@ -10,17 +10,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import secrets
+import stat
 import sys
 import tarfile
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
 import docker.errors
+import docker.tls
 
 from .errors import BuildError, EngineError
 
@@ -28,47 +32,84 @@ HOW_TO_START = ("start one with `sudo dockerd &` (or `sudo systemctl start docke
                 "or point DOCKER_HOST / `docker context use` at a running engine")
 
 
-def _context_host() -> str | None:
-    """The endpoint of the Docker CLI's current context, if one is set."""
-    cfg_dir = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the engine is, as the Docker CLI would find it."""
+    host: str | None            # None: docker.from_env's own rules (DOCKER_HOST, else the local socket)
+    source: str                 # how it was chosen, for error messages
+    tls: docker.tls.TLSConfig | None = None
+
+
+def _docker_config_dir() -> Path:
+    return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+
+
+def endpoint() -> Endpoint:
+    """The engine the usual settings name, in the Docker CLI's order:
+    DOCKER_HOST (with DOCKER_TLS_VERIFY / DOCKER_CERT_PATH), then the context
+    named by DOCKER_CONTEXT, then `currentContext` in config.json, then the
+    local socket."""
+    if os.environ.get("DOCKER_HOST"):
+        return Endpoint(None, f"DOCKER_HOST={os.environ['DOCKER_HOST']}")
+    cfg_dir = _docker_config_dir()
     name = os.environ.get("DOCKER_CONTEXT")
+    source = "DOCKER_CONTEXT"
     if not name:
+        source = f"currentContext in {cfg_dir / 'config.json'}"
         try:
             name = json.loads((cfg_dir / "config.json").read_text()).get("currentContext")
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             name = None
     if not name or name == "default":
-        return None
-    meta = cfg_dir / "contexts" / "meta" / hashlib.sha256(name.encode()).hexdigest() / "meta.json"
+        return Endpoint(None, "the default socket (unix:///var/run/docker.sock)")
+    # The CLI stores a context under the sha256 of its name.
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    meta = cfg_dir / "contexts" / "meta" / digest / "meta.json"
     try:
-        return json.loads(meta.read_text())["Endpoints"]["docker"]["Host"]
-    except (OSError, ValueError, KeyError):
-        raise EngineError(f"Docker context {name!r} has no readable endpoint at {meta}") from None
+        docker_ep = json.loads(meta.read_text())["Endpoints"]["docker"]
+        host = docker_ep["Host"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise EngineError(f"Docker context {name!r} (from {source}) has no readable endpoint "
+                          f"(expected Endpoints.docker.Host in {meta}); "
+                          f"`docker context ls` lists the contexts") from None
+    tls = None
+    tls_dir = cfg_dir / "contexts" / "tls" / digest / "docker"
+    if tls_dir.is_dir():
+        ca, cert, key = (tls_dir / f for f in ("ca.pem", "cert.pem", "key.pem"))
+        tls = docker.tls.TLSConfig(
+            client_cert=(str(cert), str(key)) if cert.exists() and key.exists() else None,
+            ca_cert=str(ca) if ca.exists() else None,
+            verify=not docker_ep.get("SkipTLSVerify", False))
+    return Endpoint(host, f"Docker context {name!r} ({host})", tls)
 
 
+# One client per endpoint for the life of the process: every stage (and every
+# doit thread) shares its connection pool instead of pinging afresh.
 _clients: dict[str, docker.DockerClient] = {}
 _clients_lock = threading.Lock()
 
 
 def connect() -> docker.DockerClient:
-    """A client for the engine the usual settings name: DOCKER_HOST (with
-    DOCKER_TLS_VERIFY / DOCKER_CERT_PATH), else the current Docker context,
-    else the local socket."""
-    host = os.environ.get("DOCKER_HOST") or _context_host()
-    where = host or "the default socket (unix:///var/run/docker.sock)"
+    """A client for the engine the usual settings name (see `endpoint`).
+    Raises EngineError naming the endpoint tried and how to start one."""
+    ep = endpoint()
     with _clients_lock:
-        if where in _clients:
-            return _clients[where]
+        if ep.source in _clients:
+            return _clients[ep.source]
+        host = ep.host or os.environ.get("DOCKER_HOST") or ""
+        # ssh:// through the ssh binary, as the Docker CLI does (no paramiko needed).
+        ssh = host.startswith("ssh://")
         try:
-            if host and not os.environ.get("DOCKER_HOST"):
-                client = docker.DockerClient(base_url=host, timeout=600)
+            if ep.host:
+                client = docker.DockerClient(base_url=ep.host, tls=ep.tls or False, timeout=600,
+                                             use_ssh_client=ssh, max_pool_size=32)
             else:
-                client = docker.from_env(timeout=600)
+                client = docker.from_env(timeout=600, use_ssh_client=ssh, max_pool_size=32)
             client.ping()
         except Exception as e:  # the SDK raises several types for "nobody answers"
-            raise EngineError(f"no Docker engine answers at {where} ({type(e).__name__}: {e}); "
+            raise EngineError(f"no Docker engine answers at {ep.source} ({type(e).__name__}: {e}); "
                               f"{HOW_TO_START}") from None
-        _clients[where] = client
+        _clients[ep.source] = client
         return client
 
 
@@ -86,104 +127,149 @@ class RunSpec:
     command: list[str]
     env: dict[str, str]
     workdir: str = "/build"
-    hostname: str = "onlydocker"
+    hostname: str = "onlydocker-build"
     user: str = "0:0"
-    inputs: list[tuple[Path, str]] = field(default_factory=list)   # host path -> absolute container path
+    inputs: list[tuple[Path, str]] = field(default_factory=list)   # host file or dir -> absolute container path
     output_path: str = "/build/out"
 
 
-class _TarStream:
-    """A file-like object producing a tar of the inputs as it is read, so a
-    140 MB tarball crosses to the engine without being held in memory."""
-
-    def __init__(self, inputs: list[tuple[Path, str]]):
-        self._buf = bytearray()
-        self._gen = self._produce(inputs)
-        self._done = False
-
-    def _produce(self, inputs):
-        sink = self
-
-        class W:
-            def write(self, b):
-                sink._buf.extend(b)
-                return len(b)
-
-        tf = tarfile.open(fileobj=W(), mode="w|", format=tarfile.GNU_FORMAT)
-        made: set[str] = set()
-        for host, target in inputs:
-            parts = Path(target.lstrip("/")).parts
-            for i in range(1, len(parts)):
-                d = "/".join(parts[:i])
-                if d not in made:
-                    made.add(d)
-                    info = tarfile.TarInfo(d)
-                    info.type, info.mode = tarfile.DIRTYPE, 0o755
-                    tf.addfile(info)
-                    yield
-            host = Path(host)
-            items = [(host, target.lstrip("/"))]
-            if host.is_dir() and not host.is_symlink():
-                items += [(p, f"{target.lstrip('/')}/{p.relative_to(host).as_posix()}")
-                          for p in sorted(host.rglob("*"))]
-            for path, name in items:
-                info = tf.gettarinfo(str(path), arcname=name)
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                made.add(name)
-                if info.isreg():
-                    with open(path, "rb") as f:
-                        tf.addfile(info, f)
-                else:
-                    tf.addfile(info)
-                yield
-        tf.close()
-        yield
-
-    def read(self, n: int = -1) -> bytes:
-        while not self._done and (n < 0 or len(self._buf) < n):
-            try:
-                next(self._gen)
-            except StopIteration:
-                self._done = True
-        if n < 0:
-            n = len(self._buf)
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
-        return out
+BLOCK = 512
+_NUL = b"\0" * BLOCK
 
 
-def _chunks(stream: _TarStream, size: int = 1 << 20):
-    while True:
-        b = stream.read(size)
-        if not b:
-            return
-        yield b
+def _dir_info(name: str, mtime: int = 0) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, mtime
+    return info
+
+
+def _entries(inputs: list[tuple[Path, str]]) -> Iterator[tuple[tarfile.TarInfo, Path | None]]:
+    """Tar headers for the inputs, parents before children, each with the host
+    file whose bytes follow it (None for directories and links). Modes, mtimes
+    and symlinks are kept; owners become 0:0; hardlinks within the inputs stay
+    hardlinks."""
+    made: set[str] = set()
+    inodes: dict[tuple[int, int], str] = {}
+    for host, target in inputs:
+        host = Path(host)
+        name = posixpath.normpath(target).lstrip("/")
+        if not target.startswith("/") or ".." in name.split("/") or name in ("", "."):
+            raise EngineError(f"input {host}: container path {target!r} must be absolute, below /, without '..'")
+        if not os.path.lexists(host):
+            raise EngineError(f"input {host} (for {target}) does not exist")
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            d = "/".join(parts[:i])
+            if d not in made:
+                made.add(d)
+                yield _dir_info(d), None
+        items = [(host, name)]
+        if host.is_dir() and not host.is_symlink():
+            # rglob does not descend into symlinked directories; sorting by parts puts parents first.
+            items += [(p, f"{name}/{p.relative_to(host).as_posix()}") for p in sorted(host.rglob("*"))]
+        for path, arc in items:
+            st = os.lstat(path)
+            info = tarfile.TarInfo(arc)
+            info.mode, info.mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            made.add(arc)
+            if stat.S_ISDIR(st.st_mode):
+                info.type = tarfile.DIRTYPE
+                yield info, None
+            elif stat.S_ISLNK(st.st_mode):
+                info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
+                yield info, None
+            elif stat.S_ISREG(st.st_mode):
+                key = (st.st_dev, st.st_ino)
+                if st.st_nlink > 1 and key in inodes:
+                    info.type, info.linkname = tarfile.LNKTYPE, inodes[key]
+                    yield info, None
+                    continue
+                if st.st_nlink > 1:
+                    inodes[key] = arc
+                info.size = st.st_size
+                yield info, path
+            else:
+                raise EngineError(f"input {path}: a socket, fifo or device node, not a file, directory "
+                                  f"or symlink: refused")
+
+
+def tar_stream(inputs: list[tuple[Path, str]], chunk: int = 1 << 20) -> Iterator[bytes]:
+    """A GNU tar of the inputs, produced piece by piece as it is sent: a 140 MB
+    tarball crosses to the engine in 1 MiB reads, never whole in memory.
+    Small pieces (headers) are gathered into chunks of at least 64 KiB so a
+    tree of many small files does not become thousands of tiny HTTP chunks."""
+    pending: list[bytes] = []
+    size = 0
+
+    def pieces():
+        for info, path in _entries(inputs):
+            yield info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+            if path is None:
+                continue
+            remaining = info.size
+            with open(path, "rb") as f:
+                while remaining:
+                    b = f.read(min(chunk, remaining))
+                    if not b:
+                        raise EngineError(f"input {path} shrank while it was being copied in")
+                    remaining -= len(b)
+                    yield b
+            if info.size % BLOCK:
+                yield _NUL[: BLOCK - info.size % BLOCK]
+        yield _NUL * 2      # the end-of-archive marker
+
+    for piece in pieces():
+        pending.append(piece)
+        size += len(piece)
+        if size >= 1 << 16:
+            yield b"".join(pending)
+            pending, size = [], 0
+    if pending:
+        yield b"".join(pending)
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def run(client: docker.DockerClient, spec: RunSpec, *, output_tar: Path | None, log_path: Path,
-        name_prefix: str = "onlydocker", echo=None) -> None:
-    """Run one build container: copy in, start, stream the log, wait, copy out."""
-    name = f"{name_prefix}-{secrets.token_hex(4)}"
+        name_prefix: str = "onlydocker", echo: Callable[[str], None] | None = _stderr) -> None:
+    """Run one build container: create it with no network, copy the inputs in,
+    start it, write its output to `log_path` line by line as it comes, wait,
+    and on success copy `spec.output_path` out as a tar into `output_tar`.
+    The container is removed whatever happens."""
+    name = f"{name_prefix}-{secrets.token_hex(6)}"
+    what = f"`{' '.join(spec.command)}` in {spec.image}"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    # Check the inputs before anything is created: a typo fails at once and clearly.
+    for host, target in spec.inputs:
+        if not os.path.lexists(host):
+            raise EngineError(f"{what}: input {host} (for {target}) does not exist")
     try:
         container = client.containers.create(
             spec.image, spec.command, name=name, environment=spec.env, working_dir=spec.workdir,
             hostname=spec.hostname, user=spec.user, network_mode="none", network_disabled=True,
             labels={"org.onlydocker.build": name_prefix})
     except docker.errors.ImageNotFound:
-        raise BuildError(f"image {spec.image} is not in the engine: run `doit build:builder`") from None
+        raise BuildError(f"{what}: image {spec.image} is not in the engine: run `doit build:builder`") from None
     except docker.errors.APIError as e:
-        raise EngineError(f"the engine refused to create {name}: {e.explanation or e}") from None
+        raise EngineError(f"the engine refused to create {name} for {what}: {e.explanation or e}") from None
     tail: deque[str] = deque(maxlen=30)
+    part = output_tar.with_name(f".{output_tar.name}.{name}.part") if output_tar is not None else None
     try:
         if spec.inputs:
-            if not container.put_archive("/", _chunks(_TarStream(spec.inputs))):
-                raise EngineError(f"the engine refused the inputs of {name}")
+            try:
+                ok = container.put_archive("/", tar_stream(spec.inputs))
+            except docker.errors.APIError as e:
+                raise EngineError(f"the engine refused the inputs of {name} ({what}): {e.explanation or e}") from None
+            if not ok:
+                raise EngineError(f"the engine refused the inputs of {name} ({what})")
         container.start()
         started = time.monotonic()
         last_echo = 0.0
-        with open(log_path, "w", buffering=1) as log:
+        with open(log_path, "w", buffering=1) as log:     # line-buffered: `tail -f` follows it
             pending = b""
             for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
                 pending += chunk
@@ -201,33 +287,51 @@ def run(client: docker.DockerClient, spec: RunSpec, *, output_tar: Path | None, 
                 line = pending.decode("utf-8", "replace")
                 log.write(line + "\n")
                 tail.append(line)
-        status = container.wait()
-        code = status.get("StatusCode", -1)
+        code = container.wait().get("StatusCode", -1)
         if code != 0:
-            raise BuildError(f"`{' '.join(spec.command)}` in {spec.image} exited with {code}; "
-                             f"full log: {log_path}; last lines:\n    " + "\n    ".join(tail))
+            raise BuildError(f"{what} exited with {code}; full log: {log_path}; last lines:\n    "
+                             + "\n    ".join(tail))
         if output_tar is not None:
-            stream, _ = container.get_archive(spec.output_path)
-            tmp = output_tar.with_name(output_tar.name + ".part")
-            with open(tmp, "wb") as f:
-                for chunk in stream:
-                    f.write(chunk)
-            os.replace(tmp, output_tar)
+            try:
+                stream, _ = container.get_archive(spec.output_path)
+                with open(part, "wb") as f:
+                    for chunk in stream:
+                        f.write(chunk)
+            except docker.errors.NotFound:
+                raise BuildError(f"{what} succeeded but left no {spec.output_path} to copy out; "
+                                 f"log: {log_path}") from None
+            os.replace(part, output_tar)
     finally:
+        if part is not None and part.exists():
+            part.unlink()
         try:
             container.remove(force=True)
         except docker.errors.APIError:
             pass
 
 
-def import_image(client: docker.DockerClient, tar_stream, tag: str) -> str:
-    """`docker import` of a rootfs tar stream; returns the image id."""
+def import_image(client: docker.DockerClient, tar_stream: Iterable[bytes] | bytes, tag: str) -> str:
+    """`docker import` of a rootfs tar (bytes or an iterable of chunks, sent
+    as it is read); returns the image id."""
     repo, _, version = tag.partition(":")
     if isinstance(tar_stream, (bytes, bytearray)):
         # The API is sent chunked: an iterable of chunks, not one bytes object.
         tar_stream = iter([bytes(tar_stream)])
-    resp = client.api.import_image_from_stream(tar_stream, repository=repo, tag=version or "latest")
-    text = resp if isinstance(resp, str) else resp.decode() if isinstance(resp, bytes) else json.dumps(resp)
-    if "error" in text.lower() and "status" not in text.lower():
-        raise EngineError(f"docker import of {tag} failed: {text}")
-    return client.images.get(tag).id
+    try:
+        resp = client.api.import_image_from_stream(tar_stream, repository=repo, tag=version or "latest")
+    except docker.errors.APIError as e:
+        raise EngineError(f"docker import of {tag} failed: {e.explanation or e}") from None
+    text = resp.decode("utf-8", "replace") if isinstance(resp, bytes) else str(resp)
+    # The engine answers with JSON progress messages; a failure is one with "error".
+    for line in text.splitlines():
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(msg, dict) and (msg.get("error") or msg.get("errorDetail")):
+            raise EngineError(f"docker import of {tag} failed: {msg.get('error') or msg.get('errorDetail')}")
+    try:
+        return client.images.get(tag).id
+    except docker.errors.ImageNotFound:
+        raise EngineError(f"docker import of {tag} reported no error, yet the engine has no {tag}: {text[:300]}") \
+            from None
