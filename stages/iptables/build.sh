@@ -8,7 +8,7 @@ cd /build/src/iptables
 # configure turns nfnl_osf on when pkg-config finds libnfnetlink, and the
 # static link then fails (1.4.21): the builders carry no libnfnetlink-dev.
 # Say so here if one ever does, instead of failing at the link.
-if grep -q '^HAVE_LIBNFNETLINK_TRUE = *$' Makefile; then
+if ! grep -q '^S\["HAVE_LIBNFNETLINK_TRUE"\]="#"$' config.status; then
     echo "iptables: configure found libnfnetlink (pkg-config); a static build needs it absent from the builder image"
     exit 1
 fi
