@@ -1,15 +1,8 @@
-"""`doit verify` and `doit lock`, run for real as doit commands, and doit's
-content-based rebuild decisions."""
+"""`doit verify` and `doit lock`, run for real as doit commands on a tmp
+lock and a tmp cache. (The content checker's doit runs: test_hashing.py.)"""
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
-import time
-from pathlib import Path
-
-import pytest
 
 from onlydocker import lock
 from tests import workspace as wsmod
@@ -68,19 +61,44 @@ def test_a_malformed_lock_stops_everything_before_it_runs(tmp_path, httpserver):
     assert len(httpserver.log) == 0
 
 
-def test_touching_a_dependency_without_changing_it_reruns_nothing(tmp_path):
-    (tmp_path / "in.txt").write_text("same")
-    (tmp_path / "dodo.py").write_text(
-        "from onlydocker.hashing import ContentChecker\n"
-        "DOIT_CONFIG = {'check_file_uptodate': ContentChecker, 'verbosity': 2}\n"
-        "def task_copy():\n"
-        "    return {'actions': ['cp in.txt out.txt && echo RAN'], 'file_dep': ['in.txt'], 'targets': ['out.txt']}\n")
-    env = dict(os.environ, PYTHONPATH=str(wsmod.REPO))
-    run = lambda: subprocess.run([sys.executable, "-m", "doit"], cwd=tmp_path, env=env,
-                                 capture_output=True, text=True).stdout
-    assert "RAN" in run()
-    later = time.time() + 50
-    os.utime(tmp_path / "in.txt", (later, later))
-    assert "RAN" not in run()
-    (tmp_path / "in.txt").write_text("changed")
-    assert "RAN" in run()
+def test_lock_checks_a_legacy_sha1_and_leaves_the_lock_alone_when_it_fails(tmp_path, httpserver):
+    ws = setup_lane(tmp_path, httpserver, pinned=False)
+    path = ws.root / "t.lock"
+    path.write_text(path.read_text().replace("# no hash known yet", 'sha1 = "' + "0" * 40 + '"\n#'))
+    before = path.read_text()
+    r = ws.doit("lock", "--lock", "t.lock", check=False)
+    assert r.returncode != 0 and "not pinned: src" in r.stderr and "sha1 mismatch" in r.stderr
+    assert path.read_text() == before
+    path.write_text(before.replace("0" * 40, hashlib.sha1(BODY).hexdigest()))
+    r = ws.doit("lock", "--lock", "t.lock")
+    assert "pinned src" in r.stdout and "checked against sha1" in r.stdout
+    assert lock.load(path).source("src").pinned
+
+
+def test_lock_offline_with_nothing_cached_says_so(tmp_path, httpserver):
+    ws = setup_lane(tmp_path, httpserver, pinned=False)
+    ws.env["ONLYDOCKER_OFFLINE"] = "1"
+    r = ws.doit("lock", "--lock", "t.lock", check=False)
+    assert r.returncode != 0 and "ONLYDOCKER_OFFLINE" in r.stderr and "src.tar.gz" in r.stderr
+    assert len(httpserver.log) == 0
+
+
+def test_verify_takes_the_lane_from_the_environment_and_flags_unpinned_sources(tmp_path, httpserver):
+    ws = setup_lane(tmp_path, httpserver, pinned=False)
+    ws.env["ONLYDOCKER_LOCK"] = "t.lock"
+    r = ws.doit("verify", check=False)
+    assert r.returncode != 0 and "t.lock" in r.stdout
+    assert any(l.split()[:2] == ["UNPINNED", "src"] for l in r.stdout.splitlines())
+
+
+def test_verify_sources_returns_one_status_per_source(tmp_path, httpserver):
+    from onlydocker import config
+    from onlydocker.commands import verify_sources
+    from onlydocker.fetch import Fetcher
+    ws = setup_lane(tmp_path, httpserver, pinned=True)
+    settings = config.load(lock=ws.root / "t.lock", env=ws.env)
+    lk = lock.load(settings.lock_path)
+    assert [s.state for s in verify_sources(lk, settings)] == ["MISSING"]
+    Fetcher(settings).fetch(lk.source("src"))
+    [status] = verify_sources(lk, settings)
+    assert status.state == "OK" and str(status) == "OK src src.tar.gz"

@@ -102,9 +102,13 @@ def test_a_body_larger_than_pinned_is_refused(httpserver, settings):
 
 
 class ResettingServer:
-    """Sends half the body then resets the connection; honours Range after."""
+    """Sends half the body then breaks the connection; answers a Range
+    request after that. mode: "reset" (connection reset), "stall" (stops
+    sending: the client's read timeout), "ignore-range" (answers the Range
+    request with the whole body and 200, as some servers do)."""
 
-    def __init__(self):
+    def __init__(self, mode: str = "reset"):
+        self.mode = mode
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(5)
@@ -121,21 +125,35 @@ class ResettingServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            with conn:
-                head = conn.recv(65536).decode()
-                self.requests.append(head)
-                rng = [l for l in head.split("\r\n") if l.lower().startswith("range:")]
-                if not rng:
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BODY))
-                    conn.sendall(BODY[: len(BODY) // 2])
-                    time.sleep(0.3)     # let the client read it before the reset
-                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                    continue            # closing with linger 0: a reset
-                start = int(rng[0].split("=")[1].split("-")[0])
-                part = BODY[start:]
-                conn.sendall(b"HTTP/1.1 206 Partial Content\r\nContent-Length: %d\r\n"
-                             b"Content-Range: bytes %d-%d/%d\r\n\r\n" % (len(part), start, len(BODY) - 1, len(BODY)))
-                conn.sendall(part)
+            head = conn.recv(65536).decode()
+            self.requests.append(head)
+            # one thread per connection: a stalled one must not block the next
+            threading.Thread(target=self.answer, args=(conn, head, len(self.requests)), daemon=True).start()
+
+    def answer(self, conn, head, n):
+        with conn:
+            try:
+                self._answer(conn, head, n)
+            except OSError:
+                pass            # the client gave up on this one
+
+    def _answer(self, conn, head, n):
+        rng = [l for l in head.split("\r\n") if l.lower().startswith("range:")]
+        if not rng or self.mode == "ignore-range" and n > 1:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BODY))
+            if n > 1:
+                conn.sendall(BODY)
+                return
+            conn.sendall(BODY[: len(BODY) // 2])
+            time.sleep(0.3 if self.mode != "stall" else 1.5)  # let the client read it first
+            if self.mode != "stall":
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            return              # closing with linger 0: a reset
+        start = int(rng[0].split("=")[1].split("-")[0])
+        part = BODY[start:]
+        conn.sendall(b"HTTP/1.1 206 Partial Content\r\nContent-Length: %d\r\n"
+                     b"Content-Range: bytes %d-%d/%d\r\n\r\n" % (len(part), start, len(BODY) - 1, len(BODY)))
+        conn.sendall(part)
 
 
 def test_a_reset_connection_is_resumed_with_range(settings, monkeypatch):
@@ -209,3 +227,126 @@ def test_check_reports_ok_missing_and_corrupt(httpserver, settings):
     path.write_bytes(b"rot" + BODY[3:])
     status = f.check(s)
     assert status.state == "CORRUPT" and SHA in str(status)
+
+
+def test_a_stalled_connection_times_out_and_is_resumed(settings, monkeypatch):
+    monkeypatch.setattr("onlydocker.fetch.BACKOFF", 0.01)
+    monkeypatch.setattr("onlydocker.fetch.READ_TIMEOUT", 0.5)
+    server = ResettingServer("stall")
+    assert Fetcher(settings).fetch(source([server.url])).read_bytes() == BODY
+    assert "range: bytes=%d-" % (len(BODY) // 2) in server.requests[1].lower()
+
+
+def test_a_server_that_ignores_range_is_read_from_the_start(settings, monkeypatch):
+    monkeypatch.setattr("onlydocker.fetch.BACKOFF", 0.01)
+    server = ResettingServer("ignore-range")
+    path = Fetcher(settings).fetch(source([server.url]))
+    assert path.read_bytes() == BODY and len(server.requests) == 2   # 200, not 206: no splice
+    assert not list((settings.cache_dir / "sources" / "partial").glob("*.part"))
+
+
+def test_a_wrong_content_range_is_not_spliced(settings, monkeypatch, httpserver):
+    """A 206 for another range than asked: start over rather than splice."""
+    monkeypatch.setattr("onlydocker.fetch.BACKOFF", 0.01)
+    url = httpserver.url_for("/blob")
+    f = Fetcher(settings)
+    part = f._partial(source([url]))
+    part.parent.mkdir(parents=True)
+    part.write_bytes(BODY[:1000])
+    part.with_name(part.name + ".url").write_text(url)
+    httpserver.expect_ordered_request("/blob", headers={"Range": "bytes=1000-"}).respond_with_data(
+        BODY[:5000], status=206, headers={"Content-Range": f"bytes 0-4999/{len(BODY)}"})
+    httpserver.expect_ordered_request("/blob").respond_with_data(BODY)
+    assert f.fetch(source([url])).read_bytes() == BODY
+
+
+def test_every_attempt_failing_gives_up_naming_the_url(httpserver, settings, monkeypatch):
+    monkeypatch.setattr("onlydocker.fetch.BACKOFF", 0.01)
+    httpserver.expect_request("/busy").respond_with_data("busy", status=503)
+    with pytest.raises(FetchError, match=r"/busy: gave up after 4 attempts: HTTP 503"):
+        Fetcher(settings).fetch(source([httpserver.url_for("/busy")]))
+    assert len(httpserver.log) == 4
+
+
+def test_asks_for_the_bytes_as_stored(httpserver, settings):
+    """Accept-Encoding: identity, and no decoding: a .tar.gz is hashed as the
+    server stores it, never as a transfer-decoded variant."""
+    httpserver.expect_request("/blob", headers={"Accept-Encoding": "identity"}).respond_with_data(BODY)
+    assert Fetcher(settings).fetch(source([httpserver.url_for("/blob")])).read_bytes() == BODY
+
+
+def test_a_sha256_without_size_is_not_pinned(settings):
+    with pytest.raises(UnpinnedSource, match="no size"):
+        Fetcher(settings).fetch(source(["https://example.invalid/x"], size=None))
+
+
+def test_file_urls_are_verified_too(tmp_path, settings):
+    (tmp_path / "local").write_bytes(BODY)
+    assert Fetcher(settings).fetch(source([(tmp_path / "local").as_uri()])).read_bytes() == BODY
+    (tmp_path / "bad").write_bytes(BODY[:-1] + b"!")
+    other = Source(name="b2", group="b2", version="1", file="b2", urls=((tmp_path / "bad").as_uri(),),
+                   sha256=hashlib.sha256(b"nope").hexdigest(), size=len(BODY), license="MIT")
+    with pytest.raises(FetchError, match="sha256 mismatch"):
+        Fetcher(settings).fetch(other)
+
+
+def test_a_bad_hand_placed_file_leaves_the_downloads_folder(httpserver, settings):
+    settings.downloads_dir.mkdir(parents=True)
+    (settings.downloads_dir / "blob.tar.gz").write_bytes(b"short")
+    with pytest.raises(HashMismatch, match="size mismatch: expected %d, got 5" % len(BODY)):
+        Fetcher(settings).fetch(source([httpserver.url_for("/never")]))
+    assert not (settings.downloads_dir / "blob.tar.gz").exists()      # cannot fail the next run again
+    assert [p.read_bytes() for p in rejected(settings)] == [b"short"]
+    httpserver.expect_request("/blob").respond_with_data(BODY)      # the next run downloads
+    assert Fetcher(settings).fetch(source([httpserver.url_for("/blob")])).read_bytes() == BODY
+    assert len(httpserver.log) == 1
+
+
+def test_offline_uses_a_hand_placed_file(tmp_path):
+    s = config.load(env={"ONLYDOCKER_CACHE": str(tmp_path / "c"), "ONLYDOCKER_OFFLINE": "1",
+                         "ONLYDOCKER_CONFIG": "/nonexistent", "ONLYDOCKER_DOWNLOADS": str(tmp_path / "d")})
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "blob.tar.gz").write_bytes(BODY)
+    assert Fetcher(s).fetch(source(["https://example.invalid/blob"])).read_bytes() == BODY
+    assert (tmp_path / "d" / "blob.tar.gz").exists()                  # a good one stays where it was put
+
+
+def test_pinning_checks_the_legacy_sha1_and_reports_sha256_and_size(httpserver, settings):
+    httpserver.expect_request("/blob").respond_with_data(BODY)
+    legacy = source([httpserver.url_for("/blob")], sha=None, size=None, sha1=hashlib.sha1(BODY).hexdigest())
+    path, sha, size = Fetcher(settings).fetch_for_pinning(legacy)
+    assert (sha, size) == (SHA, len(BODY)) and path.read_bytes() == BODY and path.name == SHA
+    wrong = source([httpserver.url_for("/blob")], sha=None, size=None, sha1="0" * 40)
+    for p in cached(settings):
+        p.unlink()
+    with pytest.raises(FetchError, match="sha1 mismatch"):
+        Fetcher(settings).fetch_for_pinning(wrong)
+    assert cached(settings) == []
+
+
+def _fetch_in_child(settings, url, q):
+    try:
+        q.put(str(Fetcher(settings).fetch(source([url]))))
+    except Exception as e:  # pragma: no cover - reported to the parent
+        q.put(f"error: {e}")
+
+
+def test_two_processes_fetching_at_once_download_once(httpserver, settings):
+    import multiprocessing
+
+    def slow(request):
+        time.sleep(0.5)
+        return Response(BODY)
+
+    httpserver.expect_request("/blob").respond_with_handler(slow)
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_fetch_in_child, args=(settings, httpserver.url_for("/blob"), q)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = [q.get(timeout=30) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    assert results == [str(settings.cache_dir / "sources" / "sha256" / SHA)] * 2
+    assert len(httpserver.log) == 1
+    assert Path(results[0]).read_bytes() == BODY

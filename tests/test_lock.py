@@ -102,3 +102,76 @@ def test_pin_keeps_comments_and_other_entries(tmp_path):
     lk = lock.load(p)
     assert lk.source("hello").sha256 == "b" * 64 and lk.source("hello").size == 1234
     assert lk.source("other").sha256 == "a" * 64
+
+
+@pytest.mark.parametrize("head, entry, field, words", [
+    (HEAD.replace("[lane]", "[lanes]"), None, "[lane]", "missing"),
+    (HEAD.replace('name = "t"\n', ""), "[lane]", "name", "missing"),
+    (HEAD.replace("1700000000", '"yesterday"'), "[lane]", "source_date_epoch", "int"),
+    (HEAD.replace('"zstd"', '"brotli"'), "[lane]", "initrd_compression", "brotli"),
+    (HEAD.replace('mirror = "debian:"', 'mirror = "ubuntu:"'), "[builder]", "mirror", "neither"),
+    (HEAD.replace('packages = ["gcc"]', 'packages = "gcc"'), "[builder]", "packages", "list"),
+])
+def test_malformed_lane_and_builder_tables_are_refused(tmp_path, head, entry, field, words):
+    p = tmp_path / "x.lock"
+    p.write_text(head + GOOD)
+    with pytest.raises(LockError) as e:
+        lock.load(p)
+    assert (e.value.entry, e.value.field) == (entry, field) and words in str(e.value)
+
+
+@pytest.mark.parametrize("text, field, words", [
+    (GOOD.replace('urls = [', 'urls = "x" #['), "urls", "list"),
+    (GOOD.replace('urls = [', 'urls = [] #['), "urls", "at least one"),
+    (GOOD.replace('"https://example.invalid/hello-1.0.tar.gz"', '"ubuntu:pool/h/hello.tar.gz"'), "urls", "scheme"),
+    (GOOD.replace('"https://example.invalid/hello-1.0.tar.gz"', '"https:///nohost"'), "urls", "no host"),
+    (GOOD.replace("a" * 64, "A" * 64), "sha256", "lowercase hex"),
+    (GOOD.replace("size = 10", "size = 0"), "size", "positive"),
+    (GOOD.replace("size = 10", "size = true"), "size", "int"),
+    (GOOD.replace('license = "MIT"', ""), "license", "missing"),
+    (GOOD.replace('version = "1.0"', "version = 1.0"), "version", "str"),
+    (GOOD.replace('name = "hello"', 'name = "hello"\ngroup = 3'), "group", "str"),
+])
+def test_each_kind_of_bad_source_field_is_named(tmp_path, text, field, words):
+    with pytest.raises(LockError) as e:
+        lock.load(write(tmp_path, text))
+    assert e.value.field == field and words in str(e.value), str(e.value)
+
+
+def test_mirror_schemes_and_file_urls_are_accepted(tmp_path):
+    text = GOOD.replace('"https://example.invalid/hello-1.0.tar.gz"',
+                        '"debian-security:pool/updates/main/h/hello/h.tar.gz", '
+                        '"debian-archive:debian/pool/main/h/hello/h.tar.gz", "file:///srv/h.tar.gz"')
+    assert len(lock.load(write(tmp_path, text)).source("hello").urls) == 4
+
+
+def test_pinned_needs_both_sha256_and_size_and_groups_collect_sources(tmp_path):
+    only_sha = GOOD.replace("size = 10\n", "")
+    legacy = GOOD.replace('"hello"', '"h2"').replace('sha256 = "' + "a" * 64 + '"',
+                                                     'group = "hello"\nsha1 = "' + "b" * 40 + '"')
+    lk = lock.load(write(tmp_path, only_sha + legacy))
+    assert not lk.source("hello").pinned and not lk.source("h2").pinned
+    assert lk.source("h2").hashes() == {"sha1": "b" * 40}
+    assert [s.name for s in lk.group("hello")] == ["hello", "h2"] and lk.group("nothing") == []
+    with pytest.raises(KeyError):
+        lk.source("nothing")
+
+
+def test_pin_refuses_to_change_a_pin_or_to_pin_nonsense(tmp_path):
+    p = write(tmp_path, GOOD)
+    before = p.read_text()
+    with pytest.raises(LockError, match="already pinned"):
+        lock.pin(p, "hello", "b" * 64, 10)
+    with pytest.raises(LockError, match="no such source"):
+        lock.pin(p, "nobody", "b" * 64, 10)
+    with pytest.raises(LockError, match="64 lowercase hex"):
+        lock.pin(p, "hello", "xyz", 10)
+    lock.pin(p, "hello", "a" * 64, 10)            # the same pin again is fine
+    assert p.read_text() == before
+    assert [f.name for f in tmp_path.iterdir()] == ["x.lock"]   # no temp file left behind
+
+
+def test_pin_fills_a_missing_size_beside_a_known_sha256(tmp_path):
+    p = write(tmp_path, GOOD.replace("size = 10\n", "# size: `doit lock` fills it\n"))
+    lock.pin(p, "hello", "a" * 64, 99)
+    assert lock.load(p).source("hello").size == 99 and "# size: `doit lock` fills it" in p.read_text()
