@@ -2,8 +2,23 @@
 
 Refused, with the archive and the member named: absolute paths, `..`,
 links that point outside the tree, device nodes and fifos, setuid/setgid
-bits. Extraction writes only below its destination, into a temporary
-folder that is renamed into place when complete.
+bits. Checking streams through the archive (a 140 MB tarball or a .deb's
+data member is never held in memory). Compression is recognised by its
+magic bytes, not the file name: gzip, bzip2, xz, zstd or none.
+
+Extraction is deterministic and writes only below its destination, into a
+temporary folder beside it that is renamed into place when complete:
+  - directories 0755; regular files 0755 when the archive gives them any
+    execute bit, else 0644 (no setuid/setgid/sticky, no group or other
+    write, whatever the archive or the umask says);
+  - no ownership (everything belongs to the extracting user);
+  - mtimes from the archive (files, links, listed directories); directories
+    the archive only implies get the newest mtime in the archive;
+  - hardlinks become copies of the file they name (which must be a regular
+    file extracted earlier);
+  - nothing is ever written through a symlink.
+Python's tarfile.data_filter runs as a second line of defence after our own
+checks (which come first because their messages are clearer).
 """
 from __future__ import annotations
 
@@ -13,15 +28,18 @@ import posixpath
 import shutil
 import tarfile
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 from typing import BinaryIO
 
 from .errors import UnsafeArchive
 
-TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar.zst", ".tzst")
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".tzst")
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-def _inside(base: str, target: str) -> bool:
+def _inside(target: str) -> bool:
+    """A relative path that, read lexically, stays within the tree."""
     norm = posixpath.normpath(target)
     return norm != ".." and not norm.startswith("../") and not posixpath.isabs(norm)
 
@@ -32,6 +50,7 @@ def check_member(m: tarfile.TarInfo, archive: str, *, absolute_symlinks: bool = 
     sysroot) they name a place in that root, and extraction never writes
     through a link, so they cannot make it write outside."""
     name = m.name
+
     def bad(why):
         raise UnsafeArchive(f"{archive}: member {name!r} {why}: refused")
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
@@ -49,83 +68,140 @@ def check_member(m: tarfile.TarInfo, archive: str, *, absolute_symlinks: bool = 
             if not absolute_symlinks:
                 bad(f"is a symlink to the absolute path {target!r}")
             return
-        if not _inside("", posixpath.join(posixpath.dirname("/".join(parts)), target)):
+        if not _inside(posixpath.join(posixpath.dirname("/".join(parts)), target)):
             bad(f"is a symlink pointing outside the tree ({target!r})")
     if m.islnk():
-        if posixpath.isabs(m.linkname) or not _inside("", m.linkname):
+        if posixpath.isabs(m.linkname) or not _inside(m.linkname):
             bad(f"is a hardlink pointing outside the tree ({m.linkname!r})")
     if not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
         bad("is of an unsupported type")
 
 
-def _open_tar(path: Path) -> tarfile.TarFile:
-    name = path.name
-    if name.endswith((".tar.zst", ".tzst")):
+class _Slice(io.RawIOBase):
+    """At most `size` bytes of a file from where it stands: one ar member."""
+
+    def __init__(self, f: BinaryIO, size: int):
+        self._f, self._left = f, size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        n = min(len(b), self._left)
+        if n <= 0:
+            return 0
+        data = self._f.read(n)
+        b[:len(data)] = data
+        self._left -= len(data)
+        return len(data)
+
+
+def _deb_data(f: BinaryIO, label: str) -> tuple[str, BinaryIO]:
+    """The data.tar.* member of a .deb (an ar archive), as a bounded stream."""
+    if f.read(8) != b"!<arch>\n":
+        raise UnsafeArchive(f"{label}: not a Debian package (no ar header)")
+    while True:
+        header = f.read(60)
+        if len(header) < 60:
+            break
+        member = header[:16].decode("ascii", "replace").strip().rstrip("/")
+        try:
+            size = int(header[48:58].decode("ascii").strip())
+        except ValueError:
+            raise UnsafeArchive(f"{label}: ar member {member!r} has a malformed size field") from None
+        if member.startswith("data.tar"):
+            return member, io.BufferedReader(_Slice(f, size), 1 << 20)
+        f.seek(size + size % 2, os.SEEK_CUR)      # members are 2-byte aligned
+    raise UnsafeArchive(f"{label}: Debian package without a data.tar member")
+
+
+def _tar_stream(f: BinaryIO, stack: ExitStack, label: str) -> tarfile.TarFile:
+    """A streaming TarFile over `f`, whatever its compression."""
+    f = stack.enter_context(io.BufferedReader(f, 1 << 20)) if not hasattr(f, "peek") else f
+    if f.peek(4)[:4] == ZSTD_MAGIC:
         import zstandard
-        return tarfile.open(fileobj=zstandard.ZstdDecompressor().stream_reader(open(path, "rb")), mode="r|")
-    return tarfile.open(path, mode="r|*")
+        f = stack.enter_context(zstandard.ZstdDecompressor().stream_reader(f))
+    try:
+        return stack.enter_context(tarfile.open(fileobj=f, mode="r|*"))
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise UnsafeArchive(f"{label}: not a readable tar archive ({e})") from None
 
 
-def _deb_data(path: Path) -> tuple[str, bytes]:
-    """The data.tar.* member of a .deb (an ar archive)."""
-    with open(path, "rb") as f:
-        if f.read(8) != b"!<arch>\n":
-            raise UnsafeArchive(f"{path}: not a Debian package (no ar header)")
-        while True:
-            header = f.read(60)
-            if len(header) < 60:
-                break
-            member = header[:16].decode().strip().rstrip("/")
-            size = int(header[48:58].decode().strip())
-            data = f.read(size)
-            if size % 2:
-                f.read(1)
-            if member.startswith("data.tar"):
-                return member, data
-    raise UnsafeArchive(f"{path}: Debian package without a data.tar member")
+def _open(source, stack: ExitStack) -> tuple[tarfile.TarFile, str]:
+    """(streaming TarFile, label) for a path (.tar*, .deb) or a binary stream."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        label = str(path)
+        f = stack.enter_context(open(path, "rb"))
+        if path.name.endswith((".deb", ".udeb")):
+            member, f = _deb_data(f, label)
+            label = f"{path} ({member})"
+            stack.enter_context(f)
+        return _tar_stream(f, stack, label), label
+    return _tar_stream(source, stack, "archive stream"), "archive stream"
+
+
+def _members(tf: tarfile.TarFile, label: str):
+    """The members, with a truncated or corrupt archive reported as such."""
+    it = iter(tf)
+    while True:
+        try:
+            m = next(it)
+        except StopIteration:
+            return
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise UnsafeArchive(f"{label}: corrupt or truncated archive ({type(e).__name__}: {e})") from None
+        yield m
 
 
 def check_archive(path: str | os.PathLike) -> None:
-    """Stream through an archive and refuse it if any member is unsafe."""
-    path = Path(path)
-    if path.name.endswith(".deb"):
-        member, data = _deb_data(path)
-        if member.endswith(".zst"):
-            import zstandard
-            data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
-        tf = tarfile.open(fileobj=io.BytesIO(data), mode="r|*")
-        label = f"{path} ({member})"
-    elif path.name.endswith(TAR_SUFFIXES):
-        tf = _open_tar(path)
-        label = str(path)
-    else:
-        return      # not an archive: a plain file is copied as it is
-    with tf:
-        for m in tf:
+    """Stream through an archive and refuse it if any member is unsafe.
+    A file that is neither a tar nor a .deb (by name) is not an archive: a
+    plain file is copied as it is, so there is nothing to check."""
+    name = Path(path).name
+    if not name.endswith(TAR_SUFFIXES + (".deb", ".udeb")):
+        return
+    with ExitStack() as stack:
+        tf, label = _open(path, stack)
+        for m in _members(tf, label):
             check_member(m, label)
+
+
+def _second_opinion(m: tarfile.TarInfo, root: str, label: str, absolute_symlinks: bool) -> None:
+    """tarfile's own data filter, against the tree as extracted so far (it
+    resolves links already on disk, which a lexical check cannot)."""
+    if absolute_symlinks and m.issym() and posixpath.isabs(m.linkname):
+        return
+    try:
+        tarfile.data_filter(m, root)
+    except tarfile.FilterError as e:
+        raise UnsafeArchive(f"{label}: member {m.name!r} refused by tarfile's data filter: "
+                            f"{type(e).__name__}: {e}") from None
 
 
 def extract(source: str | os.PathLike | BinaryIO, dest: Path, *, strip_single_top: bool = False,
             absolute_symlinks: bool = False) -> None:
-    """Check and extract a tar (path or stream) into `dest`, atomically.
-
-    Modes: directories 0755, files 0755 when the archive gives any execute
-    bit, else 0644; no ownership; mtimes as in the archive."""
+    """Check and extract a tar (a path, a .deb's data, or a binary stream)
+    into `dest`, atomically and deterministically (rules in the module
+    docstring). With `strip_single_top`, an archive whose only top-level
+    entry is a directory has that directory's content land in `dest`.
+    An existing `dest` is replaced only once extraction has succeeded."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    label = str(source) if isinstance(source, (str, os.PathLike)) else "archive stream"
+    real_tmp = os.path.realpath(tmp)
     try:
-        tf = _open_tar(Path(source)) if isinstance(source, (str, os.PathLike)) else \
-            tarfile.open(fileobj=source, mode="r|*")
-        links: list[tuple[tarfile.TarInfo, Path]] = []
-        with tf:
-            real_tmp = os.path.realpath(tmp)
-            for m in tf:
+        with ExitStack() as stack:
+            tf, label = _open(source, stack)
+            links: list[tuple[tarfile.TarInfo, Path]] = []
+            dir_mtimes: dict[Path, int] = {}
+            newest = 0
+            for m in _members(tf, label):
                 check_member(m, label, absolute_symlinks=absolute_symlinks)
                 rel = "/".join(p for p in m.name.split("/") if p not in ("", "."))
                 if not rel:
                     continue
+                newest = max(newest, int(m.mtime))
                 target = tmp / rel
                 # Never write through a link an earlier member made.
                 existing = target.parent
@@ -135,35 +211,56 @@ def extract(source: str | os.PathLike | BinaryIO, dest: Path, *, strip_single_to
                 if parent != real_tmp and not parent.startswith(real_tmp + os.sep):
                     raise UnsafeArchive(f"{label}: member {m.name!r} would be written through a symlink "
                                         f"to {parent}: refused")
+                _second_opinion(m, real_tmp, label, absolute_symlinks)
                 if m.isdir():
+                    if target.is_symlink() or (target.exists() and not target.is_dir()):
+                        raise UnsafeArchive(f"{label}: directory {m.name!r} replaces another member: refused")
                     target.mkdir(parents=True, exist_ok=True)
+                    dir_mtimes[target] = int(m.mtime)
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if target.is_symlink() or target.exists():
                     raise UnsafeArchive(f"{label}: member {m.name!r} appears twice: refused")
                 if m.issym():
                     os.symlink(m.linkname, target)
+                    os.utime(target, (m.mtime, m.mtime), follow_symlinks=False)
                 elif m.islnk():
                     links.append((m, target))
                 else:
                     src = tf.extractfile(m)
-                    with open(target, "wb") as f:
+                    with open(target, "xb") as f:
                         shutil.copyfileobj(src, f, 1 << 20)
                     os.chmod(target, 0o755 if m.mode & 0o111 else 0o644)
                     os.utime(target, (m.mtime, m.mtime))
         for m, target in links:
             linked = tmp / "/".join(p for p in m.linkname.split("/") if p not in ("", "."))
             if linked.is_symlink() or not linked.is_file():
-                raise UnsafeArchive(f"{label}: hardlink {m.name!r} to {m.linkname!r}, not a regular file: refused")
+                raise UnsafeArchive(f"{label}: hardlink {m.name!r} to {m.linkname!r}, not a regular file "
+                                    f"extracted before it: refused")
             shutil.copy2(linked, target)
-        for d in sorted((p for p in tmp.rglob("*") if p.is_dir() and not p.is_symlink()), reverse=True):
+        if not absolute_symlinks:
+            # A chain of links, each harmless alone (x -> ., y -> x/..), can still lead out.
+            for p in tmp.rglob("*"):
+                if p.is_symlink():
+                    real = os.path.realpath(p)
+                    if real != real_tmp and not real.startswith(real_tmp + os.sep):
+                        raise UnsafeArchive(f"{label}: symlink {p.relative_to(tmp)} -> {os.readlink(p)!r} "
+                                            f"resolves outside the tree: refused")
+        # Deepest first: setting a directory's mtime must come after its children.
+        for d in sorted((p for p in tmp.rglob("*") if p.is_dir() and not p.is_symlink()),
+                        key=lambda p: len(p.parts), reverse=True):
             os.chmod(d, 0o755)
+            t = dir_mtimes.get(d, newest)
+            os.utime(d, (t, t))
         root = tmp
         if strip_single_top:
             entries = list(tmp.iterdir())
             if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink():
                 root = entries[0]
-        if dest.exists():
+        os.chmod(root, 0o755)
+        if dest.is_symlink() or dest.is_file():
+            dest.unlink()
+        elif dest.exists():
             shutil.rmtree(dest)
         os.replace(root, dest)
     finally:

@@ -43,7 +43,7 @@ def tiny_image(docker_client, tmp_path_factory):
     root = tmp_path_factory.mktemp("rootfs")
     (root / "bin").mkdir()
     shutil.copy(busybox, root / "bin" / "busybox")
-    for applet in ("sh", "cat", "mkdir", "ls", "echo"):
+    for applet in ("sh", "cat", "mkdir", "ls", "echo", "wget", "sleep"):
         (root / "bin" / applet).symlink_to("busybox")
     buf = io.BytesIO()
     write_tree(root, buf, mtime=0)
@@ -77,3 +77,107 @@ def test_a_failing_command_raises_with_the_log_tail(tiny_image, tmp_path):
     assert "exited with 7" in str(e.value) and "compiler says no" in str(e.value)
     assert "compiler says no" in (tmp_path / "log").read_text()
     assert not (tmp_path / "o.tar").exists()
+
+
+def test_the_input_tar_streams_a_big_file_in_small_pieces(tmp_path):
+    import tracemalloc
+    big = tmp_path / "linux.orig.tar.xz"
+    with open(big, "wb") as f:
+        f.truncate(96 << 20)            # 96 MB, sparse: cheap to make and to read
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "x").write_text("x")
+    tracemalloc.start()
+    try:
+        total = 0
+        for piece in engine.tar_stream([(big, "/build/sources/linux.tar.xz"), (tmp_path / "tree", "/build/t")]):
+            total += len(piece)
+            assert len(piece) <= 2 << 20
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total >= 96 << 20 and total % 512 == 0
+    assert peak < 8 << 20, f"peak {peak} bytes: the input was held in memory"
+
+
+def test_the_input_tar_keeps_modes_symlinks_and_hardlinks(tmp_path):
+    import os
+    src = tmp_path / "stage"
+    (src / "lane").mkdir(parents=True)
+    (src / "build.sh").write_text("#!/bin/sh\n")
+    (src / "build.sh").chmod(0o755)
+    (src / "lane" / "config").write_text("CONFIG_X=y\n")
+    (src / "lane" / "config").chmod(0o640)
+    (src / "current").symlink_to("lane")
+    os.link(src / "build.sh", src / "again.sh")
+    with tarfile.open(fileobj=io.BytesIO(b"".join(engine.tar_stream([(src, "/build/stage")])))) as tf:
+        members = {m.name: m for m in tf.getmembers()}
+        assert list(members)[:2] == ["build", "build/stage"]      # parents first
+        assert members["build/stage/build.sh"].mode == 0o755
+        assert members["build/stage/lane/config"].mode == 0o640
+        assert members["build/stage/current"].issym() and members["build/stage/current"].linkname == "lane"
+        assert members["build/stage/again.sh"].islnk() or members["build/stage/build.sh"].islnk()
+        assert all(m.uid == 0 and m.gid == 0 and m.uname == "" for m in members.values())
+        assert tf.extractfile("build/stage/lane/config").read() == b"CONFIG_X=y\n"
+
+
+def test_a_missing_input_is_named_before_any_container_exists(docker_client, tmp_path):
+    spec = engine.RunSpec(image="onlydocker-none:0", env={}, command=["true"],
+                          inputs=[(tmp_path / "no-such-file", "/build/x")])
+    with pytest.raises(EngineError, match="no-such-file"):
+        engine.run(docker_client, spec, output_tar=None, log_path=tmp_path / "log")
+
+
+def _leftovers(client, prefix):
+    return [c.name for c in client.containers.list(all=True) if c.name.startswith(prefix)]
+
+
+def test_modes_and_links_arrive_and_a_missing_output_is_a_build_error(tiny_image, docker_client, tmp_path):
+    src = tmp_path / "stage"
+    src.mkdir()
+    (src / "run").write_text("#!/bin/sh\necho ran\n")
+    (src / "run").chmod(0o755)
+    (src / "alias").symlink_to("run")
+    spec = engine.RunSpec(image=tiny_image, env={"PATH": "/bin"}, inputs=[(src, "/build/stage")],
+                          command=["sh", "-c", "ls -l /build/stage; /build/stage/alias"])
+    log = tmp_path / "log"
+    with pytest.raises(BuildError, match="left no /build/out"):
+        engine.run(docker_client, spec, output_tar=tmp_path / "o.tar", log_path=log, name_prefix="h2-test-a")
+    text = log.read_text()
+    assert "-rwxr-xr-x" in text and "alias -> run" in text and "ran" in text
+    assert not (tmp_path / "o.tar").exists() and list(tmp_path.glob("*.part")) == []
+    assert _leftovers(docker_client, "h2-test-a") == []
+
+
+def test_no_network_even_to_a_literal_address(tiny_image, docker_client, tmp_path):
+    spec = engine.RunSpec(image=tiny_image, env={"PATH": "/bin"},
+                          command=["sh", "-c", "mkdir -p /build/out; wget -T 3 -q -O- http://10.0.2.2/ "
+                                               "&& echo CONNECTED || echo REFUSED; ls /sys/class/net"])
+    engine.run(docker_client, spec, output_tar=None, log_path=tmp_path / "log")
+    text = (tmp_path / "log").read_text()
+    assert "REFUSED" in text and "CONNECTED" not in text
+    assert text.split("REFUSED", 1)[1].split() == ["lo"]
+
+
+def test_an_interrupt_still_removes_the_container(tiny_image, docker_client, tmp_path):
+    def interrupt(line):
+        raise KeyboardInterrupt
+    spec = engine.RunSpec(image=tiny_image, env={"PATH": "/bin"},
+                          command=["sh", "-c", "echo started; sleep 30"])
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(docker_client, spec, output_tar=None, log_path=tmp_path / "log",
+                   name_prefix="h2-test-int", echo=interrupt)
+    assert _leftovers(docker_client, "h2-test-int") == []
+
+
+def test_parallel_runs_do_not_clash(tiny_image, docker_client, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i):
+        spec = engine.RunSpec(image=tiny_image, env={"PATH": "/bin", "N": str(i)},
+                              command=["sh", "-c", "mkdir -p /build/out && echo $N > /build/out/n"])
+        out = tmp_path / f"o{i}.tar"
+        engine.run(docker_client, spec, output_tar=out, log_path=tmp_path / f"log{i}", name_prefix="h2-test-par")
+        with tarfile.open(out) as tf:
+            return tf.extractfile("out/n").read()
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(one, range(4))) == [b"%d\n" % i for i in range(4)]
