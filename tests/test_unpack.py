@@ -116,3 +116,88 @@ def test_a_sysroot_may_keep_absolute_symlinks(tmp_path):
                                                      ("lib64/ld.so", "sym", "/lib/x86_64-linux-gnu/ld.so")])
     extract(archive, tmp_path / "dest", absolute_symlinks=True)
     assert os.readlink(tmp_path / "dest" / "lib64" / "ld.so") == "/lib/x86_64-linux-gnu/ld.so"
+
+
+def _listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_a_chain_of_links_that_leads_out_is_refused(tmp_path):
+    # Each link alone reads as inside (x -> ., y -> x/..), together y is the parent.
+    archive = make_tar(tmp_path / "chain.tar.gz", [("x", "sym", "."), ("y", "sym", "x/..")])
+    before = _listing(tmp_path)
+    with pytest.raises(UnsafeArchive, match="'y'"):
+        extract(archive, tmp_path / "dest")
+    assert _listing(tmp_path) == before
+
+
+def test_a_failed_extraction_leaves_the_old_tree_alone(tmp_path):
+    good = make_tar(tmp_path / "good.tar.gz", [("a", "file", b"old")])
+    extract(good, tmp_path / "dest")
+    evil = make_tar(tmp_path / "evil.tar.gz", [("b", "file", b"new"), ("../c", "file", None)])
+    with pytest.raises(UnsafeArchive):
+        extract(evil, tmp_path / "dest")
+    assert (tmp_path / "dest" / "a").read_bytes() == b"old" and not (tmp_path / "dest" / "b").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dest", "evil.tar.gz", "good.tar.gz"]
+
+
+def test_modes_are_normalised_and_mtimes_kept_whatever_the_umask(tmp_path):
+    path = tmp_path / "modes.tar"
+    with tarfile.open(path, "w") as tf:
+        for name, mode in (("d", 0o700), ("d/exe", 0o777), ("d/data", 0o666), ("d/private", 0o600)):
+            info = tarfile.TarInfo(name)
+            info.mode, info.mtime = mode, 1686355200
+            if name == "d":
+                info.type = tarfile.DIRTYPE
+                tf.addfile(info)
+            else:
+                info.size = 1
+                tf.addfile(info, io.BytesIO(b"x"))
+    old = os.umask(0o077)
+    try:
+        extract(path, tmp_path / "dest")
+    finally:
+        os.umask(old)
+    d = tmp_path / "dest"
+    modes = {p.name: p.stat().st_mode & 0o7777 for p in [d / "d", *(d / "d").iterdir()]}
+    assert modes == {"d": 0o755, "exe": 0o755, "data": 0o644, "private": 0o644}
+    assert {int(p.stat().st_mtime) for p in [d / "d", *(d / "d").iterdir()]} == {1686355200}
+
+
+def test_zstd_is_recognised_by_its_bytes_and_a_stream_extracts(tmp_path):
+    import zstandard
+    plain = make_tar(tmp_path / "p.tar.gz", [("top", "dir", None), ("top/f", "file", b"zz")])
+    with tarfile.open(plain) as tf_in, tarfile.open(tmp_path / "raw.tar", "w") as tf_out:
+        for m in tf_in:
+            tf_out.addfile(m, tf_in.extractfile(m) if m.isfile() else None)
+    blob = zstandard.ZstdCompressor().compress((tmp_path / "raw.tar").read_bytes())
+    (tmp_path / "entry").write_bytes(blob)           # a cache entry: no suffix at all
+    with open(tmp_path / "entry", "rb") as f:
+        extract(f, tmp_path / "dest", strip_single_top=True)
+    assert (tmp_path / "dest" / "f").read_bytes() == b"zz"
+
+
+def test_a_truncated_archive_is_named(tmp_path):
+    archive = make_tar(tmp_path / "ok.tar.gz", [("a", "file", os.urandom(50000))])
+    (tmp_path / "cut.tar.gz").write_bytes(archive.read_bytes()[:20000])
+    with pytest.raises(UnsafeArchive, match="cut.tar.gz"):
+        check_archive(tmp_path / "cut.tar.gz")
+
+
+def _deb(path: Path, data_name: bytes, payload: bytes) -> Path:
+    with open(path, "wb") as f:
+        f.write(b"!<arch>\n")
+        for name, body in ((b"debian-binary", b"2.0\n"), (b"control.tar.xz", b"x"), (data_name, payload)):
+            f.write(name.ljust(16) + b"0".ljust(12) + b"0".ljust(6) + b"0".ljust(6) + b"100644".ljust(8)
+                    + str(len(body)).encode().ljust(10) + b"`\n")
+            f.write(body + (b"\n" if len(body) % 2 else b""))
+    return path
+
+
+def test_a_good_deb_is_checked_and_extracted_from_its_data_member(tmp_path):
+    data = make_tar(tmp_path / "data.tar.gz", [("./usr", "dir", None), ("./usr/bin", "dir", None),
+                                               ("./usr/bin/tool", "file", b"\x7fELF")])
+    deb = _deb(tmp_path / "tool_1.0_amd64.deb", b"data.tar.gz", data.read_bytes())
+    check_archive(deb)
+    extract(deb, tmp_path / "dest")
+    assert (tmp_path / "dest" / "usr" / "bin" / "tool").read_bytes() == b"\x7fELF"
