@@ -13,10 +13,14 @@ HASH_LENGTHS = {"sha256": 64, "sha512": 128, "sha1": 40}
 
 
 def sha256_file(path: str | os.PathLike) -> str:
+    """sha256 of a file, read in 1 MiB pieces into one reused buffer (no
+    Python-level buffering, no allocation per piece)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
     return h.hexdigest()
 
 
