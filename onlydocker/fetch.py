@@ -63,7 +63,7 @@ class SourceStatus:
 
     def __str__(self) -> str:
         if self.state == "UNPINNED":
-            return f"UNPINNED {self.name} ({self.file}: run `doit lock`)"
+            return f"UNPINNED {self.name} ({self.file}: no {self.expected} in the lock; run `doit lock`)"
         line = f"{self.state} {self.name} {self.file}"
         if self.state == "CORRUPT":
             line += f" expected={self.expected} actual={self.actual}"
@@ -161,7 +161,8 @@ class Fetcher:
     def check(self, source) -> SourceStatus:
         """Re-hash a cached source (`doit verify`)."""
         if not source.pinned:
-            return SourceStatus(source.name, source.file, "UNPINNED")
+            missing = " and ".join(f for f in ("sha256", "size") if getattr(source, f) is None)
+            return SourceStatus(source.name, source.file, "UNPINNED", expected=missing)
         path = self.cache_path(source)
         if not path.is_file():
             return SourceStatus(source.name, source.file, "MISSING", path=path)
