@@ -1,5 +1,6 @@
 """Shared fixtures. Tests that need a Docker engine skip without one; CI turns
 such skips into failures (see .ci/run), so a missing engine cannot pass silently."""
+import os
 import shutil
 
 import pytest
@@ -35,7 +36,21 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
 
 
-import os  # noqa: E402
+MODERN_LOCK = "locks/bookworm.lock"
+MODERN_LANE = "bookworm"
+
+
+@pytest.fixture(scope="session")
+def modern_lane(tmp_path_factory, docker_client):
+    """The modern lane, built once for real with `doit` in a copy of the
+    project (signing key made first). Shared by the end-to-end tests and the
+    boot tests; its dist/ holds vmlinuz, initrd and the ISO."""
+    from tests import workspace as wsmod
+    ws = wsmod.make(tmp_path_factory.mktemp("lane") / "workspace", copy_project=True)
+    ws.doit("keygen")
+    ws.first = ws.doit("-n", "2", f"lock={MODERN_LOCK}", timeout=5400)
+    ws.dist = ws.out(MODERN_LANE) / "dist"
+    return ws
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,8 +1,9 @@
 """It boots: the built kernel + initrd (and the ISO) in qemu under software
-emulation, init's self-check read from the serial console. The images come
-from the environment (ONLYDOCKER_TEST_KERNEL, ONLYDOCKER_TEST_INITRD,
-ONLYDOCKER_TEST_ISO; the end-to-end lane test boots its own); without them
-these tests skip. boot() itself is checked against qemu for real too."""
+emulation, init's self-check read from the serial console. The images are the
+modern lane's, built once per session by the `modern_lane` fixture (minutes:
+these tests are slow and run last); ONLYDOCKER_TEST_KERNEL, _INITRD and _ISO
+point them at images built elsewhere instead. boot() itself is checked
+against qemu for real too."""
 from __future__ import annotations
 
 import os
@@ -19,20 +20,24 @@ from tests.conftest import require_tool
 MARKER = "ONLYDOCKER-SELFTEST:"
 
 
-def _env_file(name: str) -> Path:
-    value = os.environ.get(name)
-    if not value:
-        pytest.skip(f"{name} is not set (point it at a built image to boot it)")
-    path = Path(value)
-    if not path.is_file():
-        pytest.fail(f"{name}={value}: no such file")
+def _image(request, env_name: str, dist_name: str) -> Path:
+    """The image named by env_name when set, else the modern lane's own build."""
+    value = os.environ.get(env_name)
+    if value:
+        path = Path(value)
+        if not path.is_file():
+            pytest.fail(f"{env_name}={value}: no such file")
+        return path
+    path = request.getfixturevalue("modern_lane").dist / dist_name
+    assert path.is_file(), f"the modern lane's build has no {path}"
     return path
 
 
 @pytest.fixture
-def kernel_initrd():
+def kernel_initrd(request):
     require_tool("qemu-system-x86_64")
-    return _env_file("ONLYDOCKER_TEST_KERNEL"), _env_file("ONLYDOCKER_TEST_INITRD")
+    return (_image(request, "ONLYDOCKER_TEST_KERNEL", "vmlinuz"),
+            _image(request, "ONLYDOCKER_TEST_INITRD", "initrd"))
 
 
 def check_selftest(result: boot.BootResult) -> None:
@@ -75,6 +80,7 @@ def test_qemu_that_cannot_start_ends_at_once(tmp_path):
     assert (tmp_path / "log").read_text(errors="replace").startswith("$ ")
 
 
+@pytest.mark.slow
 def test_a_marker_that_never_comes_ends_at_the_timeout(kernel_initrd, tmp_path):
     kernel, initrd = kernel_initrd
     start = time.monotonic()
@@ -131,9 +137,9 @@ def test_a_disk_with_data_is_never_formatted(kernel_initrd, tmp_path):
 
 
 @pytest.mark.slow
-def test_iso_boots_into_docker_as_pid1(tmp_path):
+def test_iso_boots_into_docker_as_pid1(request, tmp_path):
     require_tool("qemu-system-x86_64")
-    iso = _env_file("ONLYDOCKER_TEST_ISO")
+    iso = _image(request, "ONLYDOCKER_TEST_ISO", "onlydocker.iso")
     r = boot.boot(None, None, iso=iso, boot_label="selftest", timeout=600, marker=MARKER,
                   log_path=tmp_path / "boot.log")
     check_selftest(r)

@@ -1,6 +1,7 @@
 """End to end, for real: build the modern lane with `doit`, boot it in qemu,
 check Docker runs as PID 1, rebuild only what changed, audit, and prove the
-build reproducible. Minutes, not seconds: marked slow, run last."""
+build reproducible. Minutes, not seconds: marked slow, run last. The boots
+of this build (kernel + initrd, the ISO, data disks) are in test_boot.py."""
 from __future__ import annotations
 
 import json
@@ -10,20 +11,14 @@ from pathlib import Path
 import pytest
 
 from tests import workspace as wsmod
-from tests.conftest import require_tool
+from tests.conftest import MODERN_LANE as LANE, MODERN_LOCK as LOCK, require_tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
-LOCK = "locks/bookworm.lock"
-LANE = "bookworm"
-
 
 @pytest.fixture(scope="module")
-def lane(tmp_path_factory, docker_client):
-    ws = wsmod.make(tmp_path_factory.mktemp("lane") / "workspace", copy_project=True)
-    ws.doit("keygen")
-    ws.first = ws.doit("-n", "2", f"lock={LOCK}", timeout=5400)
-    return ws
+def lane(modern_lane):
+    return modern_lane
 
 
 def dist(ws) -> Path:
@@ -62,23 +57,6 @@ def test_verify_passes_and_then_names_a_corrupted_artifact(lane):
         assert any("CORRUPT" in line and "onlydocker.iso" in line for line in bad.stdout.splitlines())
     finally:
         iso.write_bytes(original)
-
-
-def test_kernel_and_initrd_boot_into_docker_as_pid1(lane):
-    from onlydocker import boot
-    require_tool("qemu-system-x86_64")
-    d = dist(lane)
-    result = boot.boot(d / "vmlinuz", d / "initrd", append="onlydocker.selftest", timeout=600,
-                       marker="ONLYDOCKER-SELFTEST:", log_path=lane.root.parent / "boot-kernel.log")
-    boot.assert_selftest_passed(result)
-
-
-def test_iso_boots_into_docker_as_pid1(lane):
-    from onlydocker import boot
-    require_tool("qemu-system-x86_64")
-    result = boot.boot(None, None, iso=dist(lane) / "onlydocker.iso", boot_label="selftest", timeout=600,
-                       marker="ONLYDOCKER-SELFTEST:", log_path=lane.root.parent / "boot-iso.log")
-    boot.assert_selftest_passed(result)
 
 
 def test_changed_busybox_config_rebuilds_busybox_and_downstream_not_the_kernel(lane):
