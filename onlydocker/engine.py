@@ -13,10 +13,8 @@ import os
 import posixpath
 import secrets
 import stat
-import sys
 import tarfile
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -230,16 +228,12 @@ def tar_stream(inputs: list[tuple[Path, str]], chunk: int = 1 << 20) -> Iterator
         yield b"".join(pending)
 
 
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
 def run(client: docker.DockerClient, spec: RunSpec, *, output_tar: Path | None, log_path: Path,
-        name_prefix: str = "onlydocker", echo: Callable[[str], None] | None = _stderr) -> None:
+        name_prefix: str = "onlydocker", on_line: Callable[[str], None] | None = None) -> None:
     """Run one build container: create it with no network, copy the inputs in,
-    start it, write its output to `log_path` line by line as it comes, wait,
-    and on success copy `spec.output_path` out as a tar into `output_tar`.
-    The container is removed whatever happens."""
+    start it, write its output to `log_path` line by line as it comes (and
+    hand each line to `on_line`), wait, and on success copy `spec.output_path`
+    out as a tar into `output_tar`. The container is removed whatever happens."""
     name = f"{name_prefix}-{secrets.token_hex(6)}"
     what = f"`{' '.join(spec.command)}` in {spec.image}"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -267,8 +261,6 @@ def run(client: docker.DockerClient, spec: RunSpec, *, output_tar: Path | None, 
             if not ok:
                 raise EngineError(f"the engine refused the inputs of {name} ({what})")
         container.start()
-        started = time.monotonic()
-        last_echo = 0.0
         with open(log_path, "w", buffering=1) as log:     # line-buffered: `tail -f` follows it
             pending = b""
             for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
@@ -278,11 +270,8 @@ def run(client: docker.DockerClient, spec: RunSpec, *, output_tar: Path | None, 
                     line = raw.decode("utf-8", "replace")
                     log.write(line + "\n")
                     tail.append(line)
-                    now = time.monotonic()
-                    # A sign of life every half minute, not the whole log.
-                    if echo and now - last_echo > 30:
-                        echo(f"  [{now - started:5.0f} s] {line[:150]}")
-                        last_echo = now
+                    if on_line:
+                        on_line(line)
             if pending:
                 line = pending.decode("utf-8", "replace")
                 log.write(line + "\n")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import io
 import json
 import os
 import shutil
@@ -21,13 +20,14 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import zstandard
 
 from . import __version__
 from .errors import BuildError, HashMismatch, OnlyDockerError
 from .hashing import sha256_file
+from .progress import Heartbeat
 
 STAGE_KEYS = {"description", "sources", "needs", "outputs", "artifacts", "kind", "function"}
 KINDS = {"container", "python"}
@@ -464,11 +464,15 @@ class Workspace:
             client = engine.connect()
             self.log_path(decl.name).parent.mkdir(parents=True, exist_ok=True)
             try:
-                engine.run(client, spec, output_tar=raw_tar, log_path=self.log_path(decl.name),
-                           name_prefix=f"onlydocker-{self.lane}-{decl.name}",
-                           echo=lambda line: print(f"{decl.name} {line}", flush=True))
+                with self._heartbeat(decl) as beat:
+                    engine.run(client, spec, output_tar=raw_tar, log_path=self.log_path(decl.name),
+                               name_prefix=f"onlydocker-{self.lane}-{decl.name}", on_line=beat.note)
             except BuildError as e:
                 raise BuildError(f"stage {decl.name} failed: {e}") from None
+
+    @staticmethod
+    def _heartbeat(decl: StageDecl) -> Heartbeat:
+        return Heartbeat(lambda text: print(f"{decl.name} {text}", flush=True))
 
     def _build_python(self, decl: StageDecl, tmp: Path, raw_tar: Path) -> None:
         from .tarball import write_tree
@@ -484,7 +488,8 @@ class Workspace:
         log_path = self.log_path(decl.name)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            fn(ctx)
+            with self._heartbeat(decl):
+                fn(ctx)
         except OnlyDockerError as e:
             log_path.write_text(f"{e}\n")
             raise BuildError(f"stage {decl.name} failed: {e}") from None

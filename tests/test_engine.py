@@ -166,7 +166,7 @@ def test_an_interrupt_still_removes_the_container(tiny_image, docker_client, tmp
                           command=["sh", "-c", "echo started; sleep 30"])
     with pytest.raises(KeyboardInterrupt):
         engine.run(docker_client, spec, output_tar=None, log_path=tmp_path / "log",
-                   name_prefix="h2-test-int", echo=interrupt)
+                   name_prefix="h2-test-int", on_line=interrupt)
     assert _leftovers(docker_client, "h2-test-int") == []
 
 
