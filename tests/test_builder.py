@@ -12,7 +12,6 @@ import dataclasses
 import json
 import os
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
