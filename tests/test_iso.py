@@ -1,117 +1,105 @@
-"""iso.py: the xorriso command and its script give the same ISO bytes from
-trees with other dates and modes, at another time, with or without
-SOURCE_DATE_EPOCH; the image is a hybrid ISOLINUX one."""
+"""The ISO stage's own script (stages/iso/build.sh), run on the host with
+BUILD pointing at a tree laid out like the builder's /build (a Debian host
+has xorriso and the ISOLINUX files at the same places): the same bytes from
+inputs with other dates and modes, at another time; the layout, the dates
+and the hybrid MBR; and a clear refusal without SOURCE_DATE_EPOCH."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from onlydocker import iso
 from tests.conftest import require_tool
 
+REPO = Path(__file__).resolve().parent.parent
+STAGE = REPO / "stages" / "iso"
 EPOCH = 1686355200
+ISOHDPFX = Path("/usr/lib/ISOLINUX/isohdpfx.bin")
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def bootfiles():
-    for p in (iso.ISOLINUX_BIN, iso.ISOHDPFX_BIN, iso.LDLINUX_C32):
-        if not Path(p).exists():
+    for p in (ISOHDPFX, Path("/usr/lib/ISOLINUX/isolinux.bin"), Path("/usr/lib/syslinux/modules/bios/ldlinux.c32")):
+        if not p.exists():
             pytest.skip(f"{p} missing (apt-get install isolinux syslinux-common)")
-    return require_tool("xorriso")
+    require_tool("xorriso")
 
 
-@pytest.fixture
-def payload(tmp_path):
-    (tmp_path / "vmlinuz").write_bytes(b"\x4d\x5a" + bytes(range(256)) * 40)
-    (tmp_path / "initrd").write_bytes(b"\x28\xb5\x2f\xfd" + bytes(range(255, -1, -1)) * 80)
-    return tmp_path / "vmlinuz", tmp_path / "initrd"
-
-
-def tree(dest: Path, payload, umask: int, mtime: float) -> Path:
+def layout(build: Path, umask: int, mtime: float) -> Path:
+    """A /build tree: the kernel and initrd stages' outputs and the stage folder."""
     old = os.umask(umask)
     try:
-        iso.stage_tree(dest, kernel=payload[0], initrd=payload[1],
-                       cfg=iso.isolinux_cfg("quiet", extra_labels={"selftest": "onlydocker.selftest"}))
+        (build / "deps" / "kernel").mkdir(parents=True)
+        (build / "deps" / "initrd").mkdir(parents=True)
+        (build / "deps" / "kernel" / "bzImage").write_bytes(b"\x4d\x5a" + bytes(range(256)) * 40)
+        (build / "deps" / "initrd" / "initrd.img").write_bytes(b"\x28\xb5\x2f\xfd" + bytes(range(255, -1, -1)) * 80)
+        shutil.copytree(STAGE, build / "stage")
     finally:
         os.umask(old)
-    for p in [dest, *dest.rglob("*")]:
+    for p in [build, *build.rglob("*")]:
         os.utime(p, (mtime, mtime))
-    return dest
+    return build
 
 
-def run(cmd: list[str], env_epoch: bool = True):
-    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
-    if env_epoch:
-        env.update(iso.xorriso_env(EPOCH))
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+def build_iso(build: Path, epoch: int | None = EPOCH) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("SOURCE_DATE_EPOCH", "TZ")}
+    env["BUILD"] = str(build)
+    if epoch is not None:
+        env["SOURCE_DATE_EPOCH"] = str(epoch)
+    return subprocess.run(["sh", str(STAGE / "build.sh")], env=env, capture_output=True, text=True)
 
 
-def test_same_iso_from_other_dates_modes_and_times(bootfiles, payload, tmp_path):
-    a = tree(tmp_path / "a", payload, 0o022, time.time())
-    b = tree(tmp_path / "b", payload, 0o077, 1e9)
-    run(iso.xorriso_command("ONLYDOCKER", EPOCH, str(a), str(tmp_path / "a.iso")))
+def xorriso(*args: str) -> str:
+    return subprocess.run(["xorriso", *args], capture_output=True, text=True, check=True).stdout
+
+
+def test_same_iso_from_other_dates_modes_and_times(tmp_path):
+    a = layout(tmp_path / "a", 0o022, time.time())
+    b = layout(tmp_path / "b", 0o077, 1e9)
+    assert build_iso(a).returncode == 0
     time.sleep(1.1)   # another "now" for anything that would read the clock
-    run(iso.xorriso_command("ONLYDOCKER", EPOCH, str(b), str(tmp_path / "b.iso")), env_epoch=False)
-    assert (tmp_path / "a.iso").read_bytes() == (tmp_path / "b.iso").read_bytes()
+    r = build_iso(b)
+    assert r.returncode == 0, r.stderr
+    assert (a / "out" / "onlydocker.iso").read_bytes() == (b / "out" / "onlydocker.iso").read_bytes()
 
 
-def test_layout_dates_and_hybrid_mbr(bootfiles, payload, tmp_path):
-    a = tree(tmp_path / "a", payload, 0o022, time.time())
-    out = tmp_path / "a.iso"
-    run(iso.xorriso_command("ONLYDOCKER", EPOCH, str(a), str(out)))
-    found = subprocess.run(["xorriso", "-indev", str(out), "-find", "/"],
-                           capture_output=True, text=True, check=True).stdout.split()
+def test_layout_dates_and_hybrid_mbr(tmp_path):
+    build = layout(tmp_path / "b", 0o022, time.time())
+    r = build_iso(build)
+    assert r.returncode == 0, r.stderr
+    out = build / "out" / "onlydocker.iso"
+    found = xorriso("-indev", str(out), "-find", "/").split()
     assert sorted(f.strip("'") for f in found) == [
         "/", "/boot", "/boot/initrd", "/boot/isolinux", "/boot/isolinux/boot.cat", "/boot/isolinux/isolinux.bin",
         "/boot/isolinux/isolinux.cfg", "/boot/isolinux/ldlinux.c32", "/boot/vmlinuz"]
-    pvd = subprocess.run(["xorriso", "-indev", str(out), "-pvd_info"], capture_output=True, text=True,
-                         check=True).stdout
+    pvd = xorriso("-indev", str(out), "-pvd_info")
     assert "Volume Id    : ONLYDOCKER" in pvd and "Preparer Id  : ONLYDOCKER" in pvd
     assert "Creation Time: 2023061000000000" in pvd and "Modif. Time  : 2023061000000000" in pvd
-    assert iso.has_hybrid_mbr(out)
-    with open(out, "rb") as f, open(iso.ISOHDPFX_BIN, "rb") as mbr:
-        assert f.read(432) == mbr.read(432)   # isohdpfx.bin's boot code
-    listing = subprocess.run(["xorriso", "-indev", str(out), "-lsdl", "/boot/vmlinuz"],
-                             capture_output=True, text=True, check=True).stdout
-    assert "Jun 10  2023" in listing and "-r--r--r--" in listing
-    assert (subprocess.run(["xorriso", "-indev", str(out), "-report_el_torito", "plain"],
-                           capture_output=True, text=True).stdout.count("BIOS")) >= 1
+    with open(out, "rb") as f, open(ISOHDPFX, "rb") as mbr:
+        first = f.read(512)
+        assert first[:432] == mbr.read(432)             # isohdpfx.bin's boot code
+    part = first[446:462]
+    assert first[510:512] == b"\x55\xaa" and part[0] == 0x80 and part[4] != 0   # isohybrid's partition
+    assert "Jun 10  2023" in xorriso("-indev", str(out), "-lsdl", "/boot/vmlinuz")
+    assert "BIOS" in xorriso("-indev", str(out), "-report_el_torito", "plain")
 
 
-def test_the_builder_script_gives_the_same_bytes(bootfiles, payload, tmp_path):
-    # The script uses the container's paths of the bootloader files, which a
-    # Debian host has at the same places.
-    a = tree(tmp_path / "a", payload, 0o022, time.time())
-    run(iso.xorriso_command("ONLYDOCKER", EPOCH, str(a), str(tmp_path / "direct.iso")))
-    script = iso.build_iso_script(kernel=str(payload[0]), initrd=str(payload[1]),
-                                  out=str(tmp_path / "out" / "onlydocker.iso"), cmdline="quiet",
-                                  extra_labels={"selftest": "onlydocker.selftest"}, work=str(tmp_path / "w"))
-    env = {**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH)}
-    r = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert (tmp_path / "out" / "onlydocker.iso").read_bytes() == (tmp_path / "direct.iso").read_bytes()
-    no_epoch = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
-    r = subprocess.run(["sh", "-c", script], env=no_epoch, capture_output=True, text=True)
+def test_without_source_date_epoch_it_refuses(tmp_path):
+    r = build_iso(layout(tmp_path / "b", 0o022, time.time()), epoch=None)
     assert r.returncode != 0 and "SOURCE_DATE_EPOCH must be set" in r.stderr
+    assert not (tmp_path / "b" / "out" / "onlydocker.iso").exists()
 
 
-def test_isolinux_cfg_boots_the_kernel_with_both_consoles():
-    cfg = iso.isolinux_cfg("quiet", extra_labels={"selftest": "onlydocker.selftest"})
-    lines = [line.strip() for line in cfg.splitlines()]
-    assert "serial 0 115200" in lines and "default onlydocker" in lines
-    assert "kernel /boot/vmlinuz" in lines and "initrd /boot/initrd" in lines
-    assert "append console=tty0 console=ttyS0,115200 quiet" in lines
-    assert "append console=tty0 console=ttyS0,115200 quiet onlydocker.selftest" in lines
-    with pytest.raises(ValueError):
-        iso.isolinux_cfg("a\nb")
-
-
-def test_labels_are_iso9660_volume_ids():
-    with pytest.raises(ValueError, match="volume label"):
-        iso.xorriso_command("only docker", EPOCH, "src", "x.iso")
-    assert iso.volume_uuid(EPOCH) == "2023061000000000"
+def test_isolinux_cfg_boots_the_kernel_on_both_consoles_and_has_a_selftest_label():
+    lines = [line.strip() for line in (STAGE / "isolinux.cfg").read_text().splitlines()]
+    assert lines[:2] == ["# Serial first, so a test (or a headless server) reads the console on ttyS0.",
+                         "serial 0 115200"]
+    assert "default onlydocker" in lines and "label selftest" in lines
+    assert lines.count("kernel /boot/vmlinuz") == 2 and lines.count("initrd /boot/initrd") == 2
+    # The serial console last: /dev/console (init's output) is the last console= given.
+    assert "append console=tty0 console=ttyS0,115200" in lines
+    assert "append console=tty0 console=ttyS0,115200 onlydocker.selftest" in lines
