@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian (bookworm) machine for Only Docker's pipeline:
 # the Debian tools it drives, a Docker engine, and a virtualenv with the
-# pinned Python dependencies. Safe to run again. Run as root (or with sudo).
+# pinned Python dependencies. Safe to run again. Run it as yourself: the
+# steps that need root (apt-get, dockerd) go through sudo when you are not root;
+# the virtualenv belongs to whoever runs it.
 set -euo pipefail
 cd "$(dirname "$0")"
+
+as_root=()
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "setup.sh: not root and no sudo: run it as root" >&2; exit 1; }
+    as_root=(sudo)
+fi
 
 DEBIAN_PACKAGES=(
     docker.io            # the engine every build runs in
@@ -19,8 +27,8 @@ DEBIAN_PACKAGES=(
 )
 
 if ! dpkg -s "${DEBIAN_PACKAGES[@]}" >/dev/null 2>&1; then
-    apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${DEBIAN_PACKAGES[@]}"
+    "${as_root[@]}" apt-get update -q
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${DEBIAN_PACKAGES[@]}"
 fi
 
 if [ ! -x .venv/bin/python ]; then
@@ -32,11 +40,12 @@ fi
 # A Docker engine: start one if none answers (no systemd in containers/CI).
 if ! docker info >/dev/null 2>&1; then
     if command -v systemctl >/dev/null 2>&1 && systemctl is-system-running >/dev/null 2>&1; then
-        systemctl start docker
+        "${as_root[@]}" systemctl start docker
     else
-        nohup dockerd >/var/log/dockerd.log 2>&1 &
+        "${as_root[@]}" sh -c 'nohup dockerd >/var/log/dockerd.log 2>&1 &'
     fi
     for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
-    docker info >/dev/null 2>&1 || { echo "dockerd did not start: see /var/log/dockerd.log" >&2; exit 1; }
+    docker info >/dev/null 2>&1 || { echo "dockerd did not start: see /var/log/dockerd.log" \
+        "(not root? add yourself to the docker group, or set DOCKER_HOST)" >&2; exit 1; }
 fi
 echo "setup done: run the tests with .venv/bin/pytest, build with .venv/bin/doit"
