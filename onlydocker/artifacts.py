@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import box as box_fmt
 from . import compress, cpio, dockerimage
 from .errors import BuildError
-from .stage import StageContext
+if TYPE_CHECKING:      # only a type: the stage engine is not part of this stage's code key
+    from .stage import StageContext
 
 
 def _lane_settings(ctx: StageContext, name: str) -> dict:

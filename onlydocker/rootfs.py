@@ -11,10 +11,12 @@ import posixpath
 import shutil
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import elfdeps
 from .errors import BuildError
-from .stage import StageContext
+if TYPE_CHECKING:      # only a type: the stage engine is not part of this stage's code key
+    from .stage import StageContext
 
 DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "etc/onlydocker", "etc/ssl/certs", "dev", "proc", "sys",
         "tmp", "run", "var/lib/docker", "var/log", "mnt", "root", "usr/share/onlydocker/images")

@@ -9,6 +9,7 @@ outputs into a deterministic tar, caches it by key and materialises it.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
 import json
@@ -20,7 +21,7 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import zstandard
 
@@ -33,10 +34,50 @@ STAGE_KEYS = {"description", "sources", "needs", "outputs", "artifacts", "kind",
 KINDS = {"container", "python"}
 PRELUDE = Path(__file__).with_name("prelude.sh")
 # Shell helpers shipped to /build/engine/ in every container stage.
+PACKAGE = Path(__file__).parent
 HELPERS = {"check-kconfig": Path(__file__).with_name("check-kconfig.sh")}
 # Stage outputs are cached as zstd tars: single-threaded and at a fixed level,
 # so the bytes depend only on the input and the pinned library version.
 ZSTD_LEVEL = 10
+
+
+def _imports_of(tree: ast.AST) -> Iterable[str]:
+    """The names of our own modules a module's source imports (at the top or
+    inside functions), except under `if TYPE_CHECKING:` (types only)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module:
+                yield node.module.split(".")[0]
+            elif node.level == 1:
+                yield from (a.name for a in node.names)
+            elif node.level == 0 and (node.module or "").startswith(f"{PACKAGE.name}."):
+                yield node.module.split(".")[1]
+        elif isinstance(node, ast.Import):
+            yield from (a.name.split(".")[1] for a in node.names if a.name.startswith(f"{PACKAGE.name}."))
+
+
+def code_closure(module: str) -> set[str]:
+    """`module` (e.g. "onlydocker.artifacts") and our modules it imports,
+    transitively, as bare names ("artifacts", "cpio", ...)."""
+    name = module.removeprefix(f"{PACKAGE.name}.")
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        m = todo.pop()
+        path = PACKAGE / f"{m}.py"
+        if m in seen or not path.is_file():
+            continue
+        seen.add(m)
+        todo.extend(_imports_of(ast.parse(path.read_text(), str(path))))
+    if name not in seen:
+        raise BuildError(f"python stage module {module}: no {PACKAGE / (name + '.py')}")
+    return seen
 
 
 def engine_version() -> str:
@@ -291,10 +332,13 @@ class Workspace:
         if decl.kind == "container":
             inputs["builder"] = self.builder()["tar_sha256"]
         else:
-            # A python stage's code is an input too: the engine's modules
-            # (writers, formats) it calls, all of them, to be safe.
-            pkg = Path(__file__).parent
-            inputs["code"] = {p.name: sha256_file(p) for p in sorted(pkg.glob("*.py"))}
+            # A python stage's code is an input too: its function's module and
+            # every module of ours that it imports, and the tar writer that
+            # packs its output. Not the rest: editing fetch.py need not
+            # rebuild (and re-compress) the initrd.
+            module = decl.function.partition(":")[0]
+            inputs["code"] = {f"{m}.py": sha256_file(PACKAGE / f"{m}.py")
+                              for m in sorted(code_closure(module) | {"tarball"})}
         return inputs
 
     def key(self, decl: StageDecl, stages: dict[str, StageDecl]) -> str:
