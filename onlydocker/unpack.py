@@ -32,6 +32,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import BinaryIO
 
+import zstandard
+
 from .errors import UnsafeArchive
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".tzst")
@@ -119,7 +121,6 @@ def _tar_stream(f: BinaryIO, stack: ExitStack, label: str) -> tarfile.TarFile:
     """A streaming TarFile over `f`, whatever its compression."""
     f = stack.enter_context(io.BufferedReader(f, 1 << 20)) if not hasattr(f, "peek") else f
     if f.peek(4)[:4] == ZSTD_MAGIC:
-        import zstandard
         f = stack.enter_context(zstandard.ZstdDecompressor().stream_reader(f))
     try:
         return stack.enter_context(tarfile.open(fileobj=f, mode="r|*"))
@@ -141,6 +142,11 @@ def _open(source, stack: ExitStack) -> tuple[tarfile.TarFile, str]:
     return _tar_stream(source, stack, "archive stream"), "archive stream"
 
 
+# What reading a damaged archive raises: tarfile's own errors, a short read,
+# and the decompressors' (zstandard's is not an OSError).
+_CORRUPT = (tarfile.TarError, EOFError, OSError, zstandard.ZstdError)
+
+
 def _members(tf: tarfile.TarFile, label: str):
     """The members, with a truncated or corrupt archive reported as such."""
     it = iter(tf)
@@ -149,7 +155,7 @@ def _members(tf: tarfile.TarFile, label: str):
             m = next(it)
         except StopIteration:
             return
-        except (tarfile.TarError, EOFError, OSError) as e:
+        except _CORRUPT as e:
             raise UnsafeArchive(f"{label}: corrupt or truncated archive ({type(e).__name__}: {e})") from None
         yield m
 
@@ -229,7 +235,11 @@ def extract(source: str | os.PathLike | BinaryIO, dest: Path, *, strip_single_to
                 else:
                     src = tf.extractfile(m)
                     with open(target, "xb") as f:
-                        shutil.copyfileobj(src, f, 1 << 20)
+                        try:
+                            shutil.copyfileobj(src, f, 1 << 20)
+                        except _CORRUPT as e:
+                            raise UnsafeArchive(f"{label}: corrupt or truncated archive in {m.name!r} "
+                                                f"({type(e).__name__}: {e})") from None
                     os.chmod(target, 0o755 if m.mode & 0o111 else 0o644)
                     os.utime(target, (m.mtime, m.mtime))
         for m, target in links:

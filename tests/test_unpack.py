@@ -184,6 +184,28 @@ def test_a_truncated_archive_is_named(tmp_path):
         check_archive(tmp_path / "cut.tar.gz")
 
 
+@pytest.mark.parametrize("suffix", ["tar", "tar.gz", "tar.zst"])
+def test_an_archive_cut_inside_a_file_is_named_and_leaves_nothing(tmp_path, suffix):
+    import zstandard
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        info = tarfile.TarInfo("big")
+        info.size = 300000
+        tf.addfile(info, io.BytesIO(os.urandom(300000)))
+    plain = buf.getvalue()
+    cut = plain[:150000]                       # the header is whole; the data is not
+    if suffix == "tar.gz":
+        import gzip
+        cut = gzip.compress(cut, mtime=0)
+    elif suffix == "tar.zst":
+        cut = zstandard.ZstdCompressor().compress(plain)[:150000]
+    (tmp_path / f"cut.{suffix}").write_bytes(cut)
+    with pytest.raises(UnsafeArchive, match=rf"cut.{suffix}.*corrupt or truncated"):
+        extract(tmp_path / f"cut.{suffix}", tmp_path / "dest")
+    assert not (tmp_path / "dest").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
 def _deb(path: Path, data_name: bytes, payload: bytes) -> Path:
     with open(path, "wb") as f:
         f.write(b"!<arch>\n")
