@@ -229,6 +229,22 @@ def digest(files: dict[str, dict]) -> str:
                                      for k, v in files.items()})).hexdigest()
 
 
+def _first_difference(expected: dict[str, dict], actual: dict[str, dict]) -> str:
+    for path in sorted(set(expected) | set(actual)):
+        want, got = expected.get(path), actual.get(path)
+        if want is None:
+            return f"{path} is extra"
+        if got is None:
+            return f"{path} is missing"
+        if want.get("type") != got.get("type"):
+            return f"{path} is a {got.get('type')}, not a {want.get('type')}"
+        if want.get("sha256") != got.get("sha256"):
+            return f"{path}: expected sha256 {want.get('sha256')}, got {got.get('sha256')}"
+        if want.get("target") != got.get("target"):
+            return f"{path}: a link to {got.get('target')}, not to {want.get('target')}"
+    return "the contents differ"
+
+
 # --- context and keys -------------------------------------------------------
 
 @dataclass
@@ -383,9 +399,15 @@ class Workspace:
         key = self.key(decl, stages)
         entry = self.cache_entry(key)
         if entry.exists() and not self.forced(decl.name):
-            self._materialise(decl, key, entry)
-            log(f"{decl.name}: restored from the cache ({key[:16]})")
-            return "restored"
+            try:
+                self._materialise(decl, key, entry, self._recorded_files(key))
+                log(f"{decl.name}: restored from the cache ({key[:16]})")
+                return "restored"
+            except (OnlyDockerError, zstandard.ZstdError) as e:
+                # The cache is untrusted input too: a damaged entry is set
+                # aside for inspection, and the stage is built again.
+                kept = self._reject(key)
+                log(f"{decl.name}: the cache entry {key[:16]} is unusable ({e}); moved to {kept}; building")
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix=f"stage-{decl.name}-", dir=self._tmp()) as tmp:
             raw = Path(tmp) / "raw.tar"
@@ -410,7 +432,7 @@ class Workspace:
                 # the canonical bytes for this key, so they stay out of the cache.
                 source = Path(tmp) / "out.tar.zst"
                 self._compress(packed, source)
-            self._materialise(decl, key, source)
+            self._materialise(decl, key, source, files)
         log(f"{decl.name}: built ({key[:16]}) in {time.monotonic() - started:.1f} s")
         return "built"
 
@@ -424,8 +446,34 @@ class Workspace:
         entry = self.cache_entry(key)
         tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
         self._compress(tar_path, tmp)
-        (self.cache / f"{key}.json").write_text(json.dumps({"key": key, "files": files}, sort_keys=True))
+        record = self._record_path(key)
+        record_tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+        record_tmp.write_text(json.dumps({"key": key, "files": files}, sort_keys=True))
+        # The record first: an entry without one would be refused on restore.
+        os.replace(record_tmp, record)
         os.replace(tmp, entry)
+
+    def _record_path(self, key: str) -> Path:
+        return self.cache / f"{key}.json"
+
+    def _recorded_files(self, key: str) -> dict:
+        """What the entry held when it was stored: path -> type and sha256."""
+        try:
+            record = json.loads(self._record_path(key).read_text())
+            files = record["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise BuildError(f"no readable record {self._record_path(key)} of what it holds") from None
+        if record.get("key") != key or not isinstance(files, dict):
+            raise BuildError(f"its record {self._record_path(key)} is of another entry")
+        return files
+
+    def _reject(self, key: str) -> Path:
+        rejected = self.cache / "rejected"
+        rejected.mkdir(parents=True, exist_ok=True)
+        for path in (self.cache_entry(key), self._record_path(key)):
+            if path.exists():
+                os.replace(path, rejected / path.name)
+        return rejected
 
     @staticmethod
     def _compress(tar_path: Path, dest: Path) -> None:
@@ -433,9 +481,10 @@ class Workspace:
         with open(tar_path, "rb") as src, open(dest, "wb") as dst:
             cctx.copy_stream(src, dst)
 
-    def _materialise(self, decl: StageDecl, key: str, entry: Path) -> None:
+    def _materialise(self, decl: StageDecl, key: str, entry: Path, expected: dict) -> None:
         """Unpack a cache entry (untrusted: checked like any archive) into
-        out/, then write the manifest last: without it, nothing counts."""
+        out/, check every file against `expected` (what was stored), then
+        write the manifest last: without it, nothing counts."""
         from .unpack import extract
         dest = self.stage_dir(decl.name)
         self.manifest_path(decl.name).unlink(missing_ok=True)
@@ -446,6 +495,9 @@ class Workspace:
             dest.parent.mkdir(parents=True, exist_ok=True)
             extract(reader, dest, absolute_symlinks=True)
         files = manifest_of_tree(dest)
+        if digest(files) != digest(expected):
+            shutil.rmtree(dest)
+            raise BuildError(f"{entry} does not hold what was stored: {_first_difference(expected, files)}")
         manifest = {"stage": decl.name, "key": key, "digest": digest(files), "lane": self.lane}
         tmp = self.manifest_path(decl.name).with_suffix(".tmp")
         tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")

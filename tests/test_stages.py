@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from tests import workspace as wsmod
 
@@ -136,6 +139,48 @@ def test_a_changed_output_is_stale_and_restored_from_the_cache(tiny):
     binary.write_bytes(b"tampered")
     assert wsmod.events(tiny.doit("lock=test.lock")).get("hello") == "restored"
     assert binary.read_bytes() != b"tampered"
+
+
+def _hello_entry(tiny) -> Path:
+    manifest = tiny.out(tiny.lane) / "stages" / "hello.manifest.json"
+    key = json.loads(manifest.read_text())["key"]
+    return Path(tiny.env["ONLYDOCKER_STAGE_CACHE"]) / f"{key}.tar.zst"
+
+
+@pytest.mark.parametrize("damage", ["other bytes", "truncated", "no record"])
+def test_a_damaged_cache_entry_is_set_aside_and_the_stage_built_again(tiny, damage):
+    tiny.doit("lock=test.lock")
+    entry = _hello_entry(tiny)
+    if damage == "other bytes":
+        # A well-formed entry whose file is not what the record says.
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+            info = tarfile.TarInfo("bin")
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tf.addfile(info)
+            info = tarfile.TarInfo("bin/hello")
+            info.size, info.mode = 8, 0o755
+            tf.addfile(info, io.BytesIO(b"tampered"))
+        entry.write_bytes(zstandard.ZstdCompressor().compress(buf.getvalue()))
+        why = "bin/hello: expected sha256"
+    elif damage == "truncated":
+        entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])
+        why = "corrupt or truncated archive"
+    else:
+        entry.with_suffix("").with_suffix(".json").unlink()
+        why = "no readable record"
+    shutil.rmtree(tiny.out(tiny.lane))          # a fresh out/: everything comes from the cache
+    r = tiny.doit("lock=test.lock")
+    ran = wsmod.events(r)
+    assert ran["hello"] == "built" and ran["pkg"] == "restored", ran
+    assert why in r.stdout, r.stdout
+    assert (entry.parent / "rejected" / entry.name).exists()
+    binary = tiny.out(tiny.lane) / "stages" / "hello" / "bin" / "hello"
+    assert b"tampered" not in binary.read_bytes()
+    assert (tiny.out(tiny.lane) / "stages" / "pkg" / "said").read_text() == "hello, patched\n"
+    # The rebuilt entry is good again: the next fresh out/ restores it.
+    shutil.rmtree(tiny.out(tiny.lane))
+    assert wsmod.events(tiny.doit("lock=test.lock"))["hello"] == "restored"
 
 
 def _start_slow(tiny, seconds: int) -> subprocess.Popen:
