@@ -19,7 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -29,6 +29,7 @@ import requests
 from .config import MIRROR_SCHEMES, Settings
 from .errors import FetchError, HashMismatch, OnlyDockerError, UnpinnedSource
 from .hashing import CHUNK, MultiHasher
+from .progress import Heartbeat
 
 CONNECT_TIMEOUT = 15
 READ_TIMEOUT = 60
@@ -343,18 +344,22 @@ class Fetcher:
     def _copy(self, read, out, h: MultiHasher, source, url: str, total: int | None = None,
               progress: bool = False) -> None:
         """Copy until EOF, hashing; refuse to go past the pinned size. Long
-        downloads show a tqdm bar on a terminal, else a line at each end."""
+        downloads show a tqdm bar on a terminal, else (a CI log) a line at
+        each end and one every 30 s with how far it got."""
         expect = total or source.size or 0
+        shown = progress and expect >= PROGRESS_MIN
         bar = None
         started = time.monotonic()
-        if progress and expect >= PROGRESS_MIN:
-            if sys.stderr.isatty():
+        with ExitStack() as stack:
+            beat = None
+            if shown and sys.stderr.isatty():
                 from tqdm import tqdm
-                bar = tqdm(total=expect, initial=h.size, unit="B", unit_scale=True, desc=source.file, leave=False)
-            else:
+                bar = stack.enter_context(tqdm(total=expect, initial=h.size, unit="B", unit_scale=True,
+                                               desc=source.file, leave=False))
+            elif shown:
                 _log(f"fetch {source.file}: {expect / 1e6:.1f} MB from {url}"
                      + (f" (resuming at {h.size} bytes)" if h.size else ""))
-        try:
+                beat = stack.enter_context(Heartbeat(lambda text: _log(f"fetch {source.file} {text}")))
             while True:
                 chunk = read(CHUNK)
                 if not chunk:
@@ -365,10 +370,9 @@ class Fetcher:
                 out.write(chunk)
                 if bar:
                     bar.update(len(chunk))
-        finally:
-            if bar:
-                bar.close()
-        if progress and expect >= PROGRESS_MIN:
+                elif beat:
+                    beat.note(f"{h.size / 1e6:.1f} of {expect / 1e6:.1f} MB")
+        if shown:
             _log(f"fetch {source.file}: {h.size} bytes in {time.monotonic() - started:.1f} s")
 
 

@@ -350,3 +350,27 @@ def test_two_processes_fetching_at_once_download_once(httpserver, settings):
     assert results == [str(settings.cache_dir / "sources" / "sha256" / SHA)] * 2
     assert len(httpserver.log) == 1
     assert Path(results[0]).read_bytes() == BODY
+
+
+def test_a_long_download_in_a_log_says_every_so_often_how_far_it_got(settings, monkeypatch, httpserver, capsys):
+    import functools
+    import re
+
+    from onlydocker.progress import Heartbeat
+    monkeypatch.setattr("onlydocker.fetch.PROGRESS_MIN", 1)
+    monkeypatch.setattr("onlydocker.fetch.Heartbeat", functools.partial(Heartbeat, every=0.1))
+    quarter = len(BODY) // 4
+
+    def trickle(request):
+        def body():
+            for i in range(0, len(BODY), quarter):
+                yield BODY[i:i + quarter]
+                time.sleep(0.3)
+        return Response(body(), headers={"Content-Length": str(len(BODY))})
+    httpserver.expect_request("/blob").respond_with_handler(trickle)
+    assert Fetcher(settings).fetch(source([httpserver.url_for("/blob")])).read_bytes() == BODY
+    err = capsys.readouterr().err      # not a terminal here: lines, not a bar
+    progress = re.findall(r"^fetch blob\S* \[\s*[\d.]+ s\] ([\d.]+) of 1\.0 MB$", err, re.M)
+    assert len(progress) >= 2, err
+    assert [float(p) for p in progress] == sorted(float(p) for p in progress) and float(progress[0]) < 1.0
+    assert re.search(rf"^fetch blob\S*: {len(BODY)} bytes in [\d.]+ s$", err, re.M), err
