@@ -8,10 +8,13 @@ from pathlib import Path
 from doit import get_var
 
 from onlydocker.hashing import ContentChecker
+from onlydocker.report import Reporter, quiet_on_closed_pipe
 from onlydocker.tasks import build_tasks, workspace_from_env
 
+quiet_on_closed_pipe()
 settings, workspace = workspace_from_env(get_var("lock", None), root=Path(__file__).resolve().parent)
 workspace.out.mkdir(parents=True, exist_ok=True)
+Reporter.log_dir = workspace.out / "logs"
 
 DOIT_CONFIG = {
     "default_tasks": ["build"],
@@ -22,6 +25,8 @@ DOIT_CONFIG = {
     # Stages wait on the engine: threads, not processes (see docs/design.md).
     "par_type": "thread",
     "verbosity": 2,
+    # Failures in one line each, never a function's repr (onlydocker/report.py).
+    "reporter": Reporter,
 }
 
 

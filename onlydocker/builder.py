@@ -13,18 +13,19 @@ import datetime
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import zstandard
 
-from . import engine
+from . import atomic, engine
 from .errors import BuildError, ConfigError
+from .hashing import sha256_file
 
 VERSION = "1"
 ZSTD_LEVEL = 10
@@ -129,20 +130,6 @@ def _bootstrap(lock_builder, settings, epoch: int, log_path: Path, work: Path) -
     return tar, seconds
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _write_json(path: Path, record: dict) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def _previous(index: Path, key: str, sha: str) -> dict | None:
     """The latest earlier record for the same input key with another tar."""
     found = []
@@ -156,74 +143,108 @@ def _previous(index: Path, key: str, sha: str) -> dict | None:
     return max(found, key=lambda r: r.get("created", ""), default=None)
 
 
-def _import(client, entry: Path, sha: str, tag: str) -> None:
-    """docker import of the decompressed cache entry, checking on the way that
-    its bytes are the tar they claim to be (cache entries are untrusted)."""
-    print(f"builder: importing {entry.name} into the engine as {tag}", file=sys.stderr)
+def _tar_sha256(entry: Path) -> str:
     h = hashlib.sha256()
     with open(entry, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as reader:
-        def chunks():
-            while b := reader.read(1 << 20):
-                h.update(b)
-                yield b
-        engine.import_image(client, chunks(), tag)
-    if h.hexdigest() != sha:
-        try:
-            client.images.remove(tag, force=True)
-        except Exception:
-            pass
-        raise BuildError(f"builder cache entry {entry}: its tar has sha256 {h.hexdigest()}, not {sha} as its "
+        while b := reader.read(1 << 20):
+            h.update(b)
+    return h.hexdigest()
+
+
+def _import(client, entry: Path, sha: str, tag: str) -> None:
+    """docker import of the decompressed cache entry, once its bytes are known
+    to be the tar its name says (cache entries are untrusted: a wrong tar is
+    never imported, not even for a moment)."""
+    try:
+        actual = _tar_sha256(entry)
+    except (OSError, zstandard.ZstdError) as e:
+        raise BuildError(f"builder cache entry {entry} is unreadable ({e}); delete it and run again "
+                         f"to rebuild") from None
+    if actual != sha:
+        raise BuildError(f"builder cache entry {entry}: its tar has sha256 {actual}, not {sha} as its "
                          f"name says; delete it and run again to rebuild")
+    print(f"builder: importing {entry.name} into the engine as {tag}", file=sys.stderr)
+    with open(entry, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as reader:
+        engine.import_image(client, iter(lambda: reader.read(1 << 20), b""), tag)
+
+
+def _read_record(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def ensure(client, lock_builder, settings, source_date_epoch: int, log_path: Path, *,
            rebuild: bool = False) -> BuilderImage:
     """The builder image for `lock_builder`: from the cache when an earlier
     bootstrap had the same input key (unless `rebuild`), else bootstrapped with
-    mmdebstrap, stored and recorded; imported into the engine when missing."""
+    mmdebstrap, stored and recorded; imported into the engine when missing.
+    Runs that share the cache bootstrap one input key one at a time: the
+    others wait, then take the result from the cache."""
     key = input_key(lock_builder, settings, source_date_epoch)
     index = _index(settings)
     index.mkdir(parents=True, exist_ok=True)
     by_input = index / f"input-{key}.json"
-    try:
-        record = json.loads(by_input.read_text()) if by_input.exists() else None
-    except ValueError:
-        record = None
-    entry = index / f"{record['tar_sha256']}.tar.zst" if record else None
 
-    if rebuild or record is None or not entry.exists():
-        with tempfile.TemporaryDirectory(prefix=".builder-", dir=index) as tmp:
-            tar, seconds = _bootstrap(lock_builder, settings, source_date_epoch, log_path, Path(tmp))
-            sha = _sha256_file(tar)
-            packages = packages_in(tar)
-            previous = _previous(index, key, sha)
-            changes = changed_packages(previous["packages"], packages) if previous else []
-            if previous:
-                print(f"builder: the archive has moved on since the bootstrap of {previous.get('created', '?')} "
-                      f"(tar {previous['tar_sha256'][:16]} -> {sha[:16]}); changed packages:\n  "
-                      + ("\n  ".join(changes) or "(none: same versions, other bytes)"), file=sys.stderr)
-            entry = index / f"{sha}.tar.zst"
-            if not entry.exists():
-                part = entry.with_name(f".{entry.name}.part")
-                with open(tar, "rb") as src, open(part, "wb") as dst:
-                    # Fixed level, single-threaded: the same tar gives the same .zst.
-                    zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=0).copy_stream(src, dst)
-                os.replace(part, entry)
-            record = {
-                "input_key": key, "tar_sha256": sha, "tar_size": tar.stat().st_size, "packages": packages,
-                "suite": lock_builder.suite, "variant": lock_builder.variant,
-                "source_date_epoch": source_date_epoch,
-                "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "bootstrap_seconds": round(seconds, 1),
-                "compression": f"zstd level {ZSTD_LEVEL}, single-threaded, zstandard {zstandard.__version__}",
-                "changed_since_previous": changes,
-                "previous_tar_sha256": previous["tar_sha256"] if previous else None,
-            }
-            _write_json(index / f"{sha}.json", record)
-            _write_json(by_input, record)
+    def cached() -> dict | None:
+        record = _read_record(by_input)
+        if record is None or not (index / f"{record.get('tar_sha256')}.tar.zst").exists():
+            return None
+        return record
+
+    record = None if rebuild else cached()
+    if record is None:
+        say = lambda text: print(f"builder: {text}", file=sys.stderr, flush=True)  # noqa: E731
+        with atomic.entry_lock(index / "locks" / f"input-{key}.lock", "making the builder", say):
+            atomic.clear_leftovers(by_input)
+            record = None if rebuild else cached()
+            if record is None:
+                record = _bootstrap_and_store(lock_builder, settings, source_date_epoch, log_path, index, key)
+            else:
+                say("another run made it meanwhile: taken from the cache")
 
     sha = record["tar_sha256"]
+    entry = index / f"{sha}.tar.zst"
     tag = f"onlydocker-builder:{sha[:16]}"
     if not engine.image_exists(client, tag):
         _import(client, entry, sha, tag)
     return BuilderImage(tag=tag, tar_sha256=sha, packages=list(record["packages"]), input_key=key)
+
+
+def _bootstrap_and_store(lock_builder, settings, source_date_epoch: int, log_path: Path,
+                         index: Path, key: str) -> dict:
+    """Bootstrap, then cache the tar (by its sha256) and its record. Called
+    under the input key's lock."""
+    work = index / f".input-{key}.json.{os.getpid()}{atomic.TMP_SUFFIX}"   # cleared as a leftover if we die
+    work.mkdir()
+    try:
+        tar, seconds = _bootstrap(lock_builder, settings, source_date_epoch, log_path, work)
+        sha = sha256_file(tar)
+        packages = packages_in(tar)
+        previous = _previous(index, key, sha)
+        changes = changed_packages(previous["packages"], packages) if previous else []
+        if previous:
+            print(f"builder: the archive has moved on since the bootstrap of {previous.get('created', '?')} "
+                  f"(tar {previous['tar_sha256'][:16]} -> {sha[:16]}); changed packages:\n  "
+                  + ("\n  ".join(changes) or "(none: same versions, other bytes)"), file=sys.stderr)
+        entry = index / f"{sha}.tar.zst"
+        if not entry.exists():
+            with open(tar, "rb") as src, atomic.replacing(entry) as dst:
+                # Fixed level, single-threaded: the same tar gives the same .zst.
+                zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=0).copy_stream(src, dst)
+        record = {
+            "input_key": key, "tar_sha256": sha, "tar_size": tar.stat().st_size, "packages": packages,
+            "suite": lock_builder.suite, "variant": lock_builder.variant,
+            "source_date_epoch": source_date_epoch,
+            "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "bootstrap_seconds": round(seconds, 1),
+            "compression": f"zstd level {ZSTD_LEVEL}, single-threaded, zstandard {zstandard.__version__}",
+            "changed_since_previous": changes,
+            "previous_tar_sha256": previous["tar_sha256"] if previous else None,
+        }
+        atomic.write_json(index / f"{sha}.json", record)
+        atomic.write_json(index / f"input-{key}.json", record)
+        return record
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

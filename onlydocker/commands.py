@@ -11,6 +11,7 @@ from doit.cmd_base import Command
 
 from . import config, lock
 from .errors import OnlyDockerError
+from .report import quiet_on_closed_pipe
 
 OPT_LOCK = {
     "name": "lock",
@@ -22,6 +23,7 @@ OPT_LOCK = {
 
 
 def _settings(params) -> config.Settings:
+    quiet_on_closed_pipe()
     return config.load(lock=params.get("lock") or None, root=Path.cwd() if (Path.cwd() / "dodo.py").exists()
                        else config.PROJECT_ROOT)
 

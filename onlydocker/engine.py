@@ -119,6 +119,12 @@ def image_exists(client: docker.DockerClient, tag: str) -> bool:
         return False
 
 
+# Limits of every build container: a kernel build at -j2 peaks near 2 GiB and
+# a few hundred processes; a runaway build stops here instead of taking the machine.
+MEMORY_LIMIT = "8g"
+PIDS_LIMIT = 4096
+
+
 @dataclass
 class RunSpec:
     image: str
@@ -126,9 +132,20 @@ class RunSpec:
     env: dict[str, str]
     workdir: str = "/build"
     hostname: str = "onlydocker-build"
-    user: str = "0:0"
+    # uid:gid the container runs as; the inputs are copied in owned by it.
+    # Not root, no capabilities, no new privileges, unless `root` (a stage
+    # that says so in its stage.toml): then uid 0 with Docker's default set.
+    user: str = "1000:1000"
+    root: bool = False
     inputs: list[tuple[Path, str]] = field(default_factory=list)   # host file or dir -> absolute container path
     output_path: str = "/build/out"
+
+    @property
+    def owner(self) -> tuple[int, int]:
+        if self.root:
+            return 0, 0
+        uid, _, gid = self.user.partition(":")
+        return int(uid), int(gid or uid)
 
 
 BLOCK = 512
@@ -141,13 +158,25 @@ def _dir_info(name: str, mtime: int = 0) -> tarfile.TarInfo:
     return info
 
 
-def _entries(inputs: list[tuple[Path, str]]) -> Iterator[tuple[tarfile.TarInfo, Path | None]]:
+def _entries(inputs: list[tuple[Path, str]], owner: tuple[int, int] = (0, 0), dirs: Iterable[str] = ()
+             ) -> Iterator[tuple[tarfile.TarInfo, Path | None]]:
     """Tar headers for the inputs, parents before children, each with the host
     file whose bytes follow it (None for directories and links). Modes, mtimes
-    and symlinks are kept; owners become 0:0; hardlinks within the inputs stay
-    hardlinks."""
+    and symlinks are kept; everything belongs to `owner` (uid, gid), the user
+    the build runs as; hardlinks within the inputs stay hardlinks. `dirs` are
+    directories made first (the build's working directory)."""
     made: set[str] = set()
     inodes: dict[tuple[int, int], str] = {}
+    for d in dirs:
+        name = posixpath.normpath(d).lstrip("/")
+        parts = name.split("/")
+        for i in range(1, len(parts) + 1):
+            sub = "/".join(parts[:i])
+            if sub not in made:
+                made.add(sub)
+                info = _dir_info(sub)
+                info.uid, info.gid = owner
+                yield info, None
     for host, target in inputs:
         host = Path(host)
         name = posixpath.normpath(target).lstrip("/")
@@ -160,7 +189,9 @@ def _entries(inputs: list[tuple[Path, str]]) -> Iterator[tuple[tarfile.TarInfo, 
             d = "/".join(parts[:i])
             if d not in made:
                 made.add(d)
-                yield _dir_info(d), None
+                info = _dir_info(d)
+                info.uid, info.gid = owner
+                yield info, None
         items = [(host, name)]
         if host.is_dir() and not host.is_symlink():
             # rglob does not descend into symlinked directories; sorting by parts puts parents first.
@@ -169,7 +200,7 @@ def _entries(inputs: list[tuple[Path, str]]) -> Iterator[tuple[tarfile.TarInfo, 
             st = os.lstat(path)
             info = tarfile.TarInfo(arc)
             info.mode, info.mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
-            info.uid = info.gid = 0
+            info.uid, info.gid = owner
             info.uname = info.gname = ""
             made.add(arc)
             if stat.S_ISDIR(st.st_mode):
@@ -193,7 +224,8 @@ def _entries(inputs: list[tuple[Path, str]]) -> Iterator[tuple[tarfile.TarInfo, 
                                   f"or symlink: refused")
 
 
-def tar_stream(inputs: list[tuple[Path, str]], chunk: int = 1 << 20) -> Iterator[bytes]:
+def tar_stream(inputs: list[tuple[Path, str]], chunk: int = 1 << 20,
+               owner: tuple[int, int] = (0, 0), dirs: Iterable[str] = ()) -> Iterator[bytes]:
     """A GNU tar of the inputs, produced piece by piece as it is sent: a 140 MB
     tarball crosses to the engine in 1 MiB reads, never whole in memory.
     Small pieces (headers) are gathered into chunks of at least 64 KiB so a
@@ -202,7 +234,7 @@ def tar_stream(inputs: list[tuple[Path, str]], chunk: int = 1 << 20) -> Iterator
     size = 0
 
     def pieces():
-        for info, path in _entries(inputs):
+        for info, path in _entries(inputs, owner, dirs):
             yield info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
             if path is None:
                 continue
@@ -244,7 +276,10 @@ def run(client: docker.DockerClient, spec: RunSpec, *, output_tar: Path | None, 
     try:
         container = client.containers.create(
             spec.image, spec.command, name=name, environment=spec.env, working_dir=spec.workdir,
-            hostname=spec.hostname, user=spec.user, network_mode="none", network_disabled=True,
+            hostname=spec.hostname, user="0:0" if spec.root else spec.user,
+            network_mode="none", network_disabled=True,
+            cap_drop=None if spec.root else ["ALL"], security_opt=["no-new-privileges"],
+            mem_limit=MEMORY_LIMIT, memswap_limit=MEMORY_LIMIT, pids_limit=PIDS_LIMIT,
             labels={"org.onlydocker.build": name_prefix})
     except docker.errors.ImageNotFound:
         raise BuildError(f"{what}: image {spec.image} is not in the engine: run `doit build:builder`") from None
@@ -253,13 +288,14 @@ def run(client: docker.DockerClient, spec: RunSpec, *, output_tar: Path | None, 
     tail: deque[str] = deque(maxlen=30)
     part = output_tar.with_name(f".{output_tar.name}.{name}.part") if output_tar is not None else None
     try:
-        if spec.inputs:
-            try:
-                ok = container.put_archive("/", tar_stream(spec.inputs))
-            except docker.errors.APIError as e:
-                raise EngineError(f"the engine refused the inputs of {name} ({what}): {e.explanation or e}") from None
-            if not ok:
-                raise EngineError(f"the engine refused the inputs of {name} ({what})")
+        # The inputs, and the working directory owned by the build's user
+        # (the engine would make it root's).
+        try:
+            ok = container.put_archive("/", tar_stream(spec.inputs, owner=spec.owner, dirs=[spec.workdir]))
+        except docker.errors.APIError as e:
+            raise EngineError(f"the engine refused the inputs of {name} ({what}): {e.explanation or e}") from None
+        if not ok:
+            raise EngineError(f"the engine refused the inputs of {name} ({what})")
         container.start()
         with open(log_path, "w", buffering=1) as log:     # line-buffered: `tail -f` follows it
             pending = b""

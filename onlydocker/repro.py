@@ -23,7 +23,7 @@ from pathlib import Path
 from .stage import Variation
 
 # What changes in the second build. TZ is a POSIX rule so it needs no tzdata.
-SECOND = Variation(hostname="repro-other-host", user="1000:1000", tz="EST+5",
+SECOND = Variation(hostname="repro-other-host", user="2000:2000", tz="EST+5",
                    locale="C.UTF-8", umask="002", jobs=3, faketime="+397d")
 HOST_ENV_SECOND = {"TZ": "JST-9", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
 

@@ -25,20 +25,18 @@ from typing import Callable, Iterable
 
 import zstandard
 
-from . import __version__
+from . import __version__, atomic
 from .errors import BuildError, HashMismatch, OnlyDockerError
 from .hashing import sha256_file
 from .progress import Heartbeat
+from .store import StageStore, compress_file
 
-STAGE_KEYS = {"description", "sources", "needs", "outputs", "artifacts", "kind", "function"}
+STAGE_KEYS = {"description", "sources", "needs", "outputs", "artifacts", "kind", "function", "root"}
 KINDS = {"container", "python"}
 PRELUDE = Path(__file__).with_name("prelude.sh")
 # Shell helpers shipped to /build/engine/ in every container stage.
 PACKAGE = Path(__file__).parent
 HELPERS = {"check-kconfig": Path(__file__).with_name("check-kconfig.sh")}
-# Stage outputs are cached as zstd tars: single-threaded and at a fixed level,
-# so the bytes depend only on the input and the pinned library version.
-ZSTD_LEVEL = 10
 
 
 def _imports_of(tree: ast.AST) -> Iterable[str]:
@@ -105,6 +103,7 @@ class StageDecl:
     kind: str = "container"
     function: str | None = None
     artifacts: tuple[tuple[str, str], ...] = ()   # (output path, name in dist/)
+    root: bool = False      # the build needs uid 0 in its container (none of ours does)
 
     def lane_dir(self, lane: str) -> Path:
         return self.dir / "lanes" / lane
@@ -142,13 +141,16 @@ def load_stage(path: Path) -> StageDecl:
         raise OnlyDockerError(f"{toml_path}: kind {kind!r} is not one of {sorted(KINDS)}")
     if kind == "python" and not data.get("function"):
         raise OnlyDockerError(f"{toml_path}: a python stage names its `function` (module:name)")
+    root = data.get("root", False)
+    if not isinstance(root, bool) or (root and kind != "container"):
+        raise OnlyDockerError(f"{toml_path}: root = true|false, for a container stage only")
     if kind == "container" and not (path / "build.sh").is_file():
         raise OnlyDockerError(f"{path}: a container stage needs build.sh")
     return StageDecl(
         name=path.name, dir=path, description=data["description"],
         sources=tuple(data.get("sources", ())), needs=tuple(data.get("needs", ())),
         outputs=tuple(data["outputs"]), kind=kind, function=data.get("function"),
-        artifacts=tuple(sorted(data.get("artifacts", {}).items())))
+        artifacts=tuple(sorted(data.get("artifacts", {}).items())), root=root)
 
 
 def load_stages(stages_dir: Path) -> dict[str, StageDecl]:
@@ -267,7 +269,7 @@ class Variation:
     """Conditions inside the build container. The default is the canonical
     build; `doit repro` varies every field to prove the outputs ignore them."""
     hostname: str = "onlydocker"
-    user: str = "0:0"
+    user: str = "1000:1000"
     tz: str = "UTC"
     locale: str = "C"
     umask: str = "022"
@@ -289,11 +291,10 @@ class Workspace:
     """Where one lane's build lives and what it is built from."""
     root: Path                      # the project tree (stages/, patches/)
     out: Path                       # out/<lane>
-    cache: Path                     # stage cache folder
+    store: StageStore               # the stage cache
     lock: object                    # onlydocker.lock.Lock
     fetcher: object                 # onlydocker.fetch.Fetcher
     variation: Variation = Variation()
-    builder_record: Path | None = None
     # Stages to build from scratch whatever the cache holds, and never cache
     # (`doit repro`'s second build); "all" for every stage.
     rebuild: frozenset[str] = frozenset()
@@ -315,7 +316,7 @@ class Workspace:
         return self.out / "logs" / f"{name}.log"
 
     def builder(self) -> dict:
-        path = self.builder_record or self.out / "builder.json"
+        path = self.out / "builder.json"
         try:
             return json.loads(path.read_text())
         except FileNotFoundError:
@@ -388,26 +389,37 @@ class Workspace:
 
     # --- build or restore ---------------------------------------------------
 
-    def cache_entry(self, key: str) -> Path:
-        return self.cache / f"{key}.tar.zst"
-
     def run(self, decl: StageDecl, stages: dict[str, StageDecl], log: Callable[[str], None] = print) -> str:
         """Make the stage's outputs present in out/: restore or build. Returns
-        "up-to-date", "restored" or "built"."""
+        "up-to-date", "restored" or "built". Several runs may share the store:
+        one of them builds a key while the others wait, then restore it."""
         if self.materialised(decl, stages):
             return "up-to-date"
         key = self.key(decl, stages)
-        entry = self.cache_entry(key)
-        if entry.exists() and not self.forced(decl.name):
-            try:
-                self._materialise(decl, key, entry, self._recorded_files(key))
-                log(f"{decl.name}: restored from the cache ({key[:16]})")
+        if self.forced(decl.name):
+            return self._build(decl, key, log, store=False)
+        if self._restore(decl, key, log):
+            return "restored"
+        with self.store.producing(key, f"building stage {decl.name} ({key[:16]})", log):
+            if self._restore(decl, key, log):      # another run built it while we waited
                 return "restored"
-            except (OnlyDockerError, zstandard.ZstdError) as e:
-                # The cache is untrusted input too: a damaged entry is set
-                # aside for inspection, and the stage is built again.
-                kept = self._reject(key)
-                log(f"{decl.name}: the cache entry {key[:16]} is unusable ({e}); moved to {kept}; building")
+            return self._build(decl, key, log, store=self.variation.canonical)
+
+    def _restore(self, decl: StageDecl, key: str, log: Callable[[str], None]) -> bool:
+        if not self.store.has(key):
+            return False
+        try:
+            self._materialise(decl, key, self.store.entry(key), self.store.recorded_files(key))
+        except (OnlyDockerError, zstandard.ZstdError) as e:
+            # The cache is untrusted input too: a damaged entry is set
+            # aside for inspection, and the stage is built again.
+            kept = self.store.reject(key)
+            log(f"{decl.name}: the cache entry {key[:16]} is unusable ({e}); moved to {kept}; building")
+            return False
+        log(f"{decl.name}: restored from the cache ({key[:16]})")
+        return True
+
+    def _build(self, decl: StageDecl, key: str, log: Callable[[str], None], store: bool) -> str:
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix=f"stage-{decl.name}-", dir=self._tmp()) as tmp:
             raw = Path(tmp) / "raw.tar"
@@ -424,14 +436,13 @@ class Workspace:
             if missing:
                 raise BuildError(f"stage {decl.name}: declared outputs missing: {', '.join(missing)} "
                                  f"(log: {self.log_path(decl.name)})")
-            if self.variation.canonical and not self.forced(decl.name):
-                self._store(key, packed, files)
-                source = entry
+            if store:
+                source = self.store.put(key, packed, files)
             else:
-                # Outputs of a varied build prove something; they are not
-                # the canonical bytes for this key, so they stay out of the cache.
+                # Outputs of a varied or forced build prove something; they are
+                # not the canonical bytes for this key, so they stay out of the cache.
                 source = Path(tmp) / "out.tar.zst"
-                self._compress(packed, source)
+                compress_file(packed, source)
             self._materialise(decl, key, source, files)
         log(f"{decl.name}: built ({key[:16]}) in {time.monotonic() - started:.1f} s")
         return "built"
@@ -440,46 +451,6 @@ class Workspace:
         d = self.out / "tmp"
         d.mkdir(parents=True, exist_ok=True)
         return d
-
-    def _store(self, key: str, tar_path: Path, files: dict) -> None:
-        self.cache.mkdir(parents=True, exist_ok=True)
-        entry = self.cache_entry(key)
-        tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
-        self._compress(tar_path, tmp)
-        record = self._record_path(key)
-        record_tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
-        record_tmp.write_text(json.dumps({"key": key, "files": files}, sort_keys=True))
-        # The record first: an entry without one would be refused on restore.
-        os.replace(record_tmp, record)
-        os.replace(tmp, entry)
-
-    def _record_path(self, key: str) -> Path:
-        return self.cache / f"{key}.json"
-
-    def _recorded_files(self, key: str) -> dict:
-        """What the entry held when it was stored: path -> type and sha256."""
-        try:
-            record = json.loads(self._record_path(key).read_text())
-            files = record["files"]
-        except (OSError, ValueError, KeyError, TypeError):
-            raise BuildError(f"no readable record {self._record_path(key)} of what it holds") from None
-        if record.get("key") != key or not isinstance(files, dict):
-            raise BuildError(f"its record {self._record_path(key)} is of another entry")
-        return files
-
-    def _reject(self, key: str) -> Path:
-        rejected = self.cache / "rejected"
-        rejected.mkdir(parents=True, exist_ok=True)
-        for path in (self.cache_entry(key), self._record_path(key)):
-            if path.exists():
-                os.replace(path, rejected / path.name)
-        return rejected
-
-    @staticmethod
-    def _compress(tar_path: Path, dest: Path) -> None:
-        cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=0)
-        with open(tar_path, "rb") as src, open(dest, "wb") as dst:
-            cctx.copy_stream(src, dst)
 
     def _materialise(self, decl: StageDecl, key: str, entry: Path, expected: dict) -> None:
         """Unpack a cache entry (untrusted: checked like any archive) into
@@ -499,24 +470,52 @@ class Workspace:
             shutil.rmtree(dest)
             raise BuildError(f"{entry} does not hold what was stored: {_first_difference(expected, files)}")
         manifest = {"stage": decl.name, "key": key, "digest": digest(files), "lane": self.lane}
-        tmp = self.manifest_path(decl.name).with_suffix(".tmp")
-        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, self.manifest_path(decl.name))
+        atomic.write_json(self.manifest_path(decl.name), manifest)
 
     def _verified_sources(self, decl: StageDecl) -> list[tuple[object, Path]]:
-        """The stage's sources, re-hashed now: the cache is untrusted too."""
+        """The stage's sources, re-hashed now (the cache is untrusted too),
+        and checked as archives before anything uses them."""
         out = []
         for s in self.sources_of(decl):
             path = self.fetcher.fetch(s, progress=False)
             actual = sha256_file(path)
             if actual != s.sha256:
                 raise HashMismatch(f"cached {s.file} ({path})", "sha256", s.sha256, actual)
+            self.check_source(s, path)
             out.append((s, path))
         return out
 
+    # --- sources as archives ------------------------------------------------
+
+    def _checked_marker(self, source) -> Path:
+        return self.out / "checked" / source.sha256
+
+    @staticmethod
+    def _checker_verdict(source) -> str:
+        # The verdict holds for these bytes (the marker's name), under this
+        # file name (which says tar, .deb or plain) and this checker's code.
+        return f"{source.file} {sha256_file(PACKAGE / 'unpack.py')}\n"
+
+    def source_checked(self, source) -> bool:
+        try:
+            return self._checked_marker(source).read_text() == self._checker_verdict(source)
+        except OSError:
+            return False
+
+    def check_source(self, source, path: Path) -> None:
+        """Check every member of a tar or .deb source on the host (unpack.py):
+        once per tree for given bytes, since a 140 MB kernel tarball takes
+        about 10 s. The verdict is kept in out/, not in the shared cache:
+        whoever can write the cache must not be able to vouch for an archive."""
+        from .unpack import check_source
+        if self.source_checked(source):
+            return
+        check_source(path, source.file)
+        self._checked_marker(source).parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(self._checked_marker(source), self._checker_verdict(source))
+
     def _build_container(self, decl: StageDecl, raw_tar: Path) -> None:
         from . import engine
-        from .unpack import check_archive
         v = self.variation
         sources = self._verified_sources(decl)
         inputs: list[tuple[Path, str]] = [(PRELUDE, "/build/engine/prelude.sh")]
@@ -528,7 +527,6 @@ class Workspace:
             for rel, path in decl.files(self.lane):
                 inputs.append((path, f"/build/stage/{rel}"))
             for s, path in sources:
-                check_archive(path)
                 inputs.append((path, f"/build/sources/{s.file}"))
                 for rel, p in self.patches(s):
                     inputs.append((p, f"/build/patches/{rel}"))
@@ -554,9 +552,9 @@ class Workspace:
                 env["FAKETIME"] = v.faketime
                 env["ONLYDOCKER_FAKETIME"] = "1"
             env["ONLYDOCKER_UMASK"] = v.umask
-            env["ONLYDOCKER_BUILD_USER"] = v.user
             spec = engine.RunSpec(image=self.builder()["tag"], command=["sh", "/build/engine/prelude.sh"],
-                                  env=env, workdir="/build", hostname=v.hostname, inputs=inputs)
+                                  env=env, workdir="/build", hostname=v.hostname, inputs=inputs,
+                                  user=v.user, root=decl.root)
             client = engine.connect()
             self.log_path(decl.name).parent.mkdir(parents=True, exist_ok=True)
             try:

@@ -10,15 +10,17 @@ import fcntl
 import json
 import os
 import shutil
-import sys
 import threading
 from pathlib import Path
 
+from . import atomic
 from . import config as config_mod
 from . import lock as lock_mod
 from .errors import OnlyDockerError
+from .report import run_reporting
 from .fetch import Fetcher
 from .stage import Variation, Workspace, load_stages
+from .store import StageStore
 
 
 class RunLock:
@@ -60,24 +62,34 @@ def workspace_from_env(lock_path: str | None = None, root: Path | None = None) -
     variation = Variation(**json.loads(os.environ["ONLYDOCKER_VARIATION"])) \
         if os.environ.get("ONLYDOCKER_VARIATION") else Variation()
     rebuild = frozenset(filter(None, os.environ.get("ONLYDOCKER_REBUILD", "").split(",")))
-    ws = Workspace(root=settings.root, out=out, cache=cache, lock=lock,
+    ws = Workspace(root=settings.root, out=out, store=StageStore(cache), lock=lock,
                    fetcher=Fetcher(settings), variation=variation, rebuild=rebuild)
     return settings, ws
 
 
-def _guard(run_lock: RunLock, fn):
-    """A doit python-action: take the run lock, then report our errors as a
-    clean failure (doit prints the message, not a traceback)."""
+def _guard(run_lock: RunLock, fn, what: str, log_path: Path):
+    """A doit python-action: take the run lock, then run `fn`; a failure is
+    said in one line (see report.py), an unexpected one with its traceback
+    appended to `log_path`."""
     def action():
-        try:
+        def body():
             run_lock.acquire()
             fn()
-        except OnlyDockerError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return False
-        return None
+        return run_reporting(what, body, log_path)
     action.__name__ = getattr(fn, "__name__", "action")
     return action
+
+
+def _unless_failing(check):
+    """An up-to-date check that fails says "not up to date": the task's
+    action then meets the same cause and reports it in one line (doit
+    would end the whole run with a traceback)."""
+    def uptodate():
+        try:
+            return bool(check())
+        except Exception:
+            return False
+    return uptodate
 
 
 def build_tasks(settings: config_mod.Settings, ws: Workspace):
@@ -92,9 +104,13 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
     for s in ws.lock.sources:
         yield {
             "name": f"fetch:{s.name}",
-            "doc": f"fetch and verify {s.file}",
-            "actions": [_guard(run_lock, lambda s=s: ws.fetcher.fetch(s))],
-            "uptodate": [lambda s=s: s.pinned and ws.fetcher.cache_path(s).exists()],
+            "doc": f"fetch and verify {s.file}, and check it as an archive",
+            # Checked as an archive right after the fetch, off the kernel's
+            # critical path (beside the builder's bootstrap).
+            "actions": [_guard(run_lock, lambda s=s: ws.check_source(s, ws.fetcher.fetch(s)),
+                               f"fetch {s.file}", ws.log_path("fetch"))],
+            "uptodate": [_unless_failing(lambda s=s: s.pinned and ws.fetcher.cache_path(s).exists()
+                                          and ws.source_checked(s))],
             "verbosity": 2,
         }
 
@@ -105,11 +121,8 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
         img = builder_mod.ensure(engine.connect(), ws.lock.builder, settings,
                                  ws.lock.lane.source_date_epoch, ws.log_path("builder"))
         record.parent.mkdir(parents=True, exist_ok=True)
-        tmp = record.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"tag": img.tag, "tar_sha256": img.tar_sha256,
-                                   "input_key": img.input_key, "packages": img.packages},
-                                  indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, record)
+        atomic.write_json(record, {"tag": img.tag, "tar_sha256": img.tar_sha256,
+                                   "input_key": img.input_key, "packages": img.packages})
 
     def builder_uptodate():
         try:
@@ -123,9 +136,9 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
     yield {
         "name": "builder",
         "doc": f"the builder image ({ws.lock.builder.suite}, made with mmdebstrap)",
-        "actions": [_guard(run_lock, make_builder)],
+        "actions": [_guard(run_lock, make_builder, "builder", ws.log_path("builder"))],
         "targets": [str(record)],
-        "uptodate": [builder_uptodate],
+        "uptodate": [_unless_failing(builder_uptodate)],
         "verbosity": 2,
     }
 
@@ -139,11 +152,11 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
         yield {
             "name": decl.name,
             "doc": decl.description,
-            "actions": [_guard(run_lock, lambda d=decl: ws.run(d, stages))],
+            "actions": [_guard(run_lock, lambda d=decl: ws.run(d, stages), f"stage {decl.name}", ws.log_path(decl.name))],
             "file_dep": file_dep,
             "task_dep": task_dep,
             "targets": [str(ws.manifest_path(decl.name))],
-            "uptodate": [lambda d=decl: ws.materialised(d, stages)],
+            "uptodate": [_unless_failing(lambda d=decl: ws.materialised(d, stages))],
             "verbosity": 2,
         }
 
@@ -151,8 +164,8 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
     yield {
         "name": "dist",
         "doc": "publish the artifacts to out/<lane>/dist with SHA256SUMS, signatures and provenance",
-        "actions": [_guard(run_lock, lambda: dist_mod.publish(ws, stages, settings))],
+        "actions": [_guard(run_lock, lambda: dist_mod.publish(ws, stages, settings), "dist", ws.log_path("dist"))],
         "file_dep": manifests,
-        "uptodate": [lambda: dist_mod.is_current(ws, stages, settings)],
+        "uptodate": [_unless_failing(lambda: dist_mod.is_current(ws, stages, settings))],
         "verbosity": 2,
     }

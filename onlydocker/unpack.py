@@ -134,7 +134,7 @@ def _open(source, stack: ExitStack) -> tuple[tarfile.TarFile, str]:
         path = Path(source)
         label = str(path)
         f = stack.enter_context(open(path, "rb"))
-        if path.name.endswith((".deb", ".udeb")):
+        if path.name.endswith(DEB_SUFFIXES):
             member, f = _deb_data(f, label)
             label = f"{path} ({member})"
             stack.enter_context(f)
@@ -160,17 +160,74 @@ def _members(tf: tarfile.TarFile, label: str):
         yield m
 
 
-def check_archive(path: str | os.PathLike) -> None:
-    """Stream through an archive and refuse it if any member is unsafe.
-    A file that is neither a tar nor a .deb (by name) is not an archive: a
-    plain file is copied as it is, so there is nothing to check."""
-    name = Path(path).name
-    if not name.endswith(TAR_SUFFIXES + (".deb", ".udeb")):
-        return
+# What a lock's file name promises, and the magic bytes that must back it.
+_COMPRESSIONS = {
+    "gzip": ((".tar.gz", ".tgz"), b"\x1f\x8b"),
+    "bzip2": ((".tar.bz2", ".tbz2"), b"BZh"),
+    "xz": ((".tar.xz", ".txz"), b"\xfd7zXZ\x00"),
+    "zstd": ((".tar.zst", ".tzst"), ZSTD_MAGIC),
+}
+DEB_SUFFIXES = (".deb", ".udeb")
+
+
+def kind_of(file_name: str) -> str:
+    """"tar", "deb" or "plain", by the lock's file name (the prelude decides
+    what to unpack by the same name)."""
+    if file_name.endswith(TAR_SUFFIXES):
+        return "tar"
+    if file_name.endswith(DEB_SUFFIXES):
+        return "deb"
+    return "plain"
+
+
+def _magic(head: bytes) -> str:
+    for name, (_, magic) in _COMPRESSIONS.items():
+        if head.startswith(magic):
+            return f"{name}-compressed"
+    if head.startswith(b"!<arch>\n"):
+        return "an ar archive (.deb)"
+    if head[257:262] == b"ustar":
+        return "an uncompressed tar"
+    return "not an archive"
+
+
+def check_source(path: str | os.PathLike, file_name: str) -> str:
+    """Check a source the way it will be used: a tar (any compression) or a
+    .deb, as its lock file name says and as its magic bytes must agree, has
+    every member checked; a plain file is copied as it is. `path` is where the
+    bytes are (the cache names them by hash, which says nothing of their
+    kind). Returns the kind; raises UnsafeArchive naming the file."""
+    kind = kind_of(file_name)
+    if kind == "plain":
+        return kind
+    label = f"{file_name} ({path})"
+    with open(path, "rb") as f:
+        head = f.read(512)
+    found = _magic(head)
+    if kind == "deb":
+        expected = "an ar archive (.deb)"
+    else:
+        expected = next((f"{n}-compressed" for n, (suffixes, _) in _COMPRESSIONS.items()
+                         if file_name.endswith(suffixes)), "an uncompressed tar")
+    if found != expected:
+        raise UnsafeArchive(f"{label}: its name says {expected}, but its bytes are {found}: refused")
     with ExitStack() as stack:
-        tf, label = _open(path, stack)
+        f = stack.enter_context(open(path, "rb"))
+        if kind == "deb":
+            member, f = _deb_data(f, label)
+            label = f"{label} ({member})"
+            stack.enter_context(f)
+        tf = _tar_stream(f, stack, label)
         for m in _members(tf, label):
-            check_member(m, label)
+            # A package's files form a root filesystem: an absolute link
+            # (lib64/ld-linux-x86-64.so.2 -> /lib/...) names a place in it.
+            check_member(m, label, absolute_symlinks=kind == "deb")
+    return kind
+
+
+def check_archive(path: str | os.PathLike) -> None:
+    """`check_source` for a file whose own name tells its kind."""
+    check_source(path, Path(path).name)
 
 
 def _second_opinion(m: tarfile.TarInfo, root: str, label: str, absolute_symlinks: bool) -> None:

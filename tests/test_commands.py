@@ -2,12 +2,27 @@
 lock and a tmp cache. (The content checker's doit runs: test_hashing.py.)"""
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
+import tarfile
 
 from onlydocker import lock
 from tests import workspace as wsmod
 
-BODY = b"source bytes\n" * 1000
+
+def _tarball() -> bytes:
+    """A real .tar.gz (sources are checked as archives once fetched)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        data = b"source bytes\n" * 1000
+        info = tarfile.TarInfo("src-1/README")
+        info.size, info.mtime = len(data), 1600000000
+        tf.addfile(info, io.BytesIO(data))
+    return gzip.compress(buf.getvalue(), mtime=0)
+
+
+BODY = _tarball()
 
 
 def setup_lane(tmp_path, httpserver, pinned: bool):

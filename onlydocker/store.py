@@ -1,0 +1,92 @@
+"""The stage store: a stage's outputs, cached by the stage's key.
+
+An entry is `<key>.tar.zst` (the deterministic output tar, zstd at a fixed
+level, single-threaded, so the bytes depend only on the tar and the pinned
+library) and `<key>.json`, the record of what was stored (path -> type,
+sha256, link target). The store is untrusted input when read back: the
+caller checks what it unpacks against the record, and `reject` moves a bad
+entry aside.
+
+Several trees and runs may share one store at once (see atomic.py): entries
+are written under unique temporary names and renamed into place, the record
+first; `producing(key)` lets one process build a key while the others wait.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import zstandard
+
+from . import atomic
+from .errors import BuildError
+
+ZSTD_LEVEL = 10
+
+
+def compress_file(tar_path: Path, dest: Path) -> None:
+    """zstd of a file into `dest`, atomically."""
+    cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=0)
+    with open(tar_path, "rb") as src, atomic.replacing(dest) as dst:
+        cctx.copy_stream(src, dst)
+
+
+class StageStore:
+    """The local stage cache folder."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def entry(self, key: str) -> Path:
+        return self.root / f"{key}.tar.zst"
+
+    def _record(self, key: str) -> Path:
+        return self.root / f"{key}.json"
+
+    def has(self, key: str) -> bool:
+        return self.entry(key).exists()
+
+    def recorded_files(self, key: str) -> dict:
+        """What the entry held when it was stored: path -> type and sha256."""
+        try:
+            record = json.loads(self._record(key).read_text())
+            files = record["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise BuildError(f"no readable record {self._record(key)} of what it holds") from None
+        if record.get("key") != key or not isinstance(files, dict):
+            raise BuildError(f"its record {self._record(key)} is of another entry")
+        return files
+
+    def put(self, key: str, tar_path: Path, files: dict) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        entry = self.entry(key)
+        # The record first: an entry without one would be refused on restore.
+        atomic.write_text(self._record(key), json.dumps({"key": key, "files": files}, sort_keys=True))
+        compress_file(tar_path, entry)
+        return entry
+
+    def reject(self, key: str) -> Path:
+        """Move an unusable entry aside for inspection, under a fresh name
+        (two runs may reject the same entry at once)."""
+        rejected = self.root / "rejected"
+        rejected.mkdir(parents=True, exist_ok=True)
+        tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+        for path in (self.entry(key), self._record(key)):
+            try:
+                os.replace(path, rejected / f"{path.name}.{tag}")
+            except FileNotFoundError:
+                pass
+        return rejected
+
+    @contextmanager
+    def producing(self, key: str, doing: str, say: Callable[[str], None]) -> Iterator[None]:
+        """Hold the right to make entry `key`; leftovers of a killed writer
+        of this entry are removed once it is ours."""
+        with atomic.entry_lock(self.root / "locks" / f"{key}.lock", doing, say):
+            atomic.clear_leftovers(self.entry(key))
+            atomic.clear_leftovers(self._record(key))
+            yield
