@@ -38,7 +38,7 @@ VERSION = "2"
 # The image's apt sources: fixed, so no path of the machine that made it is in
 # the tar (the bootstrap's own repository is a temporary directory).
 SOURCES_LIST = ("# This builder image has no package sources: it was bootstrapped offline from\n"
-                "# the .deb files its lane's lock pins ([builder] debs).\n")
+                "# the .deb files pinned by the lock of its lane ([builder] debs).\n")
 ZSTD_LEVEL = 10
 
 
@@ -175,8 +175,9 @@ def resolve(lock_builder, settings, log_path: Path, work: Path) -> list:
     out.mkdir(parents=True)
     q = shlex.quote(str(out))
     hooks = [
-        f'--customize-hook=chroot "$1" dpkg-query -W -f \'${{Package}}\\t${{Version}}\\t${{Architecture}}'
-        f'\\t${{db:Status-Abbrev}}\\n\' > {q}/installed',
+        # The host's dpkg-query reads the chroot's database: nothing runs inside.
+        f'--customize-hook=dpkg-query --admindir="$1/var/lib/dpkg" -W -f \'${{Package}}\\t${{Version}}\\t'
+        f'${{Architecture}}\\t${{db:Status-Abbrev}}\\n\' > {q}/installed',
         # Before mmdebstrap's cleanup empties them: apt's verified indexes.
         f'--customize-hook=cp "$1"/var/lib/apt/lists/*_Packages* {q}/',
     ]

@@ -69,7 +69,7 @@ class Deb:
 
     def source(self) -> Source:
         """The same file as a Source: fetched, verified and cached like any other."""
-        return Source(name=f"{self.name}_{self.architecture}", group="builder", version=self.version,
+        return Source(name=f"{self.name}:{self.architecture}", group="builder", version=self.version,
                       file=self.file, urls=(self.url,), sha256=self.sha256, size=self.size,
                       license="Debian package (see its copyright file)")
 
