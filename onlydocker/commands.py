@@ -163,6 +163,9 @@ class Lock(Command):
                     return 1
                 pin_builder(lk, settings, _out_root(settings) / lk.lane.name / "logs" / "builder-resolve.log")
                 return 0
+            if not lk.builder.pinned:
+                print(f"{settings.lock_path}: [builder] pins no packages yet: `doit lock --builder` pins them",
+                      file=sys.stderr)
             if all(s.pinned for s in lk.sources):
                 print(f"{settings.lock_path}: every source is pinned")
                 return 0
