@@ -193,10 +193,16 @@ def resolve(lock_builder, settings, log_path: Path, work: Path) -> list:
             installed.append((name, version, arch))
     texts = []
     for p in sorted(out.glob("*_Packages*")):
-        opener = {".gz": gzip.open, ".xz": lzma.open}.get(p.suffix)
-        if p.suffix not in ("", ".gz", ".xz") and not p.name.endswith("_Packages"):
+        # apt keeps its lists uncompressed unless told otherwise (GzipIndexes).
+        opener = {"_Packages": open, "_Packages.gz": gzip.open, "_Packages.xz": lzma.open}.get(
+            "_Packages" + p.name.rsplit("_Packages", 1)[1])
+        if opener is None:
             raise BuildError(f"builder: {p.name}: an index compression this code does not read")
-        texts.append(opener(p, "rt").read() if opener else p.read_text())
+        with opener(p, "rt") as f:
+            texts.append(f.read())
+    if not texts:
+        raise BuildError(f"builder: resolving {lock_builder.suite}: no Packages index in apt's lists; "
+                         f"log {log_path}")
     prefix = lock_builder.mirror if lock_builder.mirror.endswith(":") else lock_builder.mirror.rstrip("/") + "/"
     pinned = [Deb(**d) for d in debs_mod.pinned_from_index(installed, texts, prefix)]
     print(f"builder: resolved {len(pinned)} packages in {seconds:.0f} s", file=sys.stderr)
