@@ -69,7 +69,7 @@ def unpinned_message(lock_builder, settings) -> str:
     try:
         where = f"the {lock_builder.mirror} mirror ({mirror_url(lock_builder, settings)})"
     except ConfigError as e:
-        where = f"the {lock_builder.mirror} mirror, which is not reachable from here: {e}"
+        where = f"the {lock_builder.mirror} mirror, not configured here ({str(e).split('resolved: ', 1)[-1]})"
     return (f"builder image ({lock_builder.suite}): the lock's [builder] pins no packages yet (debs = []), "
             f"and the builder is made only from pinned files. Pin them with `doit lock --builder --lock "
             f"<this lane's lock>`, which resolves its {len(lock_builder.packages)} packages and their "
