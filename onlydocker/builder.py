@@ -247,7 +247,11 @@ def _network_isolated(cmd: list[str]) -> list[str]:
     """As root, the bootstrap runs in a new network namespace: it cannot
     reach anything, so it uses nothing but the pinned files."""
     if os.geteuid() == 0 and shutil.which("unshare"):
-        return ["unshare", "--net", "--", *cmd]
+        # Some containers forbid new namespaces; the repository is then still
+        # the only package source mmdebstrap is given.
+        if subprocess.run(["unshare", "--net", "--", "true"], capture_output=True).returncode == 0:
+            return ["unshare", "--net", "--", *cmd]
+        print("builder: cannot make a network namespace here; bootstrapping without one", file=sys.stderr)
     return cmd
 
 
