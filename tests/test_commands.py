@@ -216,3 +216,15 @@ def test_verify_audits_the_builder_packages(tmp_path, httpserver):
     r = unpinned.doit("verify", "--lock", "t.lock", check=False)
     assert r.returncode != 0 and "UNPINNED      builder (bookworm)  [builder] debs = []" in r.stdout
     assert "doit lock --builder" in r.stdout
+
+
+def test_an_unpinned_builder_loads_and_its_build_says_what_is_missing(tmp_path):
+    ws = builder_lane(tmp_path, "[]")
+    ws.env["ONLYDOCKER_DEBIAN_MIRROR"] = "http://127.0.0.1:9/debian"
+    assert "build:builder" in ws.doit("list", "--all", "lock=t.lock").stdout
+    r = ws.doit("lock=t.lock", "build:builder", check=False)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "Traceback" not in out
+    assert "builder image (bookworm): the lock's [builder] pins no packages yet (debs = [])" in out
+    assert "doit lock --builder" in out and "http://127.0.0.1:9/debian" in out
+    assert not (tmp_path / "cache" / "builders").exists()
