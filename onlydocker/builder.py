@@ -1,18 +1,24 @@
-"""The builder image: made, not pulled.
+"""The builder image: made, not pulled, from the files the lock pins.
 
-mmdebstrap bootstraps the lane's suite with its package list from the
-configured Debian mirror, with SOURCE_DATE_EPOCH, into a rootfs tar (the
-same archive state gives the same bytes). The tar's sha256 is the image's
-identity; it is cached zstd-compressed with its resolved package list and
-imported into the engine. When the archive has moved on and a rebuild
-resolves other versions, the packages that changed are named.
+A lock's [builder] pins every .deb the bootstrap installs (name, version,
+architecture, file, sha256, size, `debian:pool/...` URL), resolved once
+online by `resolve` (mmdebstrap against the configured mirror, reading the
+installed set and apt's verified Packages index). Making the image fetches
+and verifies each pinned file like any source, writes a flat repository of
+exactly those files and bootstraps from it with no network (mmdebstrap with
+SOURCE_DATE_EPOCH, in a network namespace of its own when run as root). The
+tar is then a function of the lock; its sha256 is the image's identity. It
+is cached zstd-compressed with its package list and imported into the engine.
 """
 from __future__ import annotations
 
 import datetime
+import gzip
 import hashlib
 import json
+import lzma
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -24,10 +30,16 @@ from pathlib import Path
 import zstandard
 
 from . import atomic, engine
-from .errors import BuildError, ConfigError
+from . import debs as debs_mod
+from .errors import BuildError, ConfigError, FetchError, OnlyDockerError, UnpinnedSource
 from .hashing import sha256_file
+from .unpack import check_source
 
-VERSION = "1"
+VERSION = "2"
+# The image's apt sources: fixed, so no path of the machine that made it is in
+# the tar (the bootstrap's own repository is a temporary directory).
+SOURCES_LIST = ("# This builder image has no package sources: it was bootstrapped offline from\n"
+                "# the .deb files pinned by the lock of its lane ([builder] debs).\n")
 ZSTD_LEVEL = 10
 
 
@@ -53,13 +65,28 @@ def mirror_url(lock_builder, settings) -> str:
     return mirror
 
 
+def unpinned_message(lock_builder, settings) -> str:
+    """Why a [builder] without pinned debs cannot be made, and what to run."""
+    try:
+        where = f"the {lock_builder.mirror} mirror ({mirror_url(lock_builder, settings)})"
+    except ConfigError as e:
+        where = f"the {lock_builder.mirror} mirror, not configured here ({str(e).split('resolved: ', 1)[-1]})"
+    return (f"builder image ({lock_builder.suite}): the lock's [builder] pins no packages yet (debs = []), "
+            f"and the builder is made only from pinned files. Pin them with `doit lock --builder --lock "
+            f"<this lane's lock>`, which resolves its {len(lock_builder.packages)} packages and their "
+            f"dependencies against {where}")
+
+
 def input_key(lock_builder, settings, source_date_epoch: int) -> str:
-    """Everything mmdebstrap is told; the archive's state is not in it (that
-    is what the tar's sha256 and the package list record)."""
+    """Everything the bootstrap is made of: the [builder] table and every
+    pinned .deb by its sha256. The mirror is not in it: the same files from
+    any mirror make the same tar."""
+    if not lock_builder.pinned:
+        raise UnpinnedSource(unpinned_message(lock_builder, settings))
     data = {
-        "suite": lock_builder.suite, "mirror": mirror_url(lock_builder, settings),
-        "variant": lock_builder.variant, "packages": sorted(lock_builder.packages),
+        "suite": lock_builder.suite, "variant": lock_builder.variant, "packages": sorted(lock_builder.packages),
         "options": list(lock_builder.mmdebstrap_options), "epoch": source_date_epoch, "version": VERSION,
+        "debs": sorted([d.name, d.version, d.architecture, d.sha256] for d in lock_builder.debs),
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
@@ -103,29 +130,164 @@ def _check_options(lock_builder) -> None:
                               f"on this host (apt-get install debian-archive-keyring)")
 
 
-def _bootstrap(lock_builder, settings, epoch: int, log_path: Path, work: Path) -> tuple[Path, float]:
-    url = mirror_url(lock_builder, settings)
-    _check_options(lock_builder)
-    tar = work / "rootfs.tar"
+def changed_debs(old, new) -> list[str]:
+    """What a new pin changes against the old one: `name: old -> new` per
+    version, and a same version with other bytes named by its sha256."""
+    changes = changed_packages([f"{d.name}={d.version}" for d in old], [f"{d.name}={d.version}" for d in new])
+    o = {(d.name, d.version): d.sha256 for d in old}
+    for d in new:
+        if o.get((d.name, d.version), d.sha256) != d.sha256:
+            changes.append(f"{d.name}: {d.version} (sha256 {o[(d.name, d.version)][:16]} -> {d.sha256[:16]})")
+    return sorted(changes)
+
+
+def _mmdebstrap(variant: str, include, lock_builder, extra: list[str], target: str, mirror: str) -> list[str]:
     # --mode=auto is root mode when run as root: no user-namespace tricks needed.
-    cmd = ["mmdebstrap", f"--variant={lock_builder.variant}", "--mode=auto",
-           f"--include={','.join(lock_builder.packages)}", *lock_builder.mmdebstrap_options,
-           lock_builder.suite, str(tar), url]
-    env = dict(os.environ, SOURCE_DATE_EPOCH=str(epoch))
+    return ["mmdebstrap", f"--variant={variant}", "--mode=auto", f"--include={','.join(include)}",
+            *lock_builder.mmdebstrap_options, *extra, lock_builder.suite, target, mirror]
+
+
+def _run_logged(cmd: list[str], epoch: int | None, log_path: Path, what: str) -> float:
+    env = dict(os.environ, **({"SOURCE_DATE_EPOCH": str(epoch)} if epoch is not None else {}))
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    print(f"builder: mmdebstrap {lock_builder.suite} from {url} (log: {log_path})", file=sys.stderr)
     start = time.monotonic()
     with open(log_path, "w", buffering=1) as log:
-        log.write("$ SOURCE_DATE_EPOCH=%d %s\n" % (epoch, " ".join(cmd)))
+        log.write("$ %s%s\n" % (f"SOURCE_DATE_EPOCH={epoch} " if epoch is not None else "", shlex.join(cmd)))
         try:
             r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         except FileNotFoundError:
-            raise BuildError("mmdebstrap is not installed: run ./setup.sh (apt-get install mmdebstrap)") from None
+            raise BuildError(f"{cmd[0]} is not installed: run ./setup.sh (apt-get install mmdebstrap)") from None
     if r.returncode != 0:
         tail = log_path.read_text(errors="replace").splitlines()[-20:]
-        raise BuildError(f"builder image: mmdebstrap {lock_builder.suite} from {url} failed "
-                         f"(exit {r.returncode}); log {log_path}; last lines:\n    " + "\n    ".join(tail))
-    seconds = time.monotonic() - start
+        raise BuildError(f"{what} failed (exit {r.returncode}); log {log_path}; last lines:\n    "
+                         + "\n    ".join(tail))
+    return time.monotonic() - start
+
+
+def resolve(lock_builder, settings, log_path: Path, work: Path) -> list:
+    """`doit lock --builder`: bootstrap once online from the configured
+    mirror (into /dev/null) and pin what got installed, with each file's
+    name, sha256 and size from the Packages index apt verified against the
+    signed Release file (the archive's own hashes, not a download's)."""
+    from .lock import Deb
+    url = mirror_url(lock_builder, settings)
+    _check_options(lock_builder)
+    out = work / "resolved"
+    out.mkdir(parents=True)
+    q = shlex.quote(str(out))
+    hooks = [
+        # The host's dpkg-query reads the chroot's database: nothing runs inside.
+        f'--customize-hook=dpkg-query --admindir="$1/var/lib/dpkg" -W -f \'${{Package}}\\t${{Version}}\\t'
+        f'${{Architecture}}\\t${{db:Status-Abbrev}}\\n\' > {q}/installed',
+        # Before mmdebstrap's cleanup empties them: apt's verified indexes.
+        f'--customize-hook=cp "$1"/var/lib/apt/lists/*_Packages* {q}/',
+    ]
+    print(f"builder: resolving {lock_builder.suite}'s {len(lock_builder.packages)} packages against {url} "
+          f"(log: {log_path})", file=sys.stderr)
+    seconds = _run_logged(_mmdebstrap(lock_builder.variant, lock_builder.packages, lock_builder, hooks,
+                                      "/dev/null", url), None, log_path,
+                          f"builder: resolving {lock_builder.suite} against {url} with mmdebstrap")
+    installed = []
+    for line in (out / "installed").read_text().splitlines():
+        name, version, arch, status = line.split("\t")
+        if status.strip() == "ii":
+            installed.append((name, version, arch))
+    texts = []
+    for p in sorted(out.glob("*_Packages*")):
+        # apt keeps its lists uncompressed unless told otherwise (GzipIndexes).
+        opener = {"_Packages": open, "_Packages.gz": gzip.open, "_Packages.xz": lzma.open}.get(
+            "_Packages" + p.name.rsplit("_Packages", 1)[1])
+        if opener is None:
+            raise BuildError(f"builder: {p.name}: an index compression this code does not read")
+        with opener(p, "rt") as f:
+            texts.append(f.read())
+    if not texts:
+        raise BuildError(f"builder: resolving {lock_builder.suite}: no Packages index in apt's lists; "
+                         f"log {log_path}")
+    prefix = lock_builder.mirror if lock_builder.mirror.endswith(":") else lock_builder.mirror.rstrip("/") + "/"
+    pinned = [Deb(**d) for d in debs_mod.pinned_from_index(installed, texts, prefix)]
+    print(f"builder: resolved {len(pinned)} packages in {seconds:.0f} s", file=sys.stderr)
+    return pinned
+
+
+def fetch_debs(lock_builder, settings, fetcher=None) -> list[tuple[str, Path, str, int]]:
+    """Every pinned .deb, fetched and verified like any source (its URL, the
+    global mirrors, the cache, downloads/); one error lists every file that
+    could not be had, with its sha256 and the ways to provide it."""
+    from .fetch import Fetcher
+    if not lock_builder.pinned:
+        raise UnpinnedSource(unpinned_message(lock_builder, settings))
+    fetcher = fetcher or Fetcher(settings)
+    got, missing = [], []
+    for d in lock_builder.debs:
+        try:
+            got.append((d.file, fetcher.fetch(d.source(), progress=False), d.sha256, d.size))
+        except OnlyDockerError as e:
+            missing.append(f"{d.name} {d.version} ({d.architecture}) {d.file} sha256 {d.sha256}:\n      "
+                           + str(e).replace("\n", "\n      "))
+    if missing:
+        scheme = lock_builder.mirror[:-1] if lock_builder.mirror.endswith(":") else None
+        mirror_env = ("ONLYDOCKER_" + {"debian": "DEBIAN_MIRROR", "debian-security": "DEBIAN_SECURITY_MIRROR",
+                                       "debian-archive": "DEBIAN_ARCHIVE_MIRROR"}.get(scheme, "DEBIAN_MIRROR"))
+        raise FetchError(
+            f"builder image ({lock_builder.suite}): {len(missing)} of the {len(lock_builder.debs)} pinned "
+            f"package(s) cannot be obtained:\n  " + "\n  ".join(missing) + "\n"
+            f"Provide each file, by its sha256, in one of these ways: "
+            f"(1) the source cache: a machine that has it can copy "
+            f"{fetcher.root / 'sha256'}/<sha256>; "
+            f"(2) a Debian mirror or snapshot that still has that pool file: set {mirror_env} "
+            f"(or [debian] in the config file); "
+            f"(3) a global source mirror serving it by file name: ONLYDOCKER_MIRRORS; "
+            f"(4) the .deb itself placed in {settings.downloads_dir}/. "
+            f"Or re-pin the builder with `doit lock --builder` (another builder: every container stage "
+            f"rebuilds).")
+    return got
+
+
+def _network_isolated(cmd: list[str]) -> list[str]:
+    """As root, the bootstrap runs in a new network namespace: it cannot
+    reach anything, so it uses nothing but the pinned files."""
+    if os.geteuid() == 0 and shutil.which("unshare"):
+        # Some containers forbid new namespaces; the repository is then still
+        # the only package source mmdebstrap is given.
+        if subprocess.run(["unshare", "--net", "--", "true"], capture_output=True).returncode == 0:
+            return ["unshare", "--net", "--", *cmd]
+        print("builder: cannot make a network namespace here; bootstrapping without one", file=sys.stderr)
+    return cmd
+
+
+def _bootstrap(lock_builder, settings, epoch: int, log_path: Path, work: Path) -> tuple[Path, float]:
+    _check_options(lock_builder)
+    files = fetch_debs(lock_builder, settings)
+    # Untrusted like any source, and unpacked as root by dpkg: every member
+    # checked first (setuid allowed: su and mount are, by design).
+    for file, path, _, _ in files:
+        check_source(path, file, setuid_ok=True)
+    repo = work / "repo"
+    debs_mod.write_flat_repo(repo, files, lock_builder.suite)
+    tar = work / "rootfs.tar"
+    hooks = [
+        # copy:// copies each .deb into the chroot's apt cache (mmdebstrap's
+        # cleanup empties it and apt's lists); the sources.list is fixed text.
+        f"--customize-hook=printf %s {shlex.quote(SOURCES_LIST)} > \"$1/etc/apt/sources.list\"",
+    ]
+    # The variant chose the set when it was resolved; now the set is the pin:
+    # the Essential packages and every pinned one by name. (A variant such as
+    # minbase would select by Priority, which the archive overrides and a
+    # .deb's own control data does not always agree with.)
+    names = sorted({d.name for d in lock_builder.debs})
+    cmd = _network_isolated(_mmdebstrap("essential", names, lock_builder, hooks, str(tar),
+                                        f"deb [trusted=yes] copy://{repo} ./"))
+    print(f"builder: mmdebstrap {lock_builder.suite} offline from its {len(files)} pinned packages "
+          f"(log: {log_path})", file=sys.stderr)
+    seconds = _run_logged(cmd, epoch, log_path, f"builder image: mmdebstrap {lock_builder.suite} from the "
+                                                f"pinned packages")
+    got = packages_in(tar)
+    want = sorted(f"{d.name}={d.version}" for d in lock_builder.debs)
+    if got != want:
+        raise BuildError(f"builder image ({lock_builder.suite}): the bootstrap installed another set than the "
+                         f"lock pins ({'; '.join(changed_packages(want, got))}); re-pin with "
+                         f"`doit lock --builder`")
     print(f"builder: bootstrapped in {seconds:.0f} s", file=sys.stderr)
     return tar, seconds
 

@@ -40,6 +40,18 @@ def verify_sources(lk: lock.Lock, settings: config.Settings) -> list:
     return [fetcher.check(s) for s in lk.sources]
 
 
+def verify_builder(lk: lock.Lock, settings: config.Settings) -> list:
+    """Re-hash every cached .deb the builder is pinned to (OK, MISSING,
+    CORRUPT); one UNPINNED line when [builder] pins nothing yet."""
+    from .fetch import Fetcher
+    from .verify import Finding
+    if not lk.builder.pinned:
+        return [Finding("UNPINNED", f"builder ({lk.builder.suite})",
+                        "[builder] debs = []: no package pinned yet; run `doit lock --builder`")]
+    fetcher = Fetcher(settings)
+    return [fetcher.check(d.source()) for d in lk.builder.debs]
+
+
 def pin_sources(lk: lock.Lock, settings: config.Settings, out=None) -> tuple[list, list]:
     """`doit lock`: fetch every source that is not fully pinned, verify
     whatever hash it already has, and write its sha256 and size into the lock
@@ -84,6 +96,10 @@ class Verify(Command):
         for status in verify_sources(lk, settings):
             print(f"  {status}")
             problems += not status.ok
+        print(f"builder packages ([builder] debs, {len(lk.builder.debs)}):")
+        for status in verify_builder(lk, settings):
+            print(f"  {status}")
+            problems += not status.ok
         dist = _out_root(settings) / lk.lane.name / "dist"
         print(f"artifacts in {dist}:")
         pub = public_key_path(settings)
@@ -94,16 +110,64 @@ class Verify(Command):
         return 0 if not problems else 1
 
 
+def pin_builder(lk: lock.Lock, settings: config.Settings, log_path: Path, out=None) -> list[str]:
+    """`doit lock --builder`: resolve the [builder] package list against the
+    configured mirror, print what changed against the current pin
+    (package: old -> new) and rewrite [builder] debs (atomic; the rest of the
+    lock as it was). Returns the changes."""
+    import tempfile
+
+    from . import builder
+    out = out or sys.stdout
+    cache = settings.cache_dir
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".resolve-", dir=cache) as tmp:
+        debs = builder.resolve(lk.builder, settings, log_path, Path(tmp))
+    changes = builder.changed_debs(lk.builder.debs, debs)
+    total = sum(d.size for d in debs)
+    if not lk.builder.pinned:
+        print(f"builder ({lk.builder.suite}): pinned {len(debs)} packages ({total / 1e6:.1f} MB), "
+              f"none pinned before", file=out)
+    elif not changes:
+        print(f"builder ({lk.builder.suite}): {len(debs)} packages, unchanged", file=out)
+        return []
+    else:
+        print(f"builder ({lk.builder.suite}): {len(changes)} change(s) against the lock:", file=out)
+        for c in changes:
+            print(f"  {c}", file=out)
+    lock.pin_builder(lk.path, debs)
+    print(f"{lk.path}: [builder] debs rewritten ({len(debs)} packages)", file=out)
+    return changes
+
+
 class Lock(Command):
     name = "lock"
-    doc_purpose = "pin the sha256 and size of unpinned sources after a verified fetch"
-    doc_usage = "[--lock PATH]"
-    cmd_options = (OPT_LOCK,)
+    doc_purpose = ("pin the sha256 and size of unpinned sources after a verified fetch; "
+                   "--builder: pin every package of the builder image")
+    doc_usage = "[--lock PATH] [--builder]"
+    cmd_options = (OPT_LOCK, {
+        "name": "builder",
+        "long": "builder",
+        "type": bool,
+        "default": False,
+        "help": "resolve [builder]'s packages against the configured Debian mirror and pin every .deb "
+                "the bootstrap installs (shows what changed)",
+    })
 
     def execute(self, params, args):
         try:
             settings = _settings(params)
             lk = lock.load(settings.lock_path)
+            if params.get("builder"):
+                if settings.offline:
+                    print("error: `doit lock --builder` resolves against the Debian mirror: "
+                          "not with ONLYDOCKER_OFFLINE set", file=sys.stderr)
+                    return 1
+                pin_builder(lk, settings, _out_root(settings) / lk.lane.name / "logs" / "builder-resolve.log")
+                return 0
+            if not lk.builder.pinned:
+                print(f"{settings.lock_path}: [builder] pins no packages yet: `doit lock --builder` pins them",
+                      file=sys.stderr)
             if all(s.pinned for s in lk.sources):
                 print(f"{settings.lock_path}: every source is pinned")
                 return 0

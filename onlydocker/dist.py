@@ -80,6 +80,10 @@ def _materials(ws) -> list[dict]:
     mats.append({"name": "builder-image", "uri": f"mmdebstrap:{ws.lock.builder.suite}",
                  "digest": {"sha256": b["tar_sha256"]},
                  "annotations": {"packages": b["packages"], "tag": b["tag"]}})
+    # The files the builder was made of, as a .buildinfo lists them.
+    mats += [{"name": f"builder-deb:{d.name}:{d.architecture}", "uri": d.url, "digest": {"sha256": d.sha256},
+              "annotations": {"file": d.file, "version": d.version, "size": d.size}}
+             for d in ws.lock.builder.debs]
     return mats
 
 

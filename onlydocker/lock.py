@@ -53,6 +53,27 @@ class Lane:
     initrd_compression: str
 
 
+DEB_FIELDS = ("name", "version", "architecture", "file", "url", "sha256", "size")
+
+
+@dataclass(frozen=True)
+class Deb:
+    """One .deb the builder is made of, as the archive's verified index states it."""
+    name: str
+    version: str
+    architecture: str
+    file: str
+    url: str
+    sha256: str
+    size: int
+
+    def source(self) -> Source:
+        """The same file as a Source: fetched, verified and cached like any other."""
+        return Source(name=f"{self.name}:{self.architecture}", group="builder", version=self.version,
+                      file=self.file, urls=(self.url,), sha256=self.sha256, size=self.size,
+                      license="Debian package (see its copyright file)")
+
+
 @dataclass(frozen=True)
 class Builder:
     suite: str
@@ -60,6 +81,13 @@ class Builder:
     variant: str
     packages: tuple[str, ...]
     mmdebstrap_options: tuple[str, ...]
+    # Every package the bootstrap installs, pinned by `doit lock --builder`;
+    # empty: not pinned yet (the builder cannot be made until it is).
+    debs: tuple[Deb, ...] = ()
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self.debs)
 
 
 @dataclass(frozen=True)
@@ -142,6 +170,25 @@ def _source(path, i: int, t) -> Source:
                   sha512=hashes.get("sha512"), sha1=hashes.get("sha1"))
 
 
+def _deb(path, i: int, t) -> Deb:
+    if not isinstance(t, dict):
+        raise LockError(path, f"[builder] debs #{i + 1}", None, "must be a table")
+    entry = f"[builder] debs: {t['name']}" if isinstance(t.get("name"), str) else f"[builder] debs #{i + 1}"
+    unknown = set(t) - set(DEB_FIELDS)
+    if unknown:
+        raise LockError(path, entry, sorted(unknown)[0], f"unknown field; known are {', '.join(DEB_FIELDS)}")
+    v = {k: _req(path, t, k, int if k == "size" else str, entry) for k in DEB_FIELDS}
+    check_url(path, entry, v["url"])
+    if v["url"].rsplit("/", 1)[-1] != v["file"] or "/" in v["file"] or not v["file"].endswith(".deb"):
+        raise LockError(path, entry, "file", f"{v['file']!r} must be the .deb file name its url ends with "
+                                             f"({v['url']!r})")
+    if len(v["sha256"]) != 64 or not HEX.match(v["sha256"]):
+        raise LockError(path, entry, "sha256", f"must be 64 lowercase hex digits, got {v['sha256']!r}")
+    if v["size"] <= 0:
+        raise LockError(path, entry, "size", f"must be positive, got {v['size']}")
+    return Deb(**v)
+
+
 def load(path: str | Path) -> Lock:
     path = Path(path)
     try:
@@ -174,9 +221,18 @@ def load(path: str | Path) -> Lock:
     for field, values in (("packages", packages), ("mmdebstrap_options", options)):
         if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
             raise LockError(path, "[builder]", field, "must be a list of strings")
+    raw_debs = b.get("debs", [])
+    if not isinstance(raw_debs, list):
+        raise LockError(path, "[builder]", "debs", "must be a list of tables (one per .deb)")
+    debs = tuple(_deb(path, i, t) for i, t in enumerate(raw_debs))
+    seen_debs: set[tuple[str, str]] = set()
+    for d in debs:
+        if (d.name, d.architecture) in seen_debs:
+            raise LockError(path, f"[builder] debs: {d.name}", "name", "pinned twice")
+        seen_debs.add((d.name, d.architecture))
     builder = Builder(suite=_req(path, b, "suite", str, "[builder]"), mirror=mirror,
                       variant=b.get("variant", "minbase"), packages=tuple(packages),
-                      mmdebstrap_options=tuple(options))
+                      mmdebstrap_options=tuple(options), debs=debs)
 
     raw = data.get("source", [])
     if not isinstance(raw, list):
@@ -194,21 +250,13 @@ def pin(path: str | Path, name: str, sha256: str, size: int) -> None:
     """Write sha256 and size into one entry, keeping every comment and every
     other entry as it was. A pin that contradicts one already there is refused:
     changing a pin is a human decision, made by editing the lock."""
-    import os
-    import tempfile
-
     import tomlkit
     path = Path(path)
     if len(sha256) != 64 or not HEX.match(sha256):
         raise LockError(path, name, "sha256", f"refusing to pin {sha256!r}: not 64 lowercase hex digits")
     if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
         raise LockError(path, name, "size", f"refusing to pin {size!r}: not a positive integer")
-    try:
-        doc = tomlkit.parse(path.read_text())
-    except FileNotFoundError:
-        raise LockError(path, None, None, "no such lock file") from None
-    except tomlkit.exceptions.ParseError as e:
-        raise LockError(path, None, None, f"not valid TOML: {e}") from None
+    doc = _parse_for_rewrite(path)
     for t in doc.get("source", []):
         if t.get("name") == name:
             for key, value in (("sha256", sha256), ("size", size)):
@@ -219,13 +267,49 @@ def pin(path: str | Path, name: str, sha256: str, size: int) -> None:
             break
     else:
         raise LockError(path, name, None, "no such source to pin")
+    _replace(path, tomlkit.dumps(doc))
+
+
+def _parse_for_rewrite(path: Path):
+    import tomlkit
+    try:
+        return tomlkit.parse(path.read_text())
+    except FileNotFoundError:
+        raise LockError(path, None, None, "no such lock file") from None
+    except tomlkit.exceptions.ParseError as e:
+        raise LockError(path, None, None, f"not valid TOML: {e}") from None
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write a lock atomically (temp file + rename), after checking that we
+    would load what we write."""
+    import os
+    import tempfile
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            f.write(tomlkit.dumps(doc))
+            f.write(text)
         os.chmod(tmp, path.stat().st_mode & 0o777)
         load(tmp)   # never write a lock we would refuse
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def pin_builder(path: str | Path, debs: list[Deb]) -> None:
+    """Replace [builder] debs with `debs` (sorted; one inline table a line),
+    keeping every comment and every other table and key as it was."""
+    import tomlkit
+    path = Path(path)
+    doc = _parse_for_rewrite(path)
+    if "builder" not in doc:
+        raise LockError(path, "[builder]", None, "no [builder] table to pin")
+    array = tomlkit.array()
+    for d in sorted(debs, key=lambda d: (d.name, d.architecture)):
+        t = tomlkit.inline_table()
+        t.update({k: getattr(d, k) for k in DEB_FIELDS})
+        array.append(t)
+    array.multiline(True)
+    doc["builder"]["debs"] = array
+    _replace(path, tomlkit.dumps(doc))

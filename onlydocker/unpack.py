@@ -46,7 +46,8 @@ def _inside(target: str) -> bool:
     return norm != ".." and not norm.startswith("../") and not posixpath.isabs(norm)
 
 
-def check_member(m: tarfile.TarInfo, archive: str, *, absolute_symlinks: bool = False) -> None:
+def check_member(m: tarfile.TarInfo, archive: str, *, absolute_symlinks: bool = False,
+                 setuid_ok: bool = False) -> None:
     """Refuse an unsafe member. `absolute_symlinks` admits links such as
     lib64/ld-linux.so -> /lib/...: inside a root filesystem (a stage's
     sysroot) they name a place in that root, and extraction never writes
@@ -62,7 +63,7 @@ def check_member(m: tarfile.TarInfo, archive: str, *, absolute_symlinks: bool = 
         bad("climbs out with '..'")
     if m.isdev() or m.isfifo():
         bad("is a device node or fifo")
-    if m.mode & 0o6000:
+    if m.mode & 0o6000 and not setuid_ok:
         bad(f"has a setuid/setgid bit (mode {m.mode:o})")
     if m.issym():
         target = m.linkname
@@ -191,12 +192,14 @@ def _magic(head: bytes) -> str:
     return "not an archive"
 
 
-def check_source(path: str | os.PathLike, file_name: str) -> str:
+def check_source(path: str | os.PathLike, file_name: str, *, setuid_ok: bool = False) -> str:
     """Check a source the way it will be used: a tar (any compression) or a
     .deb, as its lock file name says and as its magic bytes must agree, has
     every member checked; a plain file is copied as it is. `path` is where the
     bytes are (the cache names them by hash, which says nothing of their
-    kind). Returns the kind; raises UnsafeArchive naming the file."""
+    kind). `setuid_ok` is for the builder's own packages (su, mount: setuid
+    by design; the builder runs with no-new-privileges). Returns the kind;
+    raises UnsafeArchive naming the file."""
     kind = kind_of(file_name)
     if kind == "plain":
         return kind
@@ -221,7 +224,7 @@ def check_source(path: str | os.PathLike, file_name: str) -> str:
         for m in _members(tf, label):
             # A package's files form a root filesystem: an absolute link
             # (lib64/ld-linux-x86-64.so.2 -> /lib/...) names a place in it.
-            check_member(m, label, absolute_symlinks=kind == "deb")
+            check_member(m, label, absolute_symlinks=kind == "deb", setuid_ok=setuid_ok)
     return kind
 
 

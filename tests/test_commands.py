@@ -117,3 +117,129 @@ def test_verify_sources_returns_one_status_per_source(tmp_path, httpserver):
     Fetcher(settings).fetch(lk.source("src"))
     [status] = verify_sources(lk, settings)
     assert status.state == "OK" and str(status) == "OK src src.tar.gz"
+
+
+def builder_lane(tmp_path, debs: str) -> wsmod.Workspace:
+    """A lane whose [builder] has its own pin (`debs`), and no sources."""
+    ws = wsmod.make(tmp_path / "ws")
+    ws.env.update({"ONLYDOCKER_CACHE": str(tmp_path / "cache"), "ONLYDOCKER_CONFIG": "/nonexistent",
+                   "ONLYDOCKER_DOWNLOADS": str(tmp_path / "dl")})
+    (ws.root / "t.lock").write_text(f"""# the lane's own comment
+[lane]
+name = "t"
+source_date_epoch = 1686355200
+initrd_compression = "zstd"
+
+[builder]
+suite = "bookworm"
+mirror = "debian:"
+variant = "minbase"
+packages = ["hello"]   # what the builder needs
+# pinned by `doit lock --builder`
+debs = {debs}
+
+[[source]]
+name = "src"
+version = "1"
+file = "src.tar.gz"
+urls = ["debian:pool/main/s/src/src.tar.gz"]
+sha256 = "{hashlib.sha256(BODY).hexdigest()}"
+size = {len(BODY)}
+license = "MIT"
+""")
+    return ws
+
+
+def test_lock_builder_pins_the_installed_set_and_then_names_what_changed(tmp_path):
+    from tests.test_builder import install_stand_in
+    index = tmp_path / "Packages"
+    index.write_text("".join(
+        f"Package: {n}\nVersion: {v}\nArchitecture: all\nFilename: pool/main/{n[0]}/{n}/{n}_{v}_all.deb\n"
+        f"Size: 100\nSHA256: {c * 64}\n\n" for n, v, c in
+        (("hello", "1.0", "a"), ("hello", "1.1", "b"), ("libc6", "2.36", "c"), ("gone", "1", "d"))))
+    ws = builder_lane(tmp_path, "[]")
+    ws.env.update({"PATH": install_stand_in(tmp_path / "bin"), "STAND_IN_LOG": str(tmp_path / "calls"),
+                   "STAND_IN_INDEX": str(index), "STAND_IN_PACKAGES": "hello=1.0 libc6=2.36 gone=1",
+                   "ONLYDOCKER_DEBIAN_MIRROR": "http://127.0.0.1:9/debian"})
+    path = ws.root / "t.lock"
+    before = path.read_text()
+    r = ws.doit("lock", "--builder", "--lock", "t.lock")
+    assert "pinned 3 packages" in r.stdout and "none pinned before" in r.stdout
+    pinned = lock.load(path).builder.debs
+    assert [(d.name, d.version, d.sha256) for d in pinned] == [
+        ("gone", "1", "d" * 64), ("hello", "1.0", "a" * 64), ("libc6", "2.36", "c" * 64)]
+    # Only the debs changed: every other line (comments too) is as it was.
+    keep = [line for line in before.splitlines() if not line.startswith("debs = ")]
+    assert [line for line in path.read_text().splitlines()
+            if not line.startswith(("debs = ", "    {name = ", "]"))] == keep
+
+    # The archive moves on: the command says what changed, package by package.
+    ws.env["STAND_IN_PACKAGES"] = "hello=1.1 libc6=2.36"
+    r = ws.doit("lock", "--builder", "--lock", "t.lock")
+    assert "2 change(s) against the lock" in r.stdout
+    assert "  gone: 1 -> (none)" in r.stdout and "  hello: 1.0 -> 1.1" in r.stdout and "libc6" not in r.stdout
+    assert [(d.name, d.version) for d in lock.load(path).builder.debs] == [("hello", "1.1"), ("libc6", "2.36")]
+    unchanged = path.read_text()
+    r = ws.doit("lock", "--builder", "--lock", "t.lock")
+    assert "2 packages, unchanged" in r.stdout and path.read_text() == unchanged
+
+    # Offline it refuses at once; a failing resolution leaves the lock alone.
+    ws.env["ONLYDOCKER_OFFLINE"] = "1"
+    r = ws.doit("lock", "--builder", "--lock", "t.lock", check=False)
+    assert r.returncode != 0 and "ONLYDOCKER_OFFLINE" in r.stderr
+    del ws.env["ONLYDOCKER_OFFLINE"]
+    ws.env["STAND_IN_PACKAGES"] = "hello=9.9"
+    r = ws.doit("lock", "--builder", "--lock", "t.lock", check=False)
+    assert r.returncode != 0 and "hello=9.9 (all)" in r.stderr and "Traceback" not in r.stderr
+    assert path.read_text() == unchanged
+
+
+def test_verify_audits_the_builder_packages(tmp_path, httpserver):
+    from onlydocker import config
+    from onlydocker.fetch import Fetcher
+    debs_data = {"hello_1.0_all.deb": b"hello deb bytes\n" * 100, "libc6_2.36_all.deb": b"libc deb bytes\n" * 100}
+    entries = []
+    for file, data in debs_data.items():
+        name, version = file.split("_")[:2]
+        url = f"pool/main/{name[0]}/{name}/{file}"
+        httpserver.expect_request(f"/debian/{url}").respond_with_data(data)
+        entries.append(f'{{name = "{name}", version = "{version}", architecture = "all", file = "{file}", '
+                       f'url = "debian:{url}", sha256 = "{hashlib.sha256(data).hexdigest()}", size = {len(data)}}}')
+    ws = builder_lane(tmp_path, "[\n    " + ",\n    ".join(entries) + ",\n]")
+    ws.env["ONLYDOCKER_DEBIAN_MIRROR"] = httpserver.url_for("/debian")
+
+    def states():
+        r = ws.doit("verify", "--lock", "t.lock", check=False)
+        section = r.stdout.split("builder packages ([builder] debs, 2):\n", 1)[1].split("artifacts in")[0]
+        return r.returncode, [line.split()[:3] for line in section.splitlines()], section
+
+    code, lines, _ = states()
+    assert code != 0 and lines == [["MISSING", "hello:all", "hello_1.0_all.deb"],
+                                   ["MISSING", "libc6:all", "libc6_2.36_all.deb"]]
+    settings = config.load(lock=ws.root / "t.lock", env=ws.env)
+    for d in lock.load(ws.root / "t.lock").builder.debs:
+        Fetcher(settings).fetch(d.source())
+    _, lines, _ = states()
+    assert [line[0] for line in lines] == ["OK", "OK"]
+    bad = tmp_path / "cache" / "sources" / "sha256" / hashlib.sha256(debs_data["libc6_2.36_all.deb"]).hexdigest()
+    bad.write_bytes(b"bit rot" + debs_data["libc6_2.36_all.deb"][7:])
+    code, lines, section = states()
+    assert code != 0 and [line[0] for line in lines] == ["OK", "CORRUPT"]
+    assert hashlib.sha256(bad.read_bytes()).hexdigest() in section
+
+    unpinned = builder_lane(tmp_path / "u", "[]")
+    r = unpinned.doit("verify", "--lock", "t.lock", check=False)
+    assert r.returncode != 0 and "UNPINNED      builder (bookworm)  [builder] debs = []" in r.stdout
+    assert "doit lock --builder" in r.stdout
+
+
+def test_an_unpinned_builder_loads_and_its_build_says_what_is_missing(tmp_path):
+    ws = builder_lane(tmp_path, "[]")
+    ws.env["ONLYDOCKER_DEBIAN_MIRROR"] = "http://127.0.0.1:9/debian"
+    assert "build:builder" in ws.doit("list", "--all", "lock=t.lock").stdout
+    r = ws.doit("lock=t.lock", "build:builder", check=False)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "Traceback" not in out
+    assert "builder image (bookworm): the lock's [builder] pins no packages yet (debs = [])" in out
+    assert "doit lock --builder" in out and "http://127.0.0.1:9/debian" in out
+    assert not (tmp_path / "cache" / "builders").exists()

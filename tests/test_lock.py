@@ -175,3 +175,62 @@ def test_pin_fills_a_missing_size_beside_a_known_sha256(tmp_path):
     p = write(tmp_path, GOOD.replace("size = 10\n", "# size: `doit lock` fills it\n"))
     lock.pin(p, "hello", "a" * 64, 99)
     assert lock.load(p).source("hello").size == 99 and "# size: `doit lock` fills it" in p.read_text()
+
+
+DEB = ('{name = "hello", version = "2.10-3", architecture = "amd64", file = "hello_2.10-3_amd64.deb", '
+       'url = "debian:pool/main/h/hello/hello_2.10-3_amd64.deb", sha256 = "' + "d" * 64 + '", size = 52948}')
+
+
+def test_the_builder_pins_of_both_lanes():
+    modern = lock.load(REPO / "locks" / "bookworm.lock").builder
+    assert modern.pinned and len(modern.debs) > 150
+    assert len({(d.name, d.architecture) for d in modern.debs}) == len(modern.debs)
+    assert all(d.url.startswith("debian:pool/") and d.url.endswith("/" + d.file) for d in modern.debs)
+    names = {d.name for d in modern.debs}
+    assert set(modern.packages) - {"build-essential"} <= names and {"gcc-12", "dpkg", "libc6"} <= names
+    old = lock.load(REPO / "sources.lock").builder
+    assert old.suite == "jessie" and old.mirror == "debian-archive:" and old.debs == () and not old.pinned
+
+
+def test_builder_debs_are_parsed_and_checked(tmp_path):
+    p = write(tmp_path, f"debs = [\n    {DEB},\n]\n")
+    (d,) = lock.load(p).builder.debs
+    assert (d.name, d.version, d.architecture, d.size) == ("hello", "2.10-3", "amd64", 52948)
+    src = d.source()
+    assert src.pinned and src.urls == (d.url,) and src.file == d.file and src.sha256 == "d" * 64
+    for bad, field, words in (
+        (DEB.replace("d" * 64, "D" * 64), "sha256", "64 lowercase hex"),
+        (DEB.replace('file = "hello_2.10-3_amd64.deb"', 'file = "other.deb"'), "file", "url ends with"),
+        (DEB.replace("size = 52948", "size = 0"), "size", "positive"),
+        (DEB.replace("size = 52948", 'size = 52948, priority = "optional"'), "priority", "unknown field"),
+        (DEB.replace('url = "debian:pool', 'url = "ftp://x/pool'), "urls", "scheme"),
+        (DEB.replace('architecture = "amd64", ', ""), "architecture", "missing"),
+        (DEB + ",\n" + DEB, "name", "pinned twice"),
+    ):
+        p = write(tmp_path, f"debs = [\n    {bad},\n]\n")
+        with pytest.raises(LockError) as e:
+            lock.load(p)
+        assert e.value.field == field and words in str(e.value) and "hello" in str(e.value) and str(p) in str(e.value)
+
+
+def test_pin_builder_rewrites_only_the_debs_and_keeps_comments(tmp_path):
+    text = HEAD + "# why the list is what it is\ndebs = []\n\n# a source comment\n" + GOOD
+    p = tmp_path / "x.lock"
+    p.write_text(text)
+    new = [lock.Deb("zlib1g", "1:1.2.13", "amd64", "zlib1g_1.2.13_amd64.deb",
+                    "debian:pool/main/z/zlib/zlib1g_1.2.13_amd64.deb", "e" * 64, 10),
+           lock.Deb("adduser", "3.134", "all", "adduser_3.134_all.deb",
+                    "debian:pool/main/a/adduser/adduser_3.134_all.deb", "f" * 64, 20)]
+    lock.pin_builder(p, new)
+    after = p.read_text()
+    assert [d.name for d in lock.load(p).builder.debs] == ["adduser", "zlib1g"]
+    lines = after.splitlines()
+    # One package a line, sorted; every other line as it was.
+    deb_lines = [line for line in lines if line.startswith("    {name = ")]
+    assert len(deb_lines) == 2 and '"adduser"' in deb_lines[0] and '"zlib1g"' in deb_lines[1]
+    assert [line for line in lines if not line.startswith(("    {name = ", "debs = ", "]"))] == \
+        [line for line in text.splitlines() if not line.startswith("debs = ")]
+    # A second pin replaces the list; no temp files are left behind.
+    lock.pin_builder(p, new[:1])
+    assert [d.name for d in lock.load(p).builder.debs] == ["zlib1g"]
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["x.lock"]

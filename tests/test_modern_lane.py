@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from onlydocker import lock
 from tests import workspace as wsmod
 from tests.conftest import MODERN_LANE as LANE, MODERN_LOCK as LOCK, require_tool
 
@@ -38,6 +39,12 @@ def test_full_build_publishes_signed_artifacts(lane):
     statement = json.loads((d / "provenance.intoto.json").read_text())
     names = {s["name"] for s in statement["subject"]}
     assert {"vmlinuz", "initrd", "onlydocker.iso"} <= names
+    # Every pinned .deb of the builder is a material, with the archive's sha256.
+    debs = lock.load(lane.root / LOCK).builder.debs
+    mats = {m["name"]: m for m in statement["predicate"]["buildDefinition"]["resolvedDependencies"]}
+    for deb in debs:
+        m = mats[f"builder-deb:{deb.name}:{deb.architecture}"]
+        assert m["uri"] == deb.url and m["digest"] == {"sha256": deb.sha256}
     assert "UNSIGNED" not in lane.first.stdout
 
 
