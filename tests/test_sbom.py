@@ -1,0 +1,158 @@
+"""The SBOM writer, checked by SPDX's own tools (spdx-tools' JSON parser
+and its full validator), on a tiny lane of our own and on the real lock."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from spdx_tools.spdx.parser.parse_anything import parse_file
+from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+
+from onlydocker import lock, sbom
+from onlydocker.stage import load_stages
+
+REPO = Path(__file__).resolve().parent.parent
+SHA = {n: hashlib.sha256(n.encode()).hexdigest() for n in ("vmlinuz", "initrd", "onlydocker.iso", "tar")}
+
+
+def tiny_lock(tmp_path) -> lock.Lock:
+    path = tmp_path / "t.lock"
+    path.write_text(f"""
+[lane]
+name = "tiny"
+source_date_epoch = 1686355200
+initrd_compression = "zstd"
+
+[builder]
+suite = "bookworm"
+mirror = "debian:"
+packages = ["gcc"]
+
+[[source]]
+name = "busybox"
+version = "1.35.0"
+file = "busybox_1.35.0.orig.tar.bz2"
+urls = ["debian:pool/main/b/busybox/busybox_1.35.0.orig.tar.bz2"]
+sha256 = "{'a' * 64}"
+size = 10
+license = "gpl-2.0-only"
+
+[[source]]
+name = "libselinux1"
+group = "docker"
+version = "3.4-1+b6"
+file = "libselinux1_3.4-1+b6_amd64.deb"
+urls = ["debian:pool/main/libs/libselinux/libselinux1_3.4-1+b6_amd64.deb"]
+sha256 = "{'b' * 64}"
+size = 10
+license = "LicenseRef-public-domain"
+
+[[source]]
+name = "libdevmapper1.02.1"
+group = "docker"
+version = "2:1.02.185-2"
+file = "libdevmapper1.02.1_1.02.185-2_amd64.deb"
+urls = ["https://example.invalid/libdevmapper.deb"]
+sha256 = "{'c' * 64}"
+size = 10
+license = "LGPL-2.1-only OR (BSD-3-Clause AND MIT)"
+""")
+    return lock.load(path)
+
+
+def inputs(lk, **over) -> sbom.Inputs:
+    base = dict(
+        lane="tiny", epoch=lk.lane.source_date_epoch, tool="onlydocker-test", sources=lk.sources,
+        locations={"busybox": "http://mirror.invalid/debian/pool/main/b/busybox/busybox_1.35.0.orig.tar.bz2",
+                   "libdevmapper1.02.1": "https://example.invalid/libdevmapper.deb"},
+        artifacts={"vmlinuz": SHA["vmlinuz"], "initrd": SHA["initrd"]},
+        artifact_stage={"vmlinuz": "kernel", "initrd": "initrd"},
+        stages=(sbom.StageInfo("busybox", "k1", "d1", (), ("busybox",)),
+                sbom.StageInfo("docker", "k2", "d2", (), ("libselinux1", "libdevmapper1.02.1")),
+                sbom.StageInfo("kernel", "k3", "d3", (), ()),
+                sbom.StageInfo("initrd", "k4", "d4", ("busybox", "docker", "kernel"), (), container=False)),
+        patches=(sbom.Patch("busybox", "0002-b.patch", 2, "2" * 64, "2" * 40),
+                 sbom.Patch("busybox", "0001-a.patch", 1, "1" * 64, "1" * 40)),
+        builder={"tar_sha256": SHA["tar"], "packages": ["gcc-12=12.2.0-14", "libc6=2.36-9+deb12u14"],
+                 "suite": "bookworm"})
+    base.update(over)
+    return sbom.Inputs(**base)
+
+
+def validated(tmp_path, data: bytes):
+    path = tmp_path / "doc.spdx.json"
+    path.write_bytes(data)
+    doc = parse_file(str(path))                  # SPDX's own parser: raises on a malformed document
+    problems = validate_full_spdx_document(doc, "SPDX-2.3")
+    assert problems == [], "\n".join(m.validation_message for m in problems)
+    return doc
+
+
+def test_the_sbom_is_valid_spdx_2_3_by_spdx_tools_and_says_what_the_lane_holds(tmp_path):
+    lk = tiny_lock(tmp_path)
+    doc = validated(tmp_path, sbom.render(inputs(lk)))
+    pkgs = {p.spdx_id: p for p in doc.packages}
+    bb = pkgs["SPDXRef-Source-busybox"]
+    assert (bb.name, bb.version, bb.download_location) == (
+        "busybox", "1.35.0", "http://mirror.invalid/debian/pool/main/b/busybox/busybox_1.35.0.orig.tar.bz2")
+    assert str(bb.license_declared) == "GPL-2.0-only"        # the lock's "gpl-2.0-only", made canonical
+    assert [(c.algorithm.name, c.value) for c in bb.checksums] == [("SHA256", "a" * 64)]
+    dm = pkgs["SPDXRef-Source-libdevmapper1.02.1"]
+    assert dm.version == "2:1.02.185-2" and "LGPL-2.1-only" in str(dm.license_declared)
+    assert str(pkgs["SPDXRef-Artifact-vmlinuz"].checksums[0].value) == SHA["vmlinuz"]
+    tools = {p.name: p.version for p in doc.packages if p.spdx_id.startswith("SPDXRef-BuildTool-")}
+    assert tools == {"gcc-12": "12.2.0-14", "libc6": "2.36-9+deb12u14"}
+    rels = {(r.spdx_element_id, r.relationship_type.name, r.related_spdx_element_id) for r in doc.relationships}
+    assert ("SPDXRef-DOCUMENT", "DESCRIBES", "SPDXRef-Artifact-initrd") in rels
+    assert ("SPDXRef-Artifact-initrd", "CONTAINS", "SPDXRef-Stage-initrd") in rels
+    assert ("SPDXRef-Stage-initrd", "CONTAINS", "SPDXRef-Stage-docker") in rels
+    assert ("SPDXRef-Stage-docker", "GENERATED_FROM", "SPDXRef-Source-libselinux1") in rels
+    assert ("SPDXRef-Stage-busybox", "GENERATED_FROM", "SPDXRef-Source-busybox") in rels
+    assert ("SPDXRef-Builder", "BUILD_TOOL_OF", "SPDXRef-Stage-kernel") in rels
+    assert ("SPDXRef-Builder", "BUILD_TOOL_OF", "SPDXRef-Stage-initrd") not in rels   # a python stage
+    assert ("SPDXRef-Builder", "CONTAINS", "SPDXRef-BuildTool-gcc-12") in rels
+    assert ("SPDXRef-Patch-busybox-0001-a.patch", "PATCH_APPLIED", "SPDXRef-Source-busybox") in rels
+    # The public-domain LicenseRef is defined in the document, as SPDX requires.
+    assert [e.license_id for e in doc.extracted_licensing_info] == ["LicenseRef-public-domain"]
+    raw = json.loads(sbom.render(inputs(lk)))
+    assert [f["fileName"] for f in raw["files"]] == ["./patches/busybox/0001-a.patch", "./patches/busybox/0002-b.patch"]
+    assert raw["creationInfo"]["created"] == "2023-06-10T00:00:00Z"
+    assert sbom.artifact_hashes(raw) == {"vmlinuz": SHA["vmlinuz"], "initrd": SHA["initrd"]}
+
+
+def test_the_same_inputs_give_the_same_bytes_and_other_inputs_another_namespace(tmp_path):
+    lk = tiny_lock(tmp_path)
+    first, second = sbom.render(inputs(lk)), sbom.render(inputs(lk))
+    assert first == second
+    other = sbom.render(inputs(lk, artifacts={"vmlinuz": SHA["initrd"], "initrd": SHA["initrd"]}))
+    ns = [json.loads(d)["documentNamespace"] for d in (first, other)]
+    assert ns[0] != ns[1] and all(n.startswith("https://onlydocker.invalid/spdx/tiny-") for n in ns)
+    assert json.loads(first)["documentNamespace"].endswith(
+        hashlib.sha256(sbom.canonical_json({k: v for k, v in json.loads(first).items()
+                                            if k != "documentNamespace"})).hexdigest())
+
+
+def test_names_that_would_share_an_spdx_id_are_refused(tmp_path):
+    lk = tiny_lock(tmp_path)
+    with pytest.raises(ValueError, match="SPDXRef-BuildTool-a-b"):
+        sbom.render(inputs(lk, builder={"tar_sha256": SHA["tar"], "packages": ["a+b=1", "a_b=2"]}))
+
+
+def test_the_real_lock_and_stages_make_a_valid_sbom(tmp_path):
+    lk = lock.load(REPO / "locks" / "bookworm.lock")
+    stages = load_stages(REPO / "stages")
+    infos = tuple(sbom.StageInfo(d.name, "k", "d", d.needs,
+                                 tuple(s.name for g in d.sources for s in lk.group(g)), d.kind == "container")
+                  for d in stages.values())
+    names = {name: d.name for d in stages.values() for _, name in d.artifacts}
+    inp = sbom.Inputs(lane="bookworm", epoch=lk.lane.source_date_epoch, tool="onlydocker-test",
+                      sources=lk.sources, artifacts={n: "0" * 64 for n in names}, artifact_stage=names,
+                      stages=infos, builder={"tar_sha256": "1" * 64, "packages": ["bash=5.2.15-2+b7"]})
+    doc = validated(tmp_path, sbom.render(inp))
+    debs = {p.name for p in doc.packages if (p.file_name or "").endswith(".deb")}
+    assert {s.name for s in lk.group("docker")} <= debs and "ca-certificates" in debs
+    rels = {(r.spdx_element_id, r.relationship_type.name, r.related_spdx_element_id) for r in doc.relationships}
+    assert ("SPDXRef-Stage-docker", "GENERATED_FROM", "SPDXRef-Source-docker.io") in rels
+    assert ("SPDXRef-Stage-rootfs", "CONTAINS", "SPDXRef-Stage-docker") in rels
