@@ -1,20 +1,23 @@
 """Publishing: the artifacts of every stage into out/<lane>/dist/, with
-SHA256SUMS, a minisign signature over it, and a signed in-toto provenance
-statement saying where every byte came from.
+their SPDX SBOM, SHA256SUMS (which lists the SBOM too), a minisign signature
+over it, and a signed in-toto provenance statement saying where every byte
+came from (the SBOM is one of its subjects).
 
 The signing key lives outside out/ and the repository; without one the build
 still completes and says it is unsigned.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
 
-from . import provenance, sign
-from .errors import BuildError
+from . import provenance, sbom, sign
+from .errors import BuildError, ConfigError
 from .hashing import sha256_file
+from .verify import SBOM
 
 SUMS = "SHA256SUMS"
 SUMS_SIG = "SHA256SUMS.minisig"
@@ -38,8 +41,15 @@ def public_key_path(settings) -> Path:
 
 def _inputs(ws, stages, settings) -> dict:
     key = settings.signing_key
+    try:
+        builder = ws.builder().get("tar_sha256")
+    except BuildError:
+        builder = None
     return {
         "stages": {n: (ws.read_manifest(n) or {}).get("digest") for n in stages},
+        # The SBOM also says what the lock (licenses, URLs) and the builder say.
+        "lock": sha256_file(ws.lock.path),
+        "builder": builder,
         "signing_key": sha256_file(public_key_path(settings)) if key.exists() and public_key_path(settings).exists() else None,
     }
 
@@ -79,6 +89,41 @@ def _materials(ws) -> list[dict]:
     return mats
 
 
+def _location(url: str, settings) -> str | None:
+    """Where a source can be downloaded: a `debian:` URL as the configured
+    mirror resolves it (none configured: no assertion)."""
+    from .fetch import resolve_url
+    try:
+        return resolve_url(url, settings)
+    except ConfigError:
+        return None
+
+
+def sbom_inputs(ws, stages, sums: dict[str, str], settings) -> sbom.Inputs:
+    from . import __version__
+    from .legal import patch_series
+    sources = tuple(s for s in ws.lock.sources if s.pinned)
+    patches = []
+    for s in sources:
+        for i, p in enumerate(patch_series(ws.root, s), 1):
+            patches.append(sbom.Patch(source=s.name, name=p.name, order=i, sha256=sha256_file(p),
+                                      sha1=hashlib.sha1(p.read_bytes()).hexdigest()))
+    infos = []
+    for decl in stages.values():
+        m = ws.read_manifest(decl.name) or {}
+        infos.append(sbom.StageInfo(name=decl.name, key=m.get("key"), digest=m.get("digest"), needs=decl.needs,
+                                    sources=tuple(s.name for s in ws.sources_of(decl)),
+                                    container=decl.kind == "container"))
+    record = ws.builder()
+    return sbom.Inputs(
+        lane=ws.lane, epoch=ws.lock.lane.source_date_epoch, tool=f"onlydocker-{__version__}",
+        sources=sources, locations={s.name: _location(s.urls[0], settings) for s in sources},
+        artifacts=dict(sums), artifact_stage={name: d.name for d in stages.values() for _, name in d.artifacts},
+        stages=tuple(infos), patches=tuple(patches),
+        builder={"tar_sha256": record["tar_sha256"], "packages": record.get("packages", []),
+                 "suite": ws.lock.builder.suite})
+
+
 def publish(ws, stages, settings, log=print) -> None:
     found = artifacts(ws, stages)
     final = dist_dir(ws)
@@ -94,6 +139,10 @@ def publish(ws, stages, settings, log=print) -> None:
         except OSError:
             shutil.copyfile(src, dst)
         sums[name] = sha256_file(dst)
+    # The SBOM names every artifact by its hash, and is itself listed in
+    # SHA256SUMS (so signed with it) and a subject of the provenance.
+    (tmp / SBOM).write_bytes(sbom.render(sbom_inputs(ws, stages, sums, settings)))
+    sums[SBOM] = sha256_file(tmp / SBOM)
     sums_text = "".join(f"{h}  {n}\n" for n, h in sorted(sums.items()))
     (tmp / SUMS).write_text(sums_text)
 

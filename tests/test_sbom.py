@@ -156,3 +156,104 @@ def test_the_real_lock_and_stages_make_a_valid_sbom(tmp_path):
     rels = {(r.spdx_element_id, r.relationship_type.name, r.related_spdx_element_id) for r in doc.relationships}
     assert ("SPDXRef-Stage-docker", "GENERATED_FROM", "SPDXRef-Source-docker.io") in rels
     assert ("SPDXRef-Stage-rootfs", "CONTAINS", "SPDXRef-Stage-docker") in rels
+
+
+def publish_by_hand(dist: Path, lk, described: dict[str, str] | None = None, sbom_subject: str | None = None):
+    """A dist/ as dist.publish lays it out: artifacts, the SBOM, SHA256SUMS
+    listing both, and a provenance statement whose subjects are SHA256SUMS."""
+    from onlydocker import provenance
+    dist.mkdir()
+    sums = {}
+    for name in ("vmlinuz", "initrd"):
+        (dist / name).write_bytes(name.encode() * 100)
+        sums[name] = hashlib.sha256((dist / name).read_bytes()).hexdigest()
+    (dist / "onlydocker.spdx.json").write_bytes(sbom.render(inputs(lk, artifacts=described or sums)))
+    sums["onlydocker.spdx.json"] = hashlib.sha256((dist / "onlydocker.spdx.json").read_bytes()).hexdigest()
+    (dist / "SHA256SUMS").write_text("".join(f"{h}  {n}\n" for n, h in sorted(sums.items())))
+    subjects = dict(sums, **({"onlydocker.spdx.json": sbom_subject} if sbom_subject else {}))
+    (dist / "provenance.intoto.json").write_bytes(provenance.canonical_json(provenance.statement(
+        subjects=subjects, materials=[], builder={"id": "t"}, stage_keys={}, lane="tiny", epoch=1)))
+    return sums
+
+
+def test_verify_checks_the_sboms_hashes_against_sha256sums_and_the_provenance(tmp_path):
+    from onlydocker.verify import verify_dist
+    lk = tiny_lock(tmp_path)
+    publish_by_hand(tmp_path / "good", lk)
+    findings = verify_dist(tmp_path / "good", None)
+    assert [str(f) for f in findings if f.name == "onlydocker.spdx.json"] == [
+        "OK            onlydocker.spdx.json",
+        "SBOM-OK       onlydocker.spdx.json  its 2 artifact hashes agree with SHA256SUMS and the provenance names it"]
+
+    # An SBOM that says another sha256 for the initrd (SHA256SUMS itself consistent).
+    sums = publish_by_hand(tmp_path / "other", lk, described={"vmlinuz": hashlib.sha256(b"vmlinuz" * 100).hexdigest(), "initrd": "0" * 64})
+    wrong = [f for f in verify_dist(tmp_path / "other", None) if f.state == "SBOM-WRONG"]
+    assert [(f.name, "0" * 64 in f.detail and sums["initrd"] in f.detail) for f in wrong] == [("initrd", True)]
+    assert not wrong[0].ok
+
+    # An SBOM that leaves an artifact out, and a provenance naming another SBOM.
+    publish_by_hand(tmp_path / "short", lk, described={"vmlinuz": hashlib.sha256(b"vmlinuz" * 100).hexdigest()},
+                    sbom_subject="1" * 64)
+    details = sorted(str(f) for f in verify_dist(tmp_path / "short", None) if f.state == "SBOM-WRONG")
+    assert len(details) == 2
+    assert "initrd" in details[0] and "not described by onlydocker.spdx.json" in details[0]
+    assert "provenance.intoto.json names it with sha256 " + "1" * 64 in details[1]
+
+
+def test_a_dist_without_an_sbom_fails_verification(tmp_path):
+    from onlydocker.verify import verify_dist
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / "vmlinuz").write_bytes(b"k")
+    (dist / "SHA256SUMS").write_text(f"{hashlib.sha256(b'k').hexdigest()}  vmlinuz\n")
+    missing = [f for f in verify_dist(dist, None) if f.name == "onlydocker.spdx.json"]
+    assert [f.state for f in missing] == ["MISSING"] and not missing[0].ok
+
+
+def test_publish_puts_the_sbom_in_sha256sums_and_the_provenance_and_verify_agrees(tmp_path):
+    """dist.publish on hand-made stage outputs (no engine): the SBOM is
+    written, valid, listed, a subject of the statement, the same bytes twice."""
+    from onlydocker import config, dist
+    from onlydocker.fetch import Fetcher
+    from onlydocker.stage import Workspace
+    from onlydocker.verify import parse_sums, verify_dist
+    lk = tiny_lock(tmp_path)
+    (tmp_path / "stages" / "kernel").mkdir(parents=True)
+    (tmp_path / "stages" / "kernel" / "stage.toml").write_text(
+        'description = "k"\nsources = ["busybox"]\noutputs = ["bzImage"]\nartifacts = { "bzImage" = "vmlinuz" }\n')
+    (tmp_path / "stages" / "kernel" / "build.sh").write_text("true\n")
+    stages = load_stages(tmp_path / "stages")
+    settings = config.Settings(root=tmp_path, lock_path=lk.path, cache_dir=tmp_path / "cache",
+                               signing_key=tmp_path / "no.key", debian_mirror="http://mirror.invalid/debian")
+    ws = Workspace(root=tmp_path, out=tmp_path / "out" / "tiny", cache=tmp_path / "cache" / "stages", lock=lk,
+                   fetcher=Fetcher(settings))
+    ws.stage_dir("kernel").mkdir(parents=True)
+    (ws.stage_dir("kernel") / "bzImage").write_bytes(b"kernel")
+    ws.manifest_path("kernel").write_text(json.dumps({"stage": "kernel", "key": "k" * 64, "digest": "d" * 64}))
+    (ws.out / "builder.json").write_text(json.dumps({"tag": "t", "tar_sha256": SHA["tar"],
+                                                     "packages": ["gcc-12=12.2.0-14"]}))
+    (tmp_path / "patches" / "busybox" / "1.35.0").mkdir(parents=True)
+    (tmp_path / "patches" / "busybox" / "1.35.0" / "0001-x.patch").write_bytes(PATCH := b"--- a\n+++ b\n")
+    dist.publish(ws, stages, settings, log=lambda *_: None)
+    d = ws.out / "dist"
+    first = (d / "onlydocker.spdx.json").read_bytes()
+    doc = validated(tmp_path, first)
+    sums = parse_sums((d / "SHA256SUMS").read_text())
+    assert sums["onlydocker.spdx.json"] == hashlib.sha256(first).hexdigest()
+    statement = json.loads((d / "provenance.intoto.json").read_text())
+    assert {s["name"]: s["digest"]["sha256"] for s in statement["subject"]} == sums
+    assert {p.file_name: p.checksums[0].value for p in doc.packages if p.spdx_id.startswith("SPDXRef-Artifact-")} \
+        == {"vmlinuz": hashlib.sha256(b"kernel").hexdigest()}
+    patch = next(f for f in doc.files)
+    assert patch.name == "./patches/busybox/0001-x.patch" and \
+        {c.value for c in patch.checksums} == {hashlib.sha1(PATCH).hexdigest(), hashlib.sha256(PATCH).hexdigest()}
+    assert "http://mirror.invalid/debian/pool/main/b/busybox/busybox_1.35.0.orig.tar.bz2" in \
+        [str(p.download_location) for p in doc.packages]
+    assert [f.state for f in verify_dist(d, None) if f.name == "onlydocker.spdx.json"] == ["OK", "SBOM-OK"]
+    recorded = json.loads((ws.out / "dist.state.json").read_text())
+    assert recorded == dist._inputs(ws, stages, settings)
+    dist.publish(ws, stages, settings, log=lambda *_: None)
+    assert (d / "onlydocker.spdx.json").read_bytes() == first
+    # The lock changes (a license), no stage does: dist/ is out of date (the SBOM says licenses).
+    lk.path.write_text(lk.path.read_text().replace('license = "gpl-2.0-only"', 'license = "GPL-2.0-or-later"'))
+    assert json.loads((ws.out / "dist.state.json").read_text()) != dist._inputs(ws, stages, settings)
