@@ -19,6 +19,9 @@ from .errors import BuildError, ConfigError
 from .hashing import sha256_file
 from .verify import SBOM
 
+# The stage whose tree is the image (the initrd is a cpio of it): the SBOM
+# lists its files and where each came from.
+IMAGE_STAGE = "rootfs"
 SUMS = "SHA256SUMS"
 SUMS_SIG = "SHA256SUMS.minisig"
 STATEMENT = "provenance.intoto.json"
@@ -91,12 +94,58 @@ def _materials(ws) -> list[dict]:
 
 def _location(url: str, settings) -> str | None:
     """Where a source can be downloaded: a `debian:` URL as the configured
-    mirror resolves it (none configured: no assertion)."""
+    mirror resolves it (none configured, or a file: URL, which names a
+    place on this machine only: no assertion)."""
     from .fetch import resolve_url
     try:
-        return resolve_url(url, settings)
+        resolved = resolve_url(url, settings)
     except ConfigError:
         return None
+    return None if resolved.startswith("file:") else resolved
+
+
+def _upstream(stages, name: str) -> list[str]:
+    seen: list[str] = []
+    todo = list(stages[name].needs)
+    while todo:
+        n = todo.pop(0)
+        if n not in seen and n in stages:
+            seen.append(n)
+            todo.extend(stages[n].needs)
+    return seen
+
+
+def image_files(ws, stages) -> tuple[sbom.ImageFile, ...]:
+    """Every regular file of the image, with the sources it came from, found
+    by content: a file with the sha256 of a file a .deb installs comes from
+    that .deb; one with the sha256 of an output of an upstream stage comes
+    from that stage's other sources (a stage of .debs only: from all of
+    them, e.g. the CA bundle); anything else the pipeline wrote itself."""
+    from .legal import deb_file_hashes
+    from .stage import manifest_of_tree
+    if IMAGE_STAGE not in stages or not ws.stage_dir(IMAGE_STAGE).is_dir():
+        return ()
+    empty = hashlib.sha256(b"").hexdigest()       # an empty file says nothing about where it came from
+    by_hash: dict[str, tuple[str, ...]] = {}
+    for name in reversed(_upstream(stages, IMAGE_STAGE)):      # nearer stages win
+        srcs = [s for s in ws.sources_of(stages[name]) if s.pinned]
+        debs = [s for s in srcs if s.file.endswith((".deb", ".udeb"))]
+        rest = tuple(s.name for s in srcs if s not in debs) or tuple(s.name for s in debs)
+        deb_of = {h: s.name for s in debs for h in deb_file_hashes(ws.fetcher.fetch(s, progress=False), s.file)}
+        for rel, f in manifest_of_tree(ws.stage_dir(name)).items():
+            if f["type"] == "file" and f["sha256"] != empty:
+                by_hash[f["sha256"]] = (deb_of[f["sha256"]],) if f["sha256"] in deb_of else rest
+    root = ws.stage_dir(IMAGE_STAGE)
+    out = []
+    for rel, f in sorted(manifest_of_tree(root).items()):
+        if f["type"] == "file":
+            sha1 = hashlib.sha1()
+            with open(root / rel, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    sha1.update(chunk)
+            out.append(sbom.ImageFile(path=rel, sha256=f["sha256"], sha1=sha1.hexdigest(),
+                                      origins=by_hash.get(f["sha256"], ())))
+    return tuple(out)
 
 
 def sbom_inputs(ws, stages, sums: dict[str, str], settings) -> sbom.Inputs:
@@ -121,7 +170,8 @@ def sbom_inputs(ws, stages, sums: dict[str, str], settings) -> sbom.Inputs:
         artifacts=dict(sums), artifact_stage={name: d.name for d in stages.values() for _, name in d.artifacts},
         stages=tuple(infos), patches=tuple(patches),
         builder={"tar_sha256": record["tar_sha256"], "packages": record.get("packages", []),
-                 "suite": ws.lock.builder.suite})
+                 "suite": ws.lock.builder.suite},
+        image_stage=IMAGE_STAGE, image_files=image_files(ws, stages))
 
 
 def publish(ws, stages, settings, log=print) -> None:

@@ -64,20 +64,13 @@ def _is_license(parts: list[str], deb: bool) -> bool:
     return parts[0] == "LICENSES" or (len(parts) <= MAX_DEPTH and parts[-1].upper().startswith(LICENSE_PREFIXES))
 
 
-def license_texts(path: Path, name: str | None = None) -> list[tuple[str, bytes]]:
-    """(path inside the archive, bytes) of its license files, in archive
-    order: for a .deb usr/share/doc/<package>/copyright, for a tarball the
-    files named COPYING*/LICENSE*/LICENCE*/NOTICE* (up to MAX_DEPTH folders
-    below the top one) and everything under a top-level LICENSES/. A plain
-    file (not an archive) has none. `name` is the file's real name when
-    `path` is a cache entry (named by its hash): it says what kind of file
-    it is. Every member is checked as an extraction would check it; an
-    unsafe archive is refused."""
-    name = name or path.name
+def _archive_files(path: Path, name: str, want):
+    """(member path parts, bytes) of the regular files of a tarball or a
+    .deb's data for which want(parts, member) is true, streamed. `name` is
+    the file's real name (`path` may be a cache entry, named by its hash):
+    it says what kind of file it is. Every member is checked as an
+    extraction would check it; an unsafe archive is refused."""
     deb = name.endswith((".deb", ".udeb"))
-    if not deb and not name.endswith(unpack.TAR_SUFFIXES):
-        return []
-    found = []
     label = f"{name} ({path})" if name != path.name else str(path)
     with ExitStack() as stack:
         f = stack.enter_context(open(path, "rb"))
@@ -88,18 +81,43 @@ def license_texts(path: Path, name: str | None = None) -> list[tuple[str, bytes]
         tf = unpack._tar_stream(f, stack, label)
         for m in unpack._members(tf, label):
             unpack.check_member(m, label, absolute_symlinks=deb)
-            full = [p for p in m.name.split("/") if p not in ("", ".")]
-            # Matched below the top folder (linux-6.1.176/), kept under its whole path.
-            parts = full[1:] if not deb and len(full) > 1 else full
-            if not _is_license(parts, deb) or not m.isfile() or m.size > MAX_LICENSE_BYTES:
+            parts = [p for p in m.name.split("/") if p not in ("", ".")]
+            if not m.isfile() or not want(parts, m):
                 continue
             try:
                 data = tf.extractfile(m).read()
             except unpack._CORRUPT as e:
                 raise unpack.UnsafeArchive(f"{label}: corrupt or truncated archive in {m.name!r} "
                                            f"({type(e).__name__}: {e})") from None
-            found.append(("/".join(full), data))
-    return found
+            yield parts, data
+
+
+def is_archive(name: str) -> bool:
+    return name.endswith(unpack.TAR_SUFFIXES + (".deb", ".udeb"))
+
+
+def license_texts(path: Path, name: str | None = None) -> list[tuple[str, bytes]]:
+    """(path inside the archive, bytes) of its license files, in archive
+    order: for a .deb usr/share/doc/<package>/copyright, for a tarball the
+    files named COPYING*/LICENSE*/LICENCE*/NOTICE* (up to MAX_DEPTH folders
+    below the top one) and everything under a top-level LICENSES/. A plain
+    file (not an archive) has none."""
+    name = name or path.name
+    if not is_archive(name):
+        return []
+    deb = name.endswith((".deb", ".udeb"))
+
+    def want(full, m):
+        # Matched below the top folder (linux-6.1.176/), kept under its whole path.
+        parts = full[1:] if not deb and len(full) > 1 else full
+        return _is_license(parts, deb) and m.size <= MAX_LICENSE_BYTES
+    return [("/".join(parts), data) for parts, data in _archive_files(path, name, want)]
+
+
+def deb_file_hashes(path: Path, name: str) -> set[str]:
+    """The sha256 of every regular file a .deb installs (streamed: one file
+    in memory at a time, a binary of the size of dockerd at most)."""
+    return {hashlib.sha256(data).hexdigest() for _, data in _archive_files(path, name, lambda parts, m: True)}
 
 
 def shipped_sources(stages: dict) -> set[str]:

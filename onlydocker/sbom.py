@@ -10,6 +10,9 @@ What it holds:
   - every source of the lock: name, version, download location, file,
     sha256 (and any other hash the lock gives), declared license; a patch
     (an SPDX file) is PATCH_APPLIED to its source;
+  - every regular file of the image (the rootfs stage's tree, an SPDX file
+    with its SHA1 and SHA256), which the rootfs stage CONTAINS and which is
+    GENERATED_FROM the sources it came from;
   - the builder image (BUILD_TOOL_OF every container stage), which CONTAINS
     its Debian packages (name and version from the builder record).
 
@@ -54,6 +57,14 @@ class Patch:
 
 
 @dataclass(frozen=True)
+class ImageFile:
+    path: str                       # inside the image, e.g. "usr/bin/dockerd"
+    sha256: str
+    sha1: str
+    origins: tuple[str, ...] = ()   # source names it was made from (none: written by the pipeline)
+
+
+@dataclass(frozen=True)
 class Inputs:
     lane: str
     epoch: int
@@ -65,10 +76,18 @@ class Inputs:
     stages: tuple[StageInfo, ...] = ()
     patches: tuple[Patch, ...] = ()
     builder: dict | None = None     # {"tar_sha256", "packages": ["name=version", ...], "suite"}
+    image_stage: str | None = None  # the stage whose tree is the image (rootfs)
+    image_files: tuple[ImageFile, ...] = ()
 
 
 def spdx_id(kind: str, name: str) -> str:
-    return f"SPDXRef-{kind}-{re.sub(r'[^A-Za-z0-9.-]', '-', name)}"
+    """SPDXRef-<kind>-<name>; a name with characters an SPDXID cannot hold
+    ("/", "_", "+") gets them as "-" and a short hash of the name, so that
+    "a_b" and "a+b" stay two ids."""
+    safe = re.sub(r"[^A-Za-z0-9.-]", "-", name)
+    if safe != name:
+        safe += "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"SPDXRef-{kind}-{safe}"
 
 
 def _purl(name: str, version: str, arch: str | None) -> str:
@@ -146,8 +165,15 @@ def document(inp: Inputs) -> dict:
 
     for st in sorted(inp.stages, key=lambda st: st.name):
         sid = stage_ids[st.name]
-        packages.append(_package(sid, f"stage {st.name}", purpose="OTHER", location="NONE",
-                                 comment=f"outputs of stage {st.name}: digest {st.digest}, stage key {st.key}"))
+        pkg = _package(sid, f"stage {st.name}", purpose="OTHER", location="NONE",
+                       comment=f"outputs of stage {st.name}: digest {st.digest}, stage key {st.key}")
+        if st.name == inp.image_stage and inp.image_files:
+            # It CONTAINS files: SPDX then wants them analysed, with the
+            # verification code over their SHA1s (SPDX 2.3, 7.9).
+            code = hashlib.sha1("".join(sorted(f.sha1 for f in inp.image_files)).encode()).hexdigest()
+            pkg.update(filesAnalyzed=True, packageVerificationCode={"packageVerificationCodeValue": code},
+                       licenseInfoFromFiles=[NOASSERTION])
+        packages.append(pkg)
         for need in st.needs:
             if need in stage_ids:
                 rels.add((sid, "CONTAINS", stage_ids[need]))
@@ -168,6 +194,18 @@ def document(inp: Inputs) -> dict:
         if p.source in source_ids:
             rels.add((fid, "PATCH_APPLIED", source_ids[p.source]))
 
+    for f in sorted(inp.image_files, key=lambda f: f.path):
+        fid = spdx_id("File", f.path)
+        files.append({"SPDXID": fid, "fileName": f"./{f.path}",
+                      "checksums": [{"algorithm": "SHA1", "checksumValue": f.sha1},
+                                    {"algorithm": "SHA256", "checksumValue": f.sha256}],
+                      "licenseConcluded": NOASSERTION, "copyrightText": NOASSERTION})
+        if inp.image_stage in stage_ids:
+            rels.add((stage_ids[inp.image_stage], "CONTAINS", fid))
+        for src in f.origins:
+            if src in source_ids:
+                rels.add((fid, "GENERATED_FROM", source_ids[src]))
+
     if inp.builder:
         bid = "SPDXRef-Builder"
         packages.append(_package(bid, "builder-image", version=inp.builder.get("suite"), purpose="OTHER",
@@ -187,8 +225,7 @@ def document(inp: Inputs) -> dict:
     ids = [p["SPDXID"] for p in packages] + [f["SPDXID"] for f in files]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
-        raise ValueError(f"SBOM: two elements would share the SPDXID {dupes[0]} (names that differ only "
-                         f"in characters an SPDXID cannot hold)")
+        raise ValueError(f"SBOM: two elements would share the SPDXID {dupes[0]} (the same name twice)")
 
     refs = sorted({r for s in inp.sources for r in _LICENSE_REF.findall(s.license)})
     doc = {

@@ -134,10 +134,13 @@ def test_the_same_inputs_give_the_same_bytes_and_other_inputs_another_namespace(
                                             if k != "documentNamespace"})).hexdigest())
 
 
-def test_names_that_would_share_an_spdx_id_are_refused(tmp_path):
+def test_ids_are_stable_and_distinct_and_a_name_twice_is_refused(tmp_path):
+    assert sbom.spdx_id("Source", "docker.io") == "SPDXRef-Source-docker.io"
+    assert sbom.spdx_id("BuildTool", "a+b") != sbom.spdx_id("BuildTool", "a_b")
+    assert sbom.spdx_id("BuildTool", "a+b") == sbom.spdx_id("BuildTool", "a+b")
     lk = tiny_lock(tmp_path)
-    with pytest.raises(ValueError, match="SPDXRef-BuildTool-a-b"):
-        sbom.render(inputs(lk, builder={"tar_sha256": SHA["tar"], "packages": ["a+b=1", "a_b=2"]}))
+    with pytest.raises(ValueError, match="SPDXRef-BuildTool-gcc"):
+        sbom.render(inputs(lk, builder={"tar_sha256": SHA["tar"], "packages": ["gcc=1", "gcc=2"]}))
 
 
 def test_the_real_lock_and_stages_make_a_valid_sbom(tmp_path):
@@ -212,24 +215,50 @@ def test_a_dist_without_an_sbom_fails_verification(tmp_path):
 
 def test_publish_puts_the_sbom_in_sha256sums_and_the_provenance_and_verify_agrees(tmp_path):
     """dist.publish on hand-made stage outputs (no engine): the SBOM is
-    written, valid, listed, a subject of the statement, the same bytes twice."""
+    written, valid, listed, a subject of the statement, the same bytes twice;
+    the image's files are traced to the .deb or the stage they came from."""
     from onlydocker import config, dist
     from onlydocker.fetch import Fetcher
     from onlydocker.stage import Workspace
     from onlydocker.verify import parse_sums, verify_dist
-    lk = tiny_lock(tmp_path)
-    (tmp_path / "stages" / "kernel").mkdir(parents=True)
-    (tmp_path / "stages" / "kernel" / "stage.toml").write_text(
-        'description = "k"\nsources = ["busybox"]\noutputs = ["bzImage"]\nartifacts = { "bzImage" = "vmlinuz" }\n')
-    (tmp_path / "stages" / "kernel" / "build.sh").write_text("true\n")
+    from tests.test_legal import make_deb
+    so = b"\x7fELF libfoo"
+    deb = make_deb(tmp_path / "libfoo_1.0_amd64.deb", [("./usr/lib/libfoo.so.1", "file", so)])
+    lk_path = tmp_path / "t.lock"
+    lk_path.write_text(tiny_lock(tmp_path).path.read_text() + f"""
+[[source]]
+name = "libfoo"
+group = "debs"
+version = "1.0"
+file = "libfoo_1.0_amd64.deb"
+urls = ["{deb.as_uri()}"]
+sha256 = "{hashlib.sha256(deb.read_bytes()).hexdigest()}"
+size = {deb.stat().st_size}
+license = "MIT"
+""")
+    lk = lock.load(lk_path)
+    decls = {"kernel": 'sources = ["busybox"]\noutputs = ["bzImage"]\nartifacts = { "bzImage" = "vmlinuz" }\n',
+             "docker": 'sources = ["debs"]\noutputs = ["sysroot"]\n',
+             "rootfs": 'kind = "python"\nfunction = "onlydocker.rootfs:build"\nneeds = ["kernel", "docker"]\n'
+                       'outputs = ["init"]\n'}
+    for name, text in decls.items():
+        (tmp_path / "stages" / name).mkdir(parents=True)
+        (tmp_path / "stages" / name / "stage.toml").write_text(f'description = "{name}"\n' + text)
+        if "python" not in text:
+            (tmp_path / "stages" / name / "build.sh").write_text("true\n")
     stages = load_stages(tmp_path / "stages")
     settings = config.Settings(root=tmp_path, lock_path=lk.path, cache_dir=tmp_path / "cache",
-                               signing_key=tmp_path / "no.key", debian_mirror="http://mirror.invalid/debian")
+                               downloads_dir=tmp_path / "dl", signing_key=tmp_path / "no.key",
+                               debian_mirror="http://mirror.invalid/debian")
     ws = Workspace(root=tmp_path, out=tmp_path / "out" / "tiny", cache=tmp_path / "cache" / "stages", lock=lk,
                    fetcher=Fetcher(settings))
-    ws.stage_dir("kernel").mkdir(parents=True)
-    (ws.stage_dir("kernel") / "bzImage").write_bytes(b"kernel")
-    ws.manifest_path("kernel").write_text(json.dumps({"stage": "kernel", "key": "k" * 64, "digest": "d" * 64}))
+    outputs = {"kernel": {"bzImage": b"kernel"}, "docker": {"sysroot/usr/lib/libfoo.so.1": so},
+               "rootfs": {"boot/vmlinuz": b"kernel", "usr/lib/libfoo.so.1": so, "init": b"#!/bin/sh\n"}}
+    for name, tree in outputs.items():
+        for rel, body in tree.items():
+            (ws.stage_dir(name) / rel).parent.mkdir(parents=True, exist_ok=True)
+            (ws.stage_dir(name) / rel).write_bytes(body)
+        ws.manifest_path(name).write_text(json.dumps({"stage": name, "key": "k" * 64, "digest": name * 8}))
     (ws.out / "builder.json").write_text(json.dumps({"tag": "t", "tar_sha256": SHA["tar"],
                                                      "packages": ["gcc-12=12.2.0-14"]}))
     (tmp_path / "patches" / "busybox" / "1.35.0").mkdir(parents=True)
@@ -244,11 +273,19 @@ def test_publish_puts_the_sbom_in_sha256sums_and_the_provenance_and_verify_agree
     assert {s["name"]: s["digest"]["sha256"] for s in statement["subject"]} == sums
     assert {p.file_name: p.checksums[0].value for p in doc.packages if p.spdx_id.startswith("SPDXRef-Artifact-")} \
         == {"vmlinuz": hashlib.sha256(b"kernel").hexdigest()}
-    patch = next(f for f in doc.files)
+    patch = next(f for f in doc.files if f.name.startswith("./patches/"))
     assert patch.name == "./patches/busybox/0001-x.patch" and \
         {c.value for c in patch.checksums} == {hashlib.sha1(PATCH).hexdigest(), hashlib.sha256(PATCH).hexdigest()}
     assert "http://mirror.invalid/debian/pool/main/b/busybox/busybox_1.35.0.orig.tar.bz2" in \
         [str(p.download_location) for p in doc.packages]
+    # The image's files, and where each came from.
+    ids = {f.name: f.spdx_id for f in doc.files}
+    rels = {(r.spdx_element_id, r.relationship_type.name, r.related_spdx_element_id) for r in doc.relationships}
+    assert {n for n in ids if not n.startswith("./patches/")} == {"./boot/vmlinuz", "./usr/lib/libfoo.so.1", "./init"}
+    assert (ids["./usr/lib/libfoo.so.1"], "GENERATED_FROM", "SPDXRef-Source-libfoo") in rels
+    assert (ids["./boot/vmlinuz"], "GENERATED_FROM", "SPDXRef-Source-busybox") in rels
+    assert not any(r[0] == ids["./init"] and r[1] == "GENERATED_FROM" for r in rels)
+    assert ("SPDXRef-Stage-rootfs", "CONTAINS", ids["./init"]) in rels
     assert [f.state for f in verify_dist(d, None) if f.name == "onlydocker.spdx.json"] == ["OK", "SBOM-OK"]
     recorded = json.loads((ws.out / "dist.state.json").read_text())
     assert recorded == dist._inputs(ws, stages, settings)
