@@ -116,25 +116,27 @@ def _upstream(stages, name: str) -> list[str]:
 
 
 def image_files(ws, stages) -> tuple[sbom.ImageFile, ...]:
-    """Every regular file of the image, with the sources it came from, found
-    by content: a file with the sha256 of a file a .deb installs comes from
-    that .deb; one with the sha256 of an output of an upstream stage comes
-    from that stage's other sources (a stage of .debs only: from all of
-    them, e.g. the CA bundle); anything else the pipeline wrote itself."""
+    """Every regular file of the image, with where it came from, found by
+    content: a file with the sha256 of a file a .deb installs comes from
+    that .deb; one with the sha256 of an output of an upstream stage that
+    has tar sources comes from those (busybox, linux, ...); an output of a
+    stage without (the CA bundle the docker stage makes from its .debs, the
+    images stage's archive) from that stage; the rest the pipeline wrote."""
     from .legal import deb_file_hashes
     from .stage import manifest_of_tree
     if IMAGE_STAGE not in stages or not ws.stage_dir(IMAGE_STAGE).is_dir():
         return ()
     empty = hashlib.sha256(b"").hexdigest()       # an empty file says nothing about where it came from
-    by_hash: dict[str, tuple[str, ...]] = {}
+    by_hash: dict[str, tuple[tuple[str, ...], str | None]] = {}
     for name in reversed(_upstream(stages, IMAGE_STAGE)):      # nearer stages win
         srcs = [s for s in ws.sources_of(stages[name]) if s.pinned]
         debs = [s for s in srcs if s.file.endswith((".deb", ".udeb"))]
-        rest = tuple(s.name for s in srcs if s not in debs) or tuple(s.name for s in debs)
+        tars = tuple(s.name for s in srcs if s not in debs)
         deb_of = {h: s.name for s in debs for h in deb_file_hashes(ws.fetcher.fetch(s, progress=False), s.file)}
         for rel, f in manifest_of_tree(ws.stage_dir(name)).items():
             if f["type"] == "file" and f["sha256"] != empty:
-                by_hash[f["sha256"]] = (deb_of[f["sha256"]],) if f["sha256"] in deb_of else rest
+                by_hash[f["sha256"]] = ((deb_of[f["sha256"]],), None) if f["sha256"] in deb_of else \
+                    (tars, None) if tars else ((), name)
     root = ws.stage_dir(IMAGE_STAGE)
     out = []
     for rel, f in sorted(manifest_of_tree(root).items()):
@@ -143,8 +145,9 @@ def image_files(ws, stages) -> tuple[sbom.ImageFile, ...]:
             with open(root / rel, "rb") as fh:
                 for chunk in iter(lambda: fh.read(1 << 20), b""):
                     sha1.update(chunk)
-            out.append(sbom.ImageFile(path=rel, sha256=f["sha256"], sha1=sha1.hexdigest(),
-                                      origins=by_hash.get(f["sha256"], ())))
+            origins, stage = by_hash.get(f["sha256"], ((), None))
+            out.append(sbom.ImageFile(path=rel, sha256=f["sha256"], sha1=sha1.hexdigest(), origins=origins,
+                                      stage=stage))
     return tuple(out)
 
 

@@ -12,7 +12,8 @@ What it holds:
     (an SPDX file) is PATCH_APPLIED to its source;
   - every regular file of the image (the rootfs stage's tree, an SPDX file
     with its SHA1 and SHA256), which the rootfs stage CONTAINS and which is
-    GENERATED_FROM the sources it came from;
+    GENERATED_FROM the sources it came from (or, when that is not one
+    source, the upstream stage whose output it is);
   - the builder image (BUILD_TOOL_OF every container stage), which CONTAINS
     its Debian packages (name and version from the builder record).
 
@@ -61,7 +62,8 @@ class ImageFile:
     path: str                       # inside the image, e.g. "usr/bin/dockerd"
     sha256: str
     sha1: str
-    origins: tuple[str, ...] = ()   # source names it was made from (none: written by the pipeline)
+    origins: tuple[str, ...] = ()   # source names it was made from
+    stage: str | None = None        # else: the upstream stage whose output it is (made from all its inputs)
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,8 @@ def document(inp: Inputs) -> dict:
         for src in f.origins:
             if src in source_ids:
                 rels.add((fid, "GENERATED_FROM", source_ids[src]))
+        if not f.origins and f.stage in stage_ids:
+            rels.add((fid, "GENERATED_FROM", stage_ids[f.stage]))
 
     if inp.builder:
         bid = "SPDXRef-Builder"

@@ -252,8 +252,9 @@ license = "MIT"
                                debian_mirror="http://mirror.invalid/debian")
     ws = Workspace(root=tmp_path, out=tmp_path / "out" / "tiny", cache=tmp_path / "cache" / "stages", lock=lk,
                    fetcher=Fetcher(settings))
-    outputs = {"kernel": {"bzImage": b"kernel"}, "docker": {"sysroot/usr/lib/libfoo.so.1": so},
-               "rootfs": {"boot/vmlinuz": b"kernel", "usr/lib/libfoo.so.1": so, "init": b"#!/bin/sh\n"}}
+    outputs = {"kernel": {"bzImage": b"kernel"}, "docker": {"sysroot/usr/lib/libfoo.so.1": so, "ca.crt": b"made"},
+               "rootfs": {"boot/vmlinuz": b"kernel", "usr/lib/libfoo.so.1": so, "init": b"#!/bin/sh\n",
+                          "etc/ca.crt": b"made"}}
     for name, tree in outputs.items():
         for rel, body in tree.items():
             (ws.stage_dir(name) / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -281,10 +282,13 @@ license = "MIT"
     # The image's files, and where each came from.
     ids = {f.name: f.spdx_id for f in doc.files}
     rels = {(r.spdx_element_id, r.relationship_type.name, r.related_spdx_element_id) for r in doc.relationships}
-    assert {n for n in ids if not n.startswith("./patches/")} == {"./boot/vmlinuz", "./usr/lib/libfoo.so.1", "./init"}
+    assert {n for n in ids if not n.startswith("./patches/")} == {"./boot/vmlinuz", "./usr/lib/libfoo.so.1", "./init",
+                                                                          "./etc/ca.crt"}
     assert (ids["./usr/lib/libfoo.so.1"], "GENERATED_FROM", "SPDXRef-Source-libfoo") in rels
     assert (ids["./boot/vmlinuz"], "GENERATED_FROM", "SPDXRef-Source-busybox") in rels
     assert not any(r[0] == ids["./init"] and r[1] == "GENERATED_FROM" for r in rels)
+    # Made by a stage of .debs, in none of them: from that stage, not from every .deb.
+    assert [r[2] for r in rels if r[0] == ids["./etc/ca.crt"] and r[1] == "GENERATED_FROM"] == ["SPDXRef-Stage-docker"]
     assert ("SPDXRef-Stage-rootfs", "CONTAINS", ids["./init"]) in rels
     assert [f.state for f in verify_dist(d, None) if f.name == "onlydocker.spdx.json"] == ["OK", "SBOM-OK"]
     recorded = json.loads((ws.out / "dist.state.json").read_text())
