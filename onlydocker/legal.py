@@ -61,7 +61,14 @@ def _is_license(parts: list[str], deb: bool) -> bool:
         return len(parts) == 5 and parts[:3] == ["usr", "share", "doc"] and parts[4] == "copyright"
     if not parts:
         return False
-    return parts[0] == "LICENSES" or (len(parts) <= MAX_DEPTH and parts[-1].upper().startswith(LICENSE_PREFIXES))
+    if parts[0] == "LICENSES":
+        return True
+    if len(parts) > MAX_DEPTH:
+        return False
+    # COPYING, LICENSE.FlashPoint, COPYING-logo, License.txt; not license.h or license-rules.rst.
+    name = parts[-1]
+    stem, dot, ext = name.partition(".")
+    return name.startswith(LICENSE_PREFIXES) or (stem.upper() in LICENSE_PREFIXES and ext.lower() in ("", "txt", "md"))
 
 
 def _archive_files(path: Path, name: str, want):

@@ -43,7 +43,8 @@ def setup_lane(tmp_path, httpserver, extra: str = ""):
     made.mkdir()
     tarball = make_tar(made / "hello-1.0.tar.gz", [
         ("hello-1.0", "dir", None), ("hello-1.0/COPYING", "file", COPYING), ("hello-1.0/hello.c", "file", b"a\n"),
-        ("hello-1.0/lib/zlib/LICENSE", "file", ZLIB),
+        ("hello-1.0/lib/zlib/LICENSE", "file", ZLIB), ("hello-1.0/include/license.h", "file", b"#define GPL\n"),
+        ("hello-1.0/doc/License.txt", "file", ZLIB),
         ("hello-1.0/LICENSES/preferred/GPL-2.0", "file", COPYING),
         ("hello-1.0/a/b/c/d/COPYING", "file", b"too deep: a test fixture's, not the package's\n")])
     deb = make_deb(made / "libfoo_1.0_amd64.deb", [
@@ -89,7 +90,9 @@ def test_legal_info_writes_sources_patches_licenses_and_a_manifest(tmp_path, htt
     assert (lic / "hello" / "hello-1.0" / "COPYING").read_bytes() == COPYING
     assert (lic / "hello" / "hello-1.0" / "lib" / "zlib" / "LICENSE").read_bytes() == ZLIB
     assert (lic / "hello" / "hello-1.0" / "LICENSES" / "preferred" / "GPL-2.0").read_bytes() == COPYING
-    assert not (lic / "hello" / "hello-1.0" / "a").exists()
+    assert not (lic / "hello" / "hello-1.0" / "a").exists()       # deeper than MAX_DEPTH
+    assert (lic / "hello" / "hello-1.0" / "doc" / "License.txt").read_bytes() == ZLIB
+    assert not (lic / "hello" / "hello-1.0" / "include").exists()   # code, not a license text
     assert (lic / "libfoo" / "usr" / "share" / "doc" / "libfoo" / "copyright").read_bytes() == DEB_COPYRIGHT
     assert sorted(p.name for p in (lic / "libfoo").rglob("*") if p.is_file()) == ["copyright"]
     rows = list(csv.DictReader(io.StringIO((out / "manifest.csv").read_text())))
