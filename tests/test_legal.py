@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import tarfile
 from pathlib import Path
 
 from onlydocker import legal, lock
