@@ -15,7 +15,7 @@ from tests.test_unpack import make_tar
 
 COPYING = b"GNU GENERAL PUBLIC LICENSE\nVersion 2, June 1991\n"
 ZLIB = b"zlib license text\n"
-DEB_COPYRIGHT = b"Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\nLicense: MIT\n"
+DEB_COPYRIGHT = b"Format: machine-readable copyright 1.0\nLicense: MIT\n"
 PATCH_A = b"--- a/hello.c\n+++ b/hello.c\n@@ -1 +1 @@\n-a\n+b\n"
 PATCH_B = b"--- a/hello.c\n+++ b/hello.c\n@@ -1 +1 @@\n-b\n+c\n"
 
