@@ -1,5 +1,5 @@
 """doit commands (plugins, registered in pyproject.toml): verify, lock,
-keygen, repro. They are commands, not tasks: they audit or orchestrate
+keygen, repro, legal-info. They are commands, not tasks: they audit or orchestrate
 builds rather than being steps of one."""
 from __future__ import annotations
 
@@ -224,3 +224,39 @@ class Repro(Command):
         except OnlyDockerError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
+
+
+class LegalInfo(Command):
+    name = "legal-info"
+    doc_purpose = "write out/<lane>/legal-info/: sources, patches, license texts and a manifest"
+    doc_usage = "[--lock PATH]"
+    cmd_options = (OPT_LOCK,)
+
+    def execute(self, params, args):
+        import json
+
+        from . import legal
+        from .fetch import Fetcher
+        from .stage import load_stages
+        try:
+            settings = _settings(params)
+            lk = lock.load(settings.lock_path)
+            stages = load_stages(settings.root / "stages")
+            shipped = legal.shipped_sources(stages)
+            out = _out_root(settings) / lk.lane.name
+            try:
+                builder = json.loads((out / "builder.json").read_text())
+            except (OSError, ValueError):
+                builder = None
+            dest = out / "legal-info"
+            rows = legal.write(lk, Fetcher(settings), settings.root, dest,
+                               in_image={s.name for s in lk.sources if s.group in shipped}, builder=builder)
+        except OnlyDockerError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+        print(f"legal-info of lane {lk.lane.name} in {dest}: {len(rows)} source(s), "
+              f"{sum(1 for _ in (dest / 'licenses').rglob('*') if _.is_file()) if (dest / 'licenses').exists() else 0} "
+              f"license file(s), {sum(len(r['patches'].split()) for r in rows)} patch(es), {size / 1e6:.1f} MB"
+              + ("" if builder else "; no builder record, so no host-manifest.csv (run `doit` once)"))
+        return 0

@@ -1,21 +1,27 @@
 """Publishing: the artifacts of every stage into out/<lane>/dist/, with
-SHA256SUMS, a minisign signature over it, and a signed in-toto provenance
-statement saying where every byte came from.
+their SPDX SBOM, SHA256SUMS (which lists the SBOM too), a minisign signature
+over it, and a signed in-toto provenance statement saying where every byte
+came from (the SBOM is one of its subjects).
 
 The signing key lives outside out/ and the repository; without one the build
 still completes and says it is unsigned.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
 
-from . import provenance, sign
-from .errors import BuildError
+from . import provenance, sbom, sign
+from .errors import BuildError, ConfigError
 from .hashing import sha256_file
+from .verify import SBOM
 
+# The stage whose tree is the image (the initrd is a cpio of it): the SBOM
+# lists its files and where each came from.
+IMAGE_STAGE = "rootfs"
 SUMS = "SHA256SUMS"
 SUMS_SIG = "SHA256SUMS.minisig"
 STATEMENT = "provenance.intoto.json"
@@ -38,8 +44,15 @@ def public_key_path(settings) -> Path:
 
 def _inputs(ws, stages, settings) -> dict:
     key = settings.signing_key
+    try:
+        builder = ws.builder().get("tar_sha256")
+    except BuildError:
+        builder = None
     return {
         "stages": {n: (ws.read_manifest(n) or {}).get("digest") for n in stages},
+        # The SBOM also says what the lock (licenses, URLs) and the builder say.
+        "lock": sha256_file(ws.lock.path),
+        "builder": builder,
         "signing_key": sha256_file(public_key_path(settings)) if key.exists() and public_key_path(settings).exists() else None,
     }
 
@@ -87,6 +100,91 @@ def _materials(ws) -> list[dict]:
     return mats
 
 
+def _location(url: str, settings) -> str | None:
+    """Where a source can be downloaded: a `debian:` URL as the configured
+    mirror resolves it (none configured, or a file: URL, which names a
+    place on this machine only: no assertion)."""
+    from .fetch import resolve_url
+    try:
+        resolved = resolve_url(url, settings)
+    except ConfigError:
+        return None
+    return None if resolved.startswith("file:") else resolved
+
+
+def _upstream(stages, name: str) -> list[str]:
+    seen: list[str] = []
+    todo = list(stages[name].needs)
+    while todo:
+        n = todo.pop(0)
+        if n not in seen and n in stages:
+            seen.append(n)
+            todo.extend(stages[n].needs)
+    return seen
+
+
+def image_files(ws, stages) -> tuple[sbom.ImageFile, ...]:
+    """Every regular file of the image, with where it came from, found by
+    content: a file with the sha256 of a file a .deb installs comes from
+    that .deb; one with the sha256 of an output of an upstream stage that
+    has tar sources comes from those (busybox, linux, ...); an output of a
+    stage without (the CA bundle the docker stage makes from its .debs, the
+    images stage's archive) from that stage; the rest the pipeline wrote."""
+    from .legal import deb_file_hashes
+    from .stage import manifest_of_tree
+    if IMAGE_STAGE not in stages or not ws.stage_dir(IMAGE_STAGE).is_dir():
+        return ()
+    empty = hashlib.sha256(b"").hexdigest()       # an empty file says nothing about where it came from
+    by_hash: dict[str, tuple[tuple[str, ...], str | None]] = {}
+    for name in reversed(_upstream(stages, IMAGE_STAGE)):      # nearer stages win
+        srcs = [s for s in ws.sources_of(stages[name]) if s.pinned]
+        debs = [s for s in srcs if s.file.endswith((".deb", ".udeb"))]
+        tars = tuple(s.name for s in srcs if s not in debs)
+        deb_of = {h: s.name for s in debs for h in deb_file_hashes(ws.fetcher.fetch(s, progress=False), s.file)}
+        for rel, f in manifest_of_tree(ws.stage_dir(name)).items():
+            if f["type"] == "file" and f["sha256"] != empty:
+                by_hash[f["sha256"]] = ((deb_of[f["sha256"]],), None) if f["sha256"] in deb_of else \
+                    (tars, None) if tars else ((), name)
+    root = ws.stage_dir(IMAGE_STAGE)
+    out = []
+    for rel, f in sorted(manifest_of_tree(root).items()):
+        if f["type"] == "file":
+            sha1 = hashlib.sha1()
+            with open(root / rel, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    sha1.update(chunk)
+            origins, stage = by_hash.get(f["sha256"], ((), None))
+            out.append(sbom.ImageFile(path=rel, sha256=f["sha256"], sha1=sha1.hexdigest(), origins=origins,
+                                      stage=stage))
+    return tuple(out)
+
+
+def sbom_inputs(ws, stages, sums: dict[str, str], settings) -> sbom.Inputs:
+    from . import __version__
+    from .legal import patch_series
+    sources = tuple(s for s in ws.lock.sources if s.pinned)
+    patches = []
+    for s in sources:
+        for i, p in enumerate(patch_series(ws.root, s), 1):
+            patches.append(sbom.Patch(source=s.name, name=p.name, order=i, sha256=sha256_file(p),
+                                      sha1=hashlib.sha1(p.read_bytes()).hexdigest()))
+    infos = []
+    for decl in stages.values():
+        m = ws.read_manifest(decl.name) or {}
+        infos.append(sbom.StageInfo(name=decl.name, key=m.get("key"), digest=m.get("digest"), needs=decl.needs,
+                                    sources=tuple(s.name for s in ws.sources_of(decl)),
+                                    container=decl.kind == "container"))
+    record = ws.builder()
+    return sbom.Inputs(
+        lane=ws.lane, epoch=ws.lock.lane.source_date_epoch, tool=f"onlydocker-{__version__}",
+        sources=sources, locations={s.name: _location(s.urls[0], settings) for s in sources},
+        artifacts=dict(sums), artifact_stage={name: d.name for d in stages.values() for _, name in d.artifacts},
+        stages=tuple(infos), patches=tuple(patches),
+        builder={"tar_sha256": record["tar_sha256"], "packages": record.get("packages", []),
+                 "suite": ws.lock.builder.suite},
+        image_stage=IMAGE_STAGE, image_files=image_files(ws, stages))
+
+
 def publish(ws, stages, settings, log=print) -> None:
     found = artifacts(ws, stages)
     final = dist_dir(ws)
@@ -102,6 +200,10 @@ def publish(ws, stages, settings, log=print) -> None:
         except OSError:
             shutil.copyfile(src, dst)
         sums[name] = sha256_file(dst)
+    # The SBOM names every artifact by its hash, and is itself listed in
+    # SHA256SUMS (so signed with it) and a subject of the provenance.
+    (tmp / SBOM).write_bytes(sbom.render(sbom_inputs(ws, stages, sums, settings)))
+    sums[SBOM] = sha256_file(tmp / SBOM)
     sums_text = "".join(f"{h}  {n}\n" for n, h in sorted(sums.items()))
     (tmp / SUMS).write_text(sums_text)
 

@@ -6,6 +6,7 @@ the order of everything else survive.
 """
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from dataclasses import dataclass
@@ -20,6 +21,34 @@ INITRD_COMPRESSIONS = {"zstd", "lzma", "xz", "gzip"}
 URL_SCHEMES = {"http", "https", "file"}
 SOURCE_FIELDS = {"name", "group", "version", "file", "urls", "sha256", "sha512", "sha1", "size", "license"}
 HEX = re.compile(r"^[0-9a-f]+$")
+LICENSE_REF = re.compile(r"^LicenseRef-[A-Za-z0-9.\-]+$")
+
+
+@functools.cache
+def _spdx_licensing():
+    # The SPDX license list and expression grammar, parsed by a real parser
+    # (license-expression, the library spdx-tools itself validates with).
+    from license_expression import get_spdx_licensing
+    return get_spdx_licensing()
+
+
+def spdx_license(path, entry: str, text: str) -> str:
+    """A source's license as a valid SPDX license expression, in its canonical
+    spelling ("gpl-2.0-only" -> "GPL-2.0-only"); anything else is refused,
+    naming the entry: the SBOM and legal-info copy it as a declared license."""
+    from license_expression import ExpressionError
+    licensing = _spdx_licensing()
+    try:
+        parsed = licensing.parse(text, strict=True)
+    except ExpressionError as e:
+        raise LockError(path, entry, "license", f"{text!r} is not an SPDX license expression ({e})") from None
+    if parsed is None:
+        raise LockError(path, entry, "license", "empty: give an SPDX license expression such as \"MIT\"")
+    for sym in licensing.license_symbols(parsed, unique=True, decompose=True):
+        if sym.key not in licensing.known_symbols and not LICENSE_REF.match(sym.key):
+            raise LockError(path, entry, "license", f"{text!r}: {sym.key!r} is not an SPDX license id "
+                                                    f"(see the SPDX license list, or write LicenseRef-<name>)")
+    return str(parsed)
 
 
 @dataclass(frozen=True)
@@ -166,7 +195,8 @@ def _source(path, i: int, t) -> Source:
     group = _req(path, t, "group", str, entry) if "group" in t else name
     return Source(name=name, group=group,
                   version=_req(path, t, "version", str, entry), file=file, urls=tuple(urls),
-                  sha256=hashes.get("sha256"), size=size, license=_req(path, t, "license", str, entry),
+                  sha256=hashes.get("sha256"), size=size,
+                  license=spdx_license(path, entry, _req(path, t, "license", str, entry)),
                   sha512=hashes.get("sha512"), sha1=hashes.get("sha1"))
 
 

@@ -1,29 +1,32 @@
-"""Audits: every file in dist/ against SHA256SUMS, and the signatures
-against the public key. (Sources are audited by fetch.Fetcher.check.)"""
+"""Audits: every file in dist/ against SHA256SUMS, the SBOM's artifact
+hashes against SHA256SUMS (and the provenance naming the SBOM), and the
+signatures against the public key. (Sources are audited by
+fetch.Fetcher.check.)"""
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import sign
+from . import sbom, sign
 from .errors import SigningError
 from .hashing import sha256_file
 
 SUMS = "SHA256SUMS"
+SBOM = "onlydocker.spdx.json"
 # Files that SHA256SUMS cannot list because they are made from it.
 METADATA = {"SHA256SUMS", "SHA256SUMS.minisig", "provenance.intoto.json", "provenance.intoto.dsse.json"}
 
 
 @dataclass(frozen=True)
 class Finding:
-    state: str          # OK, MISSING, CORRUPT, EXTRA, SIGNATURE-OK, BAD-SIGNATURE, UNSIGNED
+    state: str          # OK, MISSING, CORRUPT, EXTRA, SBOM-OK, SBOM-WRONG, SIGNATURE-OK, BAD-SIGNATURE, UNSIGNED
     name: str
     detail: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.state in ("OK", "SIGNATURE-OK")
+        return self.state in ("OK", "SBOM-OK", "SIGNATURE-OK")
 
     def __str__(self) -> str:
         return f"{self.state:<13} {self.name}" + (f"  {self.detail}" if self.detail else "")
@@ -36,6 +39,41 @@ def parse_sums(text: str) -> dict[str, str]:
             digest, _, name = line.partition("  ")
             sums[name] = digest
     return sums
+
+
+def verify_sbom(dist: Path, sums: dict[str, str]) -> list[Finding]:
+    """The SBOM names every other artifact of SHA256SUMS with the same
+    sha256, and no other; the provenance names the SBOM with its sha256."""
+    if SBOM not in sums:
+        return [Finding("MISSING", SBOM, "SHA256SUMS lists no SBOM (published before there were SBOMs? run `doit`)")]
+    try:
+        doc = json.loads((dist / SBOM).read_text())
+        described = sbom.artifact_hashes(doc)
+    except (OSError, ValueError, AttributeError, TypeError, KeyError) as e:
+        return [Finding("SBOM-WRONG", SBOM, f"not a readable SPDX JSON document: {e}")]
+    wrong = []
+    for name, expected in sorted(sums.items()):
+        if name == SBOM:
+            continue
+        if name not in described:
+            wrong.append(Finding("SBOM-WRONG", name, f"listed in SHA256SUMS but not described by {SBOM}"))
+        elif described[name] != expected:
+            wrong.append(Finding("SBOM-WRONG", name, f"{SBOM} says sha256 {described[name]}, "
+                                                     f"SHA256SUMS says {expected}"))
+    for name in sorted(set(described) - set(sums)):
+        wrong.append(Finding("SBOM-WRONG", name, f"described by {SBOM} but not listed in SHA256SUMS"))
+    statement = dist / "provenance.intoto.json"
+    if statement.is_file():
+        try:
+            subjects = {s["name"]: s["digest"]["sha256"] for s in json.loads(statement.read_text())["subject"]}
+        except (ValueError, KeyError, TypeError) as e:
+            subjects = {}
+            wrong.append(Finding("SBOM-WRONG", statement.name, f"no readable subjects: {e}"))
+        if subjects.get(SBOM) != sums[SBOM]:
+            wrong.append(Finding("SBOM-WRONG", SBOM, f"{statement.name} names it with sha256 "
+                                                     f"{subjects.get(SBOM)}, SHA256SUMS with {sums[SBOM]}"))
+    return wrong or [Finding("SBOM-OK", SBOM, f"its {len(described)} artifact hashes agree with {SUMS}"
+                                              + (" and the provenance names it" if statement.is_file() else ""))]
 
 
 def verify_dist(dist: Path, public_key: Path | None) -> list[Finding]:
@@ -56,6 +94,8 @@ def verify_dist(dist: Path, public_key: Path | None) -> list[Finding]:
     for path in sorted(dist.iterdir()):
         if path.name not in sums and path.name not in METADATA:
             findings.append(Finding("EXTRA", path.name, "not listed in SHA256SUMS"))
+
+    findings += verify_sbom(dist, sums)
 
     sig = dist / "SHA256SUMS.minisig"
     env = dist / "provenance.intoto.dsse.json"

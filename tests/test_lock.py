@@ -234,3 +234,27 @@ def test_pin_builder_rewrites_only_the_debs_and_keeps_comments(tmp_path):
     lock.pin_builder(p, new[:1])
     assert [d.name for d in lock.load(p).builder.debs] == ["zlib1g"]
     assert sorted(x.name for x in tmp_path.iterdir()) == ["x.lock"]
+
+
+@pytest.mark.parametrize("license, words", [
+    ("GPL 2", "'GPL 2' is not an SPDX license expression"),
+    ("GPLv2+", "'GPLv2+' is not an SPDX license id"),
+    ("MIT AND", "is not an SPDX license expression"),
+    ("(MIT OR Apache-2.0", "is not an SPDX license expression"),
+    ("GPL-2.0-only WITH MIT", "is not an SPDX license expression"),
+    ("LicenseRef-", "is not an SPDX license id"),
+    ("", "empty"),
+])
+def test_a_license_that_is_not_an_spdx_expression_is_refused_naming_the_entry(tmp_path, license, words):
+    with pytest.raises(LockError) as e:
+        lock.load(write(tmp_path, GOOD.replace('license = "MIT"', f'license = "{license}"')))
+    assert e.value.entry == "hello" and e.value.field == "license"
+    assert words in str(e.value) and "x.lock" in str(e.value) and "'hello'" in str(e.value)
+
+
+def test_spdx_expressions_are_accepted_and_spelled_canonically(tmp_path):
+    for written, canonical in [("mit", "MIT"), ("gpl-2.0-only WITH linux-syscall-note", "GPL-2.0-only WITH Linux-syscall-note"),
+                               ("LGPL-2.1-or-later AND (BSD-3-Clause OR MIT)", "LGPL-2.1-or-later AND (BSD-3-Clause OR MIT)"),
+                               ("LicenseRef-public-domain", "LicenseRef-public-domain")]:
+        lk = lock.load(write(tmp_path, GOOD.replace('license = "MIT"', f'license = "{written}"')))
+        assert lk.source("hello").license == canonical

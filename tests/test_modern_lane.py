@@ -46,6 +46,44 @@ def test_full_build_publishes_signed_artifacts(lane):
         m = mats[f"builder-deb:{deb.name}:{deb.architecture}"]
         assert m["uri"] == deb.url and m["digest"] == {"sha256": deb.sha256}
     assert "UNSIGNED" not in lane.first.stdout
+    assert "onlydocker.spdx.json" in names
+
+
+def test_the_sbom_is_valid_spdx_and_names_every_artifact_source_and_deb(lane):
+    from spdx_tools.spdx.parser.parse_anything import parse_file
+    from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+
+    from onlydocker import lock
+    from onlydocker.verify import parse_sums
+    d = dist(lane)
+    sums = parse_sums((d / "SHA256SUMS").read_text())
+    doc = parse_file(str(d / "onlydocker.spdx.json"))
+    problems = validate_full_spdx_document(doc, "SPDX-2.3")
+    assert problems == [], "\n".join(m.validation_message for m in problems)
+    by_file = {p.file_name: p for p in doc.packages if p.file_name}
+    for name, sha in sums.items():
+        if name != "onlydocker.spdx.json":
+            assert by_file[name].checksums[0].value == sha, name
+    lk = lock.load(lane.root / LOCK)
+    for s in lk.sources:
+        assert by_file[s.file].version == s.version and str(by_file[s.file].license_declared) == s.license
+    assert {s.file for s in lk.group("docker")} <= set(by_file)
+    builder = json.loads((lane.out(LANE) / "builder.json").read_text())
+    tools = {f"{p.name}={p.version}" for p in doc.packages if p.spdx_id.startswith("SPDXRef-BuildTool-")}
+    assert tools == set(builder["packages"])
+
+
+def test_legal_info_of_the_lane_offline(lane):
+    import csv
+    import io
+    env = dict(lane.env, ONLYDOCKER_OFFLINE="1")
+    r = wsmod.Workspace(root=lane.root, env=env, log=lane.log).doit("legal-info", "--lock", LOCK)
+    out = lane.out(LANE) / "legal-info"
+    rows = list(csv.DictReader(io.StringIO((out / "manifest.csv").read_text())))
+    assert len(rows) == len(list((out / "sources").iterdir())) and "legal-info of lane" in r.stdout
+    assert (out / "licenses" / "busybox" / "busybox-1.35.0" / "LICENSE").is_file()
+    assert (out / "licenses" / "linux" / "linux-6.1.176" / "COPYING").is_file()
+    assert (out / "licenses" / "docker.io" / "usr" / "share" / "doc" / "docker.io" / "copyright").is_file()
 
 
 def test_a_second_run_builds_and_restores_nothing(lane):

@@ -1,0 +1,269 @@
+"""The lane's SBOM: an SPDX 2.3 JSON document, made from data only (inputs
+in, bytes out; no clock, no files, no random ids).
+
+What it holds:
+  - every artifact of dist/ (a package, with its sha256 as in SHA256SUMS),
+    described by the document;
+  - every stage's output (a package); an artifact CONTAINS the output of the
+    stage that publishes it, a stage's output CONTAINS the outputs of the
+    stages it needs, and is GENERATED_FROM its sources;
+  - every source of the lock: name, version, download location, file,
+    sha256 (and any other hash the lock gives), declared license; a patch
+    (an SPDX file) is PATCH_APPLIED to its source;
+  - every regular file of the image (the rootfs stage's tree, an SPDX file
+    with its SHA1 and SHA256), which the rootfs stage CONTAINS and which is
+    GENERATED_FROM the sources it came from (or, when that is not one
+    source, the upstream stage whose output it is);
+  - the builder image (BUILD_TOOL_OF every container stage), which CONTAINS
+    its Debian packages (name and version from the builder record).
+
+Its ids are stable: SPDXIDs are made from names, and the documentNamespace
+ends with the sha256 of the document's own content (written without the
+namespace), so the same inputs give the same bytes and other inputs another
+namespace. Its date is the lane's SOURCE_DATE_EPOCH.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+from .provenance import canonical_json, rfc3339
+
+SPDX_VERSION = "SPDX-2.3"
+NAMESPACE_BASE = "https://onlydocker.invalid/spdx"
+NOASSERTION = "NOASSERTION"
+DOCUMENT = "SPDXRef-DOCUMENT"
+_LICENSE_REF = re.compile(r"LicenseRef-[A-Za-z0-9.\-]+")
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    name: str
+    key: str | None                 # the stage key (from its manifest)
+    digest: str | None              # the digest of its outputs (from its manifest)
+    needs: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()   # source names (groups already expanded)
+    container: bool = True          # built in the builder image
+
+
+@dataclass(frozen=True)
+class Patch:
+    source: str                     # the source it is applied to
+    name: str                       # file name, as in patches/<source>/<version>/
+    order: int                      # 1, 2, ...: the order the prelude applies them
+    sha256: str
+    sha1: str
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    path: str                       # inside the image, e.g. "usr/bin/dockerd"
+    sha256: str
+    sha1: str
+    origins: tuple[str, ...] = ()   # source names it was made from
+    stage: str | None = None        # else: the upstream stage whose output it is (made from all its inputs)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    lane: str
+    epoch: int
+    tool: str                       # e.g. "onlydocker-0.1.0"
+    sources: tuple = ()             # lock.Source objects (pinned)
+    locations: dict = field(default_factory=dict)   # source name -> download URL
+    artifacts: dict = field(default_factory=dict)   # dist name -> sha256
+    artifact_stage: dict = field(default_factory=dict)  # dist name -> stage name
+    stages: tuple[StageInfo, ...] = ()
+    patches: tuple[Patch, ...] = ()
+    builder: dict | None = None     # {"tar_sha256", "packages": ["name=version", ...], "suite"}
+    image_stage: str | None = None  # the stage whose tree is the image (rootfs)
+    image_files: tuple[ImageFile, ...] = ()
+
+
+def spdx_id(kind: str, name: str) -> str:
+    """SPDXRef-<kind>-<name>; a name with characters an SPDXID cannot hold
+    ("/", "_", "+") gets them as "-" and a short hash of the name, so that
+    "a_b" and "a+b" stay two ids."""
+    safe = re.sub(r"[^A-Za-z0-9.-]", "-", name)
+    if safe != name:
+        safe += "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"SPDXRef-{kind}-{safe}"
+
+
+def _purl(name: str, version: str, arch: str | None) -> str:
+    v = quote(version, safe=".-_~")
+    return f"pkg:deb/debian/{quote(name, safe='.-_~+')}@{v}" + (f"?arch={arch}" if arch else "")
+
+
+def _deb_arch(file: str) -> str | None:
+    m = re.search(r"_([a-z0-9]+)\.u?deb$", file)
+    return m.group(1) if m else None
+
+
+def _source_package(s, location: str | None) -> dict:
+    is_deb = s.file.endswith((".deb", ".udeb"))
+    checksums = [{"algorithm": algo.upper(), "checksumValue": value} for algo, value in sorted(s.hashes().items())]
+    pkg = {
+        "SPDXID": spdx_id("Source", s.name),
+        "name": s.name,
+        "versionInfo": s.version,
+        "packageFileName": s.file,
+        "downloadLocation": location or NOASSERTION,
+        "filesAnalyzed": False,
+        "checksums": checksums,
+        "licenseDeclared": s.license,
+        "licenseConcluded": NOASSERTION,
+        "copyrightText": NOASSERTION,
+        "primaryPackagePurpose": "INSTALL" if is_deb else "SOURCE",
+        # The lock's own URL: `debian:` ones resolve against any Debian mirror.
+        "sourceInfo": f"locked as {', '.join(s.urls)}",
+    }
+    if s.urls[0].split(":", 1)[0] in ("debian", "debian-security", "debian-archive"):
+        arch = _deb_arch(s.file) if is_deb else "source"
+        pkg["externalRefs"] = [{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
+                                "referenceLocator": _purl(s.name, s.version, arch)}]
+    return pkg
+
+
+def _package(spdxid: str, name: str, *, version: str | None = None, comment: str | None = None,
+             purpose: str | None = None, sha256: str | None = None, file: str | None = None,
+             purl: str | None = None, location: str = NOASSERTION) -> dict:
+    pkg = {"SPDXID": spdxid, "name": name, "downloadLocation": location, "filesAnalyzed": False,
+           "licenseConcluded": NOASSERTION, "licenseDeclared": NOASSERTION, "copyrightText": NOASSERTION}
+    if version is not None:
+        pkg["versionInfo"] = version
+    if file is not None:
+        pkg["packageFileName"] = file
+    if sha256 is not None:
+        pkg["checksums"] = [{"algorithm": "SHA256", "checksumValue": sha256}]
+    if purpose is not None:
+        pkg["primaryPackagePurpose"] = purpose
+    if comment is not None:
+        pkg["comment"] = comment
+    if purl is not None:
+        pkg["externalRefs"] = [{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
+                                "referenceLocator": purl}]
+    return pkg
+
+
+def document(inp: Inputs) -> dict:
+    """The SPDX document as a dict (its namespace included)."""
+    packages: list[dict] = []
+    files: list[dict] = []
+    rels: set[tuple[str, str, str]] = set()
+    stage_ids = {st.name: spdx_id("Stage", st.name) for st in inp.stages}
+    source_ids = {s.name: spdx_id("Source", s.name) for s in inp.sources}
+
+    for name, sha in sorted(inp.artifacts.items()):
+        aid = spdx_id("Artifact", name)
+        packages.append(_package(aid, name, file=name, sha256=sha, purpose="FILE",
+                                 comment=f"dist/{name} of lane {inp.lane}, as listed in SHA256SUMS"))
+        rels.add((DOCUMENT, "DESCRIBES", aid))
+        stage = inp.artifact_stage.get(name)
+        if stage in stage_ids:
+            rels.add((aid, "CONTAINS", stage_ids[stage]))
+
+    for st in sorted(inp.stages, key=lambda st: st.name):
+        sid = stage_ids[st.name]
+        pkg = _package(sid, f"stage {st.name}", purpose="OTHER", location="NONE",
+                       comment=f"outputs of stage {st.name}: digest {st.digest}, stage key {st.key}")
+        if st.name == inp.image_stage and inp.image_files:
+            # It CONTAINS files: SPDX then wants them analysed, with the
+            # verification code over their SHA1s (SPDX 2.3, 7.9).
+            code = hashlib.sha1("".join(sorted(f.sha1 for f in inp.image_files)).encode()).hexdigest()
+            pkg.update(filesAnalyzed=True, packageVerificationCode={"packageVerificationCodeValue": code},
+                       licenseInfoFromFiles=[NOASSERTION])
+        packages.append(pkg)
+        for need in st.needs:
+            if need in stage_ids:
+                rels.add((sid, "CONTAINS", stage_ids[need]))
+        for src in st.sources:
+            if src in source_ids:
+                rels.add((sid, "GENERATED_FROM", source_ids[src]))
+
+    for s in inp.sources:
+        packages.append(_source_package(s, inp.locations.get(s.name)))
+
+    for p in sorted(inp.patches, key=lambda p: (p.source, p.order)):
+        fid = spdx_id("Patch", f"{p.source}-{p.name}")
+        files.append({"SPDXID": fid, "fileName": f"./patches/{p.source}/{p.name}",
+                      "checksums": [{"algorithm": "SHA1", "checksumValue": p.sha1},
+                                    {"algorithm": "SHA256", "checksumValue": p.sha256}],
+                      "fileTypes": ["SOURCE"], "licenseConcluded": NOASSERTION, "copyrightText": NOASSERTION,
+                      "comment": f"patch {p.order} in the order applied to {p.source}"})
+        if p.source in source_ids:
+            rels.add((fid, "PATCH_APPLIED", source_ids[p.source]))
+
+    for f in sorted(inp.image_files, key=lambda f: f.path):
+        fid = spdx_id("File", f.path)
+        files.append({"SPDXID": fid, "fileName": f"./{f.path}",
+                      "checksums": [{"algorithm": "SHA1", "checksumValue": f.sha1},
+                                    {"algorithm": "SHA256", "checksumValue": f.sha256}],
+                      "licenseConcluded": NOASSERTION, "copyrightText": NOASSERTION})
+        if inp.image_stage in stage_ids:
+            rels.add((stage_ids[inp.image_stage], "CONTAINS", fid))
+        for src in f.origins:
+            if src in source_ids:
+                rels.add((fid, "GENERATED_FROM", source_ids[src]))
+        if not f.origins and f.stage in stage_ids:
+            rels.add((fid, "GENERATED_FROM", stage_ids[f.stage]))
+
+    if inp.builder:
+        bid = "SPDXRef-Builder"
+        packages.append(_package(bid, "builder-image", version=inp.builder.get("suite"), purpose="OTHER",
+                                 sha256=inp.builder["tar_sha256"],
+                                 comment="the builder container image (mmdebstrap); sha256 of its tar"))
+        for st in inp.stages:
+            if st.container:
+                rels.add((bid, "BUILD_TOOL_OF", stage_ids[st.name]))
+        for entry in sorted(inp.builder.get("packages", [])):
+            name, _, version = entry.partition("=")
+            tid = spdx_id("BuildTool", name)
+            packages.append(_package(tid, name, version=version or None,
+                                     purl=_purl(name, version, None) if version else None,
+                                     comment="a Debian package of the builder image"))
+            rels.add((bid, "CONTAINS", tid))
+
+    ids = [p["SPDXID"] for p in packages] + [f["SPDXID"] for f in files]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ValueError(f"SBOM: two elements would share the SPDXID {dupes[0]} (the same name twice)")
+
+    refs = sorted({r for s in inp.sources for r in _LICENSE_REF.findall(s.license)})
+    doc = {
+        "spdxVersion": SPDX_VERSION,
+        "dataLicense": "CC0-1.0",
+        "SPDXID": DOCUMENT,
+        "name": f"onlydocker-{inp.lane}",
+        "creationInfo": {"created": rfc3339(inp.epoch), "creators": [f"Tool: {inp.tool}"],
+                         "comment": "created at the lane's SOURCE_DATE_EPOCH"},
+        "packages": packages,
+        "files": files,
+        "relationships": [{"spdxElementId": a, "relationshipType": t, "relatedSpdxElement": b}
+                          for a, t, b in sorted(rels)],
+    }
+    if refs:
+        doc["hasExtractedLicensingInfos"] = [
+            {"licenseId": r, "name": r.removeprefix("LicenseRef-"),
+             "extractedText": f"{r}: see the package's copyright file (`doit legal-info` copies it "
+                              f"into licenses/<package>/)"} for r in refs]
+    digest = hashlib.sha256(canonical_json(doc)).hexdigest()
+    return {**doc, "documentNamespace": f"{NAMESPACE_BASE}/{inp.lane}-{digest}"}
+
+
+def render(inp: Inputs) -> bytes:
+    return canonical_json(document(inp))
+
+
+def artifact_hashes(doc: dict) -> dict[str, str]:
+    """dist name -> sha256 of every artifact the document describes."""
+    described = {r["relatedSpdxElement"] for r in doc.get("relationships", [])
+                 if r.get("spdxElementId") == DOCUMENT and r.get("relationshipType") == "DESCRIBES"}
+    out = {}
+    for p in doc.get("packages", []):
+        if p.get("SPDXID") in described:
+            sha = next((c["checksumValue"] for c in p.get("checksums", []) if c.get("algorithm") == "SHA256"), None)
+            out[p.get("packageFileName") or p.get("name")] = sha
+    return out
