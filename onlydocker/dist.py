@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from . import provenance, sbom, sign
-from .errors import BuildError, ConfigError
+from .errors import BuildError
 from .hashing import sha256_file
 from .verify import SBOM
 
@@ -100,16 +100,13 @@ def _materials(ws) -> list[dict]:
     return mats
 
 
-def _location(url: str, settings) -> str | None:
-    """Where a source can be downloaded: a `debian:` URL as the configured
-    mirror resolves it (none configured, or a file: URL, which names a
-    place on this machine only: no assertion)."""
-    from .fetch import resolve_url
-    try:
-        resolved = resolve_url(url, settings)
-    except ConfigError:
-        return None
-    return None if resolved.startswith("file:") else resolved
+def _location(url: str) -> str | None:
+    """Where a source can be downloaded, as the SBOM says it: an http(s) URL
+    as the lock writes it. A `debian:` URL names no host (each machine has its
+    mirror), and a file: URL names a place on one machine: no assertion, so
+    that the SBOM, like every artifact, is a function of the lock alone (the
+    purl and the lock's URL still say what the file is)."""
+    return url if url.split(":", 1)[0] in ("http", "https") else None
 
 
 def _upstream(stages, name: str) -> list[str]:
@@ -177,7 +174,7 @@ def sbom_inputs(ws, stages, sums: dict[str, str], settings) -> sbom.Inputs:
     record = ws.builder()
     return sbom.Inputs(
         lane=ws.lane, epoch=ws.lock.lane.source_date_epoch, tool=f"onlydocker-{__version__}",
-        sources=sources, locations={s.name: _location(s.urls[0], settings) for s in sources},
+        sources=sources, locations={s.name: _location(s.urls[0]) for s in sources},
         artifacts=dict(sums), artifact_stage={name: d.name for d in stages.values() for _, name in d.artifacts},
         stages=tuple(infos), patches=tuple(patches),
         builder={"tar_sha256": record["tar_sha256"], "packages": record.get("packages", []),
