@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-from . import provenance, sign
+from . import atomic, provenance, sign, snapshot
 from .errors import BuildError
 from .hashing import sha256_file
 
@@ -30,6 +30,10 @@ def dist_dir(ws) -> Path:
 def _state_path(ws) -> Path:
     # Outside dist/, so that dist/ holds only what SHA256SUMS covers.
     return ws.out / "dist.state.json"
+
+
+def _snapshot_path(ws) -> Path:
+    return ws.out / "dist.snapshot.json"
 
 
 def public_key_path(settings) -> Path:
@@ -51,6 +55,8 @@ def is_current(ws, stages, settings) -> bool:
         return False
     if state != _inputs(ws, stages, settings):
         return False
+    if snapshot.unchanged(_snapshot_path(ws), dist_dir(ws)):
+        return True        # every file as published, by stat (snapshot.py); else hash them all
     from .verify import verify_dist
     signed = state["signing_key"] is not None
     # An unsigned lane (no key yet) is up to date as it is; `doit verify`
@@ -91,13 +97,18 @@ def publish(ws, stages, settings, log=print) -> None:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     sums = {}
+    relinked = []
     for name, src in sorted(found.items()):
         dst = tmp / name
         try:
             os.link(src, dst)      # same bytes, no copy of a 100 MB initrd
+            linked = True
         except OSError:
             shutil.copyfile(src, dst)
+            linked = False
         sums[name] = sha256_file(dst)
+        if linked:
+            relinked.append((src, sums[name]))
     sums_text = "".join(f"{h}  {n}\n" for n, h in sorted(sums.items()))
     (tmp / SUMS).write_text(sums_text)
 
@@ -117,11 +128,18 @@ def publish(ws, stages, settings, log=print) -> None:
         envelope = sign.dsse_sign(key, payload, PAYLOAD_TYPE)
         (tmp / ENVELOPE).write_text(json.dumps(envelope, indent=1, sort_keys=True) + "\n")
 
+    _snapshot_path(ws).unlink(missing_ok=True)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    # Linking (and unlinking the old dist/) moved the stage outputs' ctimes,
+    # not their bytes (just hashed): their snapshots take the new stat.
+    for src, sha in relinked:
+        ws.refresh_snapshot(src, sha)
+    from .stage import manifest_of_tree
+    snapshot.write(_snapshot_path(ws), final, manifest_of_tree(final))
     state = _inputs(ws, stages, settings)
-    _state_path(ws).write_text(json.dumps(state, sort_keys=True))
+    atomic.write_text(_state_path(ws), json.dumps(state, sort_keys=True))
 
     log(f"artifacts of lane {ws.lane} in {final}:")
     for name in sorted(sums):
