@@ -4,6 +4,7 @@ rearranges bytes, through the deterministic writers (tarball, cpio,
 compress, dockerimage, box)."""
 from __future__ import annotations
 
+import shutil
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,15 +58,47 @@ def images(ctx: StageContext) -> None:
 
 
 def initrd(ctx: StageContext) -> None:
-    """cpio newc of the root filesystem, compressed as the lane's kernel can
-    unpack (the lock's lane.initrd_compression)."""
+    """The initrd: one compressed cpio piece per needed stage, in stage.toml's
+    order, one after another (Linux unpacks each in turn). A stage that made
+    its piece already (`initrd-piece`: Docker's layer, compressed once when
+    Docker changes) is taken as it is; a tree (the root filesystem) is written
+    as cpio newc here and compressed as the lane's kernel can unpack (the
+    lock's lane.initrd_compression)."""
     fmt = ctx.lock.lane.initrd_compression
-    raw = ctx.out.parent / "initrd.cpio"
-    with open(raw, "wb") as f:
-        cpio.write_newc(ctx.deps["rootfs"], f, mtime=ctx.source_date_epoch)
-    with open(raw, "rb") as src, open(ctx.out / "initrd.img", "wb") as dst:
-        compress.compress(src, fmt, dst)
-    raw.unlink()
+    _check_layers(ctx)
+    with open(ctx.out / "initrd.img", "wb") as dst:
+        for dep in ctx.deps.values():
+            piece = dep / "initrd-piece"
+            if piece.is_file():
+                with open(piece, "rb") as src:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                continue
+            raw = ctx.out.parent / "piece.cpio"
+            with open(raw, "wb") as f:
+                cpio.write_newc(dep, f, mtime=ctx.source_date_epoch)
+            with open(raw, "rb") as src:
+                compress.compress(src, fmt, dst)
+            raw.unlink()
+
+
+def _tree_of(dep: Path) -> Path:
+    return dep / "tree" if (dep / "initrd-piece").is_file() else dep
+
+
+def _check_layers(ctx: StageContext) -> None:
+    """Pieces may share directories, nothing else: Linux would not put a
+    link where a directory of an earlier piece stands (lib -> usr/lib over
+    lib/modules), and the image would lose files without a word."""
+    seen: dict[str, tuple[str, str]] = {}
+    for name, dep in ctx.deps.items():
+        tree = _tree_of(dep)
+        for p in sorted(tree.rglob("*")):
+            rel = p.relative_to(tree).as_posix()
+            kind = "dir" if p.is_dir() and not p.is_symlink() else "link" if p.is_symlink() else "file"
+            if rel in seen and (kind != "dir" or seen[rel][1] != "dir"):
+                raise BuildError(f"stage {ctx.name}: {rel} is a {seen[rel][1]} in stage {seen[rel][0]}'s "
+                                 f"layer and a {kind} in stage {name}'s: layers may share directories only")
+            seen.setdefault(rel, (name, kind))
 
 
 def box(ctx: StageContext) -> None:

@@ -14,14 +14,15 @@ import os
 import shutil
 from pathlib import Path
 
-from . import provenance, sbom, sign
+from . import atomic, provenance, sbom, sign, snapshot
 from .errors import BuildError
 from .hashing import sha256_file
 from .verify import SBOM
 
-# The stage whose tree is the image (the initrd is a cpio of it): the SBOM
-# lists its files and where each came from.
-IMAGE_STAGE = "rootfs"
+# The stage that packs the image: its needs are the image's layers (the
+# rootfs tree, Docker's layer tree); the SBOM lists their files and where
+# each came from.
+IMAGE_STAGE = "initrd"
 SUMS = "SHA256SUMS"
 SUMS_SIG = "SHA256SUMS.minisig"
 STATEMENT = "provenance.intoto.json"
@@ -36,6 +37,10 @@ def dist_dir(ws) -> Path:
 def _state_path(ws) -> Path:
     # Outside dist/, so that dist/ holds only what SHA256SUMS covers.
     return ws.out / "dist.state.json"
+
+
+def _snapshot_path(ws) -> Path:
+    return ws.out / "dist.snapshot.json"
 
 
 def public_key_path(settings) -> Path:
@@ -64,6 +69,8 @@ def is_current(ws, stages, settings) -> bool:
         return False
     if state != _inputs(ws, stages, settings):
         return False
+    if snapshot.unchanged(_snapshot_path(ws), dist_dir(ws)):
+        return True        # every file as published, by stat (snapshot.py); else hash them all
     from .verify import verify_dist
     signed = state["signing_key"] is not None
     # An unsigned lane (no key yet) is up to date as it is; `doit verify`
@@ -120,20 +127,32 @@ def _upstream(stages, name: str) -> list[str]:
     return seen
 
 
+def _layers(ws, stages) -> list[Path]:
+    """The trees the image is made of: each need of the image stage, or its
+    `tree/` when it brings its initrd piece ready-made (Docker's layer)."""
+    trees = []
+    for name in stages[IMAGE_STAGE].needs:
+        d = ws.stage_dir(name)
+        trees.append(d / "tree" if (d / "initrd-piece").is_file() else d)
+    return trees
+
+
 def image_files(ws, stages) -> tuple[sbom.ImageFile, ...]:
-    """Every regular file of the image, with where it came from, found by
-    content: a file with the sha256 of a file a .deb installs comes from
-    that .deb; one with the sha256 of an output of an upstream stage that
-    has tar sources comes from those (busybox, linux, ...); an output of a
-    stage without (the CA bundle the docker stage makes from its .debs, the
-    images stage's archive) from that stage; the rest the pipeline wrote."""
+    """Every regular file of the image (every layer), with where it came
+    from, found by content: a file with the sha256 of a file a .deb installs
+    comes from that .deb; one with the sha256 of an output of an upstream
+    stage that has tar sources comes from those (busybox, linux, ...); an
+    output of a stage without (the CA bundle the docker stage makes from its
+    .debs, the images stage's archive) from that stage; the rest the pipeline
+    wrote."""
     from .legal import deb_file_hashes
     from .stage import manifest_of_tree
-    if IMAGE_STAGE not in stages or not ws.stage_dir(IMAGE_STAGE).is_dir():
+    if IMAGE_STAGE not in stages or not all(t.is_dir() for t in _layers(ws, stages)):
         return ()
     empty = hashlib.sha256(b"").hexdigest()       # an empty file says nothing about where it came from
     by_hash: dict[str, tuple[tuple[str, ...], str | None]] = {}
-    for name in reversed(_upstream(stages, IMAGE_STAGE)):      # nearer stages win
+    layer_stages = set(stages[IMAGE_STAGE].needs)
+    for name in reversed([n for n in _upstream(stages, IMAGE_STAGE) if n not in layer_stages]):  # nearer win
         srcs = [s for s in ws.sources_of(stages[name]) if s.pinned]
         debs = [s for s in srcs if s.file.endswith((".deb", ".udeb"))]
         tars = tuple(s.name for s in srcs if s not in debs)
@@ -142,17 +161,20 @@ def image_files(ws, stages) -> tuple[sbom.ImageFile, ...]:
             if f["type"] == "file" and f["sha256"] != empty:
                 by_hash[f["sha256"]] = ((deb_of[f["sha256"]],), None) if f["sha256"] in deb_of else \
                     (tars, None) if tars else ((), name)
-    root = ws.stage_dir(IMAGE_STAGE)
+    files: dict[str, tuple[Path, dict]] = {}
+    for root in _layers(ws, stages):
+        for rel, f in manifest_of_tree(root).items():
+            if f["type"] == "file":
+                files[rel] = (root, f)
     out = []
-    for rel, f in sorted(manifest_of_tree(root).items()):
-        if f["type"] == "file":
-            sha1 = hashlib.sha1()
-            with open(root / rel, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    sha1.update(chunk)
-            origins, stage = by_hash.get(f["sha256"], ((), None))
-            out.append(sbom.ImageFile(path=rel, sha256=f["sha256"], sha1=sha1.hexdigest(), origins=origins,
-                                      stage=stage))
+    for rel, (root, f) in sorted(files.items()):
+        sha1 = hashlib.sha1()
+        with open(root / rel, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                sha1.update(chunk)
+        origins, stage = by_hash.get(f["sha256"], ((), None))
+        out.append(sbom.ImageFile(path=rel, sha256=f["sha256"], sha1=sha1.hexdigest(), origins=origins,
+                                  stage=stage))
     return tuple(out)
 
 
@@ -190,13 +212,18 @@ def publish(ws, stages, settings, log=print) -> None:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     sums = {}
+    relinked = []
     for name, src in sorted(found.items()):
         dst = tmp / name
         try:
             os.link(src, dst)      # same bytes, no copy of a 100 MB initrd
+            linked = True
         except OSError:
             shutil.copyfile(src, dst)
+            linked = False
         sums[name] = sha256_file(dst)
+        if linked:
+            relinked.append((src, sums[name]))
     # The SBOM names every artifact by its hash, and is itself listed in
     # SHA256SUMS (so signed with it) and a subject of the provenance.
     (tmp / SBOM).write_bytes(sbom.render(sbom_inputs(ws, stages, sums, settings)))
@@ -220,11 +247,18 @@ def publish(ws, stages, settings, log=print) -> None:
         envelope = sign.dsse_sign(key, payload, PAYLOAD_TYPE)
         (tmp / ENVELOPE).write_text(json.dumps(envelope, indent=1, sort_keys=True) + "\n")
 
+    _snapshot_path(ws).unlink(missing_ok=True)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    # Linking (and unlinking the old dist/) moved the stage outputs' ctimes,
+    # not their bytes (just hashed): their snapshots take the new stat.
+    for src, sha in relinked:
+        ws.refresh_snapshot(src, sha)
+    from .stage import manifest_of_tree
+    snapshot.write(_snapshot_path(ws), final, manifest_of_tree(final))
     state = _inputs(ws, stages, settings)
-    _state_path(ws).write_text(json.dumps(state, sort_keys=True))
+    atomic.write_text(_state_path(ws), json.dumps(state, sort_keys=True))
 
     log(f"artifacts of lane {ws.lane} in {final}:")
     for name in sorted(sums):

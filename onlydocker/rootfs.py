@@ -1,9 +1,11 @@
-"""The root filesystem stage: cross-staging, like a multi-stage Dockerfile's
-`COPY --from`. BusyBox and its links, the Docker binaries with exactly the
-libraries their ELF headers ask for, iptables and modprobe where Docker and
-the kernel look for them, the kernel's modules, the bundled image, the CA
-bundle, and the original's init and console-container.sh. What to take from
-which stage is the lane's data (lanes/<lane>/rootfs.toml)."""
+"""The root filesystem, as layers: cross-staging, like a multi-stage
+Dockerfile's `COPY --from`. `build` (the rootfs stage) lays out BusyBox and
+its links, iptables and modprobe where Docker and the kernel look for them,
+the kernel's modules, the bundled image, the CA bundle, and the original's
+init and console-container.sh (lanes/<lane>/rootfs.toml). `layer` (the
+rootfs-docker stage) lays out the Docker binaries with exactly the libraries
+their ELF headers ask for (lanes/<lane>/layer.toml) and compresses them once
+as a piece of the initrd. The image is the union of the layers."""
 from __future__ import annotations
 
 import os
@@ -13,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import elfdeps
+from . import compress, cpio, elfdeps
 from .errors import BuildError
 if TYPE_CHECKING:      # only a type: the stage engine is not part of this stage's code key
     from .stage import StageContext
@@ -61,7 +63,29 @@ def load_conf(conf_path: Path, needs: set[str]) -> dict:
         _fail(conf_path, "[lane] field 'image_load'", f"expected 'load' or 'import', got {lane['image_load']!r}")
     if not lane["image_archive"].startswith(f"/{IMAGES_DIR}/"):
         _fail(conf_path, "[lane] field 'image_archive'", f"expected a file under /{IMAGES_DIR}/")
-    for i, item in enumerate(conf.get("install", [])):
+    _check_installs(conf_path, conf.get("install", []), needs)
+    return conf
+
+
+def load_layer_conf(conf_path: Path, needs: set[str]) -> dict:
+    """layer.toml: only [[install]] entries, checked like rootfs.toml's."""
+    try:
+        conf = tomllib.loads(conf_path.read_text())
+    except FileNotFoundError:
+        raise BuildError(f"{conf_path}: missing (every lane needs one)") from None
+    except tomllib.TOMLDecodeError as e:
+        raise BuildError(f"{conf_path}: not valid TOML: {e}") from None
+    for key in conf:
+        if key != "install":
+            _fail(conf_path, f"key {key!r}", "unknown (expected install)")
+    if not conf.get("install"):
+        _fail(conf_path, "[[install]]", "missing: a layer installs something")
+    _check_installs(conf_path, conf["install"], needs)
+    return conf
+
+
+def _check_installs(conf_path: Path, items: list, needs: set[str]) -> None:
+    for i, item in enumerate(items):
         where = f"[[install]] #{i + 1}"
         for key, required in INSTALL_KEYS.items():
             if required and not isinstance(item.get(key), str):
@@ -76,7 +100,6 @@ def load_conf(conf_path: Path, needs: set[str]) -> dict:
                 _fail(conf_path, f"{where} field {key!r}", f"expected a relative path, got {item[key]!r}")
         if item.get("sysroot") and not item["path"].startswith(item["sysroot"] + "/"):
             _fail(conf_path, f"{where} field 'path'", f"{item['path']!r} is not inside sysroot {item['sysroot']!r}")
-    return conf
 
 
 def _clear(dst: Path) -> None:
@@ -241,3 +264,23 @@ def build(ctx: StageContext) -> None:
     _write(root / "etc" / "hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost\n")
     # init rewrites it at boot; present so that a read-only look finds one.
     _write(root / "etc" / "resolv.conf", "nameserver 10.0.2.3\n")
+
+
+def layer(ctx: StageContext) -> None:
+    """A layer of the image that seldom changes (Docker's binaries and the
+    libraries they load, lanes/<lane>/layer.toml): laid out as `tree/`, and
+    written once as the initrd's piece `initrd-piece` (cpio newc, compressed as
+    the lane's kernel unpacks), so that a BusyBox or init change never
+    compresses it again. The initrd stage puts the pieces one after another."""
+    conf_path = ctx.lane_dir / "layer.toml"
+    conf = load_layer_conf(conf_path, set(ctx.deps))
+    tree = ctx.out / "tree"
+    tree.mkdir()
+    for item in conf["install"]:
+        _install(ctx, conf_path, item, tree)
+    raw = ctx.out.parent / "layer.cpio"
+    with open(raw, "wb") as f:
+        cpio.write_newc(tree, f, mtime=ctx.source_date_epoch, extra_devices=())
+    with open(raw, "rb") as src, open(ctx.out / "initrd-piece", "wb") as dst:
+        compress.compress(src, ctx.lock.lane.initrd_compression, dst)
+    raw.unlink()

@@ -10,8 +10,9 @@ What it holds:
   - every source of the lock: name, version, download location, file,
     sha256 (and any other hash the lock gives), declared license; a patch
     (an SPDX file) is PATCH_APPLIED to its source;
-  - every regular file of the image (the rootfs stage's tree, an SPDX file
-    with its SHA1 and SHA256), which the rootfs stage CONTAINS and which is
+  - every regular file of the image (the layers the initrd stage packs: the
+    rootfs tree and Docker's layer; an SPDX file with its SHA1 and SHA256),
+    which the initrd stage CONTAINS and which is
     GENERATED_FROM the sources it came from (or, when that is not one
     source, the upstream stage whose output it is);
   - the builder image (BUILD_TOOL_OF every container stage), which CONTAINS

@@ -25,7 +25,7 @@ from typing import Callable, Iterable
 
 import zstandard
 
-from . import __version__, atomic
+from . import __version__, atomic, snapshot
 from .errors import BuildError, HashMismatch, OnlyDockerError
 from .hashing import sha256_file
 from .progress import Heartbeat
@@ -385,7 +385,23 @@ class Workspace:
         if m is None or m.get("key") != key:
             return False
         tree = self.stage_dir(decl.name)
-        return tree.is_dir() and digest(manifest_of_tree(tree)) == m["digest"]
+        if not tree.is_dir():
+            return False
+        # By stat, with git's rule for racily clean files (snapshot.py); a
+        # tree without a snapshot is hashed whole.
+        if self._snapshot_path(decl.name).exists():
+            return snapshot.unchanged(self._snapshot_path(decl.name), tree)
+        return digest(manifest_of_tree(tree)) == m["digest"]
+
+    def _snapshot_path(self, name: str) -> Path:
+        return self.out / "stages" / f"{name}.snapshot.json"
+
+    def refresh_snapshot(self, path: Path, sha256: str) -> None:
+        """A stage output at `path` was just hashed (sha256) after something
+        moved its ctime (a hard link): take its stat again."""
+        rel = Path(path).relative_to(self.out / "stages")
+        name = rel.parts[0]
+        snapshot.restat(self._snapshot_path(name), self.stage_dir(name), Path(*rel.parts[1:]).as_posix(), sha256)
 
     # --- build or restore ---------------------------------------------------
 
@@ -459,6 +475,7 @@ class Workspace:
         from .unpack import extract
         dest = self.stage_dir(decl.name)
         self.manifest_path(decl.name).unlink(missing_ok=True)
+        self._snapshot_path(decl.name).unlink(missing_ok=True)
         dctx = zstandard.ZstdDecompressor()
         with open(entry, "rb") as f, dctx.stream_reader(f) as reader:
             if dest.exists():
@@ -469,6 +486,7 @@ class Workspace:
         if digest(files) != digest(expected):
             shutil.rmtree(dest)
             raise BuildError(f"{entry} does not hold what was stored: {_first_difference(expected, files)}")
+        snapshot.write(self._snapshot_path(decl.name), dest, files)
         manifest = {"stage": decl.name, "key": key, "digest": digest(files), "lane": self.lane}
         atomic.write_json(self.manifest_path(decl.name), manifest)
 

@@ -9,9 +9,11 @@ import io
 import os
 import shutil
 import subprocess
+import types
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from onlydocker import cpio, elfdeps, rootfs
 from onlydocker.errors import BuildError
@@ -52,8 +54,10 @@ def make_deps(base: Path, *, provider: str = "kmod", docker_static: Path | None 
     sysroot = deps["docker"] / "sysroot"
     for rel in DOCKER_BINARIES:
         _put(sysroot / rel, DYNAMIC, 0o755)
+    # Each library at the path the loader asks for, in real folders, as
+    # bookworm's .debs ship them (the host's own /lib may be a link to usr/lib).
     for lib in elfdeps.closure(DYNAMIC, Path("/")):
-        rootfs.copy_chain(Path("/"), str(lib), sysroot)
+        _put(sysroot / str(lib).lstrip("/"), (Path("/") / lib).resolve(), 0o755)
     # As Debian ships it: an absolute link to a static binary in the sysroot.
     _put(sysroot / "usr/bin/tini-static", bb, 0o755)
     (sysroot / "usr/bin/docker-init").symlink_to("/usr/bin/tini-static")
@@ -91,11 +95,72 @@ def listing(root: Path) -> list[tuple]:
     return sorted(rows)
 
 
+LAYER_DIR = STAGE_DIR.parent / "rootfs-docker"
+
+
+def build_image(tmp: Path, lane: str = "bookworm", **kw) -> Path:
+    """The image's tree as the initrd unpacks it: the rootfs stage's tree,
+    then the rootfs-docker stage's layer over it (their real lane files)."""
+    ctx = make_ctx(tmp, lane, **kw)
+    rootfs.build(ctx)
+    layer = layer_stage(tmp, ctx.deps["docker"], lane)
+    shutil.copytree(layer / "tree", ctx.out, symlinks=True, dirs_exist_ok=True)
+    return ctx.out
+
+
+def layer_stage(tmp: Path, docker: Path, lane: str = "bookworm") -> Path:
+    out = tmp / "layer-out"
+    out.mkdir()
+    lock = types.SimpleNamespace(lane=types.SimpleNamespace(initrd_compression="zstd"))
+    rootfs.layer(StageContext(name="rootfs-docker", out=out, deps={"docker": docker}, stage_dir=LAYER_DIR,
+                              lane_dir=LAYER_DIR / "lanes" / lane, lane=lane, source_date_epoch=EPOCH,
+                              lock=lock))
+    return out
+
+
 @pytest.fixture
 def built(tmp_path) -> Path:
+    return build_image(tmp_path)
+
+
+def _cpio_paths(data: bytes) -> list[str]:
+    """The names in one or more newc archives, one after another."""
+    names, pos = [], 0
+    while pos + 110 <= len(data):
+        if data[pos:pos + 6] != b"070701":
+            pos += 1          # padding between archives
+            continue
+        size, namesize = int(data[pos + 54:pos + 62], 16), int(data[pos + 94:pos + 102], 16)
+        name = data[pos + 110:pos + 110 + namesize - 1].decode()
+        pos += (110 + namesize + 3) // 4 * 4
+        pos += (size + 3) // 4 * 4
+        if name != "TRAILER!!!":
+            names.append(name)
+    return names
+
+
+def test_the_initrd_is_its_layers_one_after_another(tmp_path):
+    from onlydocker import artifacts
     ctx = make_ctx(tmp_path)
     rootfs.build(ctx)
-    return ctx.out
+    layer = layer_stage(tmp_path, ctx.deps["docker"])
+    out = tmp_path / "initrd-out"
+    out.mkdir()
+    lock = types.SimpleNamespace(lane=types.SimpleNamespace(initrd_compression="zstd"))
+    artifacts.initrd(StageContext(name="initrd", out=out, deps={"rootfs": ctx.out, "rootfs-docker": layer},
+                                  stage_dir=STAGE_DIR, lane_dir=STAGE_DIR, lane="bookworm",
+                                  source_date_epoch=EPOCH, lock=lock))
+    data = (out / "initrd.img").read_bytes()
+    piece = (layer / "initrd-piece").read_bytes()
+    assert data.endswith(piece), "Docker's piece is taken as it is, last"
+    # Two zstd frames; together they unpack to both trees, the rootfs first.
+    raw = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True).decompress(data)
+    names = _cpio_paths(raw)
+    base = {p.relative_to(ctx.out).as_posix() for p in ctx.out.rglob("*")} | {"dev/console"}
+    docker = {p.relative_to(layer / "tree").as_posix() for p in (layer / "tree").rglob("*")}
+    assert set(names) == base | docker
+    assert names.index("init") < names.index("usr/bin/dockerd")
+    assert "usr/bin/dockerd" not in base and "init" not in docker
 
 
 def test_busybox_and_relative_applet_links(built):
@@ -172,11 +237,9 @@ def test_same_tree_and_same_initrd_bytes_twice(tmp_path):
     for i, umask in enumerate((0o022, 0o002)):
         old = os.umask(umask)
         try:
-            ctx = make_ctx(tmp_path / str(i))
-            rootfs.build(ctx)
+            trees.append(build_image(tmp_path / str(i)))
         finally:
             os.umask(old)
-        trees.append(ctx.out)
     assert listing(trees[0]) == listing(trees[1])
     blobs = []
     for t in trees:
@@ -187,9 +250,7 @@ def test_same_tree_and_same_initrd_bytes_twice(tmp_path):
 
 
 def test_2015_lane_static_docker_and_busybox_modprobe(tmp_path):
-    ctx = make_ctx(tmp_path, lane="2015", provider="busybox", docker_static=_static_busybox())
-    rootfs.build(ctx)
-    out = ctx.out
+    out = build_image(tmp_path, lane="2015", provider="busybox", docker_static=_static_busybox())
     assert elfdeps.is_static(out / "usr/bin/docker")
     assert not (out / "lib/x86_64-linux-gnu").exists()
     assert os.readlink(out / "sbin/modprobe") == "../bin/busybox"
@@ -271,3 +332,22 @@ def test_scripts_parse(script, shell):
     cmd = [tool, "sh", "-n"] if shell == "busybox" else [tool, "-n"]
     r = subprocess.run(cmd + [str(STAGE_DIR / script)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_layers_that_would_put_a_link_over_a_folder_are_refused(tmp_path):
+    from onlydocker import artifacts
+    base, layer = tmp_path / "rootfs", tmp_path / "layer"
+    _put(base / "lib/modules/6.1.0/modules.dep", b"")
+    _put(layer / "tree/usr/lib/x86_64-linux-gnu/libc.so.6", b"\x7fELF")
+    (layer / "tree/lib").symlink_to("usr/lib")
+    _put(layer / "initrd-piece", b"")
+    out = tmp_path / "initrd-out"
+    out.mkdir()
+    lock = types.SimpleNamespace(lane=types.SimpleNamespace(initrd_compression="zstd"))
+    ctx = StageContext(name="initrd", out=out, deps={"rootfs": base, "rootfs-docker": layer}, stage_dir=STAGE_DIR,
+                       lane_dir=STAGE_DIR, lane="bookworm", source_date_epoch=EPOCH, lock=lock)
+    with pytest.raises(BuildError) as e:
+        artifacts.initrd(ctx)
+    assert str(e.value) == ("stage initrd: lib is a dir in stage rootfs's layer and a link in stage "
+                            "rootfs-docker's: layers may share directories only")
+    assert not (out / "initrd.img").exists()

@@ -241,7 +241,11 @@ license = "MIT"
     decls = {"kernel": 'sources = ["busybox"]\noutputs = ["bzImage"]\nartifacts = { "bzImage" = "vmlinuz" }\n',
              "docker": 'sources = ["debs"]\noutputs = ["sysroot"]\n',
              "rootfs": 'kind = "python"\nfunction = "onlydocker.rootfs:build"\nneeds = ["kernel", "docker"]\n'
-                       'outputs = ["init"]\n'}
+                       'outputs = ["init"]\n',
+             "rootfs-docker": 'kind = "python"\nfunction = "onlydocker.rootfs:layer"\nneeds = ["docker"]\n'
+                              'outputs = ["tree", "initrd-piece"]\n',
+             "initrd": 'kind = "python"\nfunction = "onlydocker.artifacts:initrd"\n'
+                       'needs = ["rootfs", "rootfs-docker"]\noutputs = ["initrd.img"]\n'}
     for name, text in decls.items():
         (tmp_path / "stages" / name).mkdir(parents=True)
         (tmp_path / "stages" / name / "stage.toml").write_text(f'description = "{name}"\n' + text)
@@ -254,8 +258,10 @@ license = "MIT"
     ws = Workspace(root=tmp_path, out=tmp_path / "out" / "tiny", store=StageStore(tmp_path / "cache" / "stages"),
                    lock=lk, fetcher=Fetcher(settings))
     outputs = {"kernel": {"bzImage": b"kernel"}, "docker": {"sysroot/usr/lib/libfoo.so.1": so, "ca.crt": b"made"},
-               "rootfs": {"boot/vmlinuz": b"kernel", "usr/lib/libfoo.so.1": so, "init": b"#!/bin/sh\n",
-                          "etc/ca.crt": b"made"}}
+               "rootfs": {"boot/vmlinuz": b"kernel", "init": b"#!/bin/sh\n", "etc/ca.crt": b"made"},
+               # The image's files are in its layers: the rootfs tree and Docker's layer.
+               "rootfs-docker": {"tree/usr/lib/libfoo.so.1": so, "initrd-piece": b"compressed"},
+               "initrd": {"initrd.img": b"pieces"}}
     for name, tree in outputs.items():
         for rel, body in tree.items():
             (ws.stage_dir(name) / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -292,7 +298,8 @@ license = "MIT"
     assert not any(r[0] == ids["./init"] and r[1] == "GENERATED_FROM" for r in rels)
     # Made by a stage of .debs, in none of them: from that stage, not from every .deb.
     assert [r[2] for r in rels if r[0] == ids["./etc/ca.crt"] and r[1] == "GENERATED_FROM"] == ["SPDXRef-Stage-docker"]
-    assert ("SPDXRef-Stage-rootfs", "CONTAINS", ids["./init"]) in rels
+    assert ("SPDXRef-Stage-initrd", "CONTAINS", ids["./init"]) in rels
+    assert ("SPDXRef-Stage-initrd", "CONTAINS", ids["./usr/lib/libfoo.so.1"]) in rels
     assert [f.state for f in verify_dist(d, None) if f.name == "onlydocker.spdx.json"] == ["OK", "SBOM-OK"]
     recorded = json.loads((ws.out / "dist.state.json").read_text())
     assert recorded == dist._inputs(ws, stages, settings)

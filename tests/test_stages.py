@@ -141,6 +141,20 @@ def test_a_changed_output_is_stale_and_restored_from_the_cache(tiny):
     assert binary.read_bytes() != b"tampered"
 
 
+def test_an_output_changed_in_place_with_its_size_and_mtime_kept_is_restored(tiny):
+    # A no-op decides by stat (snapshot.py); an edit that keeps the size and
+    # puts the mtime back still moves the ctime, and is caught.
+    tiny.doit("lock=test.lock")
+    binary = tiny.out(tiny.lane) / "stages" / "hello" / "bin" / "hello"
+    st, data = binary.stat(), binary.read_bytes()
+    with open(binary, "r+b") as f:
+        f.write(b"\0" * 64)
+    os.utime(binary, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert binary.stat().st_size == st.st_size and binary.stat().st_mtime_ns == st.st_mtime_ns
+    assert wsmod.events(tiny.doit("lock=test.lock")) == {"hello": "restored"}
+    assert binary.read_bytes() == data
+
+
 def _hello_entry(tiny) -> Path:
     manifest = tiny.out(tiny.lane) / "stages" / "hello.manifest.json"
     key = json.loads(manifest.read_text())["key"]
