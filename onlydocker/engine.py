@@ -167,16 +167,19 @@ def _entries(inputs: list[tuple[Path, str]], owner: tuple[int, int] = (0, 0), di
     directories made first (the build's working directory)."""
     made: set[str] = set()
     inodes: dict[tuple[int, int], str] = {}
-    for d in dirs:
-        name = posixpath.normpath(d).lstrip("/")
-        parts = name.split("/")
+
+    def folders(parts: list[str]) -> Iterator[tuple[tarfile.TarInfo, None]]:
+        """Each folder of the path `parts` not made yet, outermost first."""
         for i in range(1, len(parts) + 1):
-            sub = "/".join(parts[:i])
-            if sub not in made:
-                made.add(sub)
-                info = _dir_info(sub)
+            d = "/".join(parts[:i])
+            if d not in made:
+                made.add(d)
+                info = _dir_info(d)
                 info.uid, info.gid = owner
                 yield info, None
+
+    for d in dirs:
+        yield from folders(posixpath.normpath(d).lstrip("/").split("/"))
     for host, target in inputs:
         host = Path(host)
         name = posixpath.normpath(target).lstrip("/")
@@ -184,14 +187,7 @@ def _entries(inputs: list[tuple[Path, str]], owner: tuple[int, int] = (0, 0), di
             raise EngineError(f"input {host}: container path {target!r} must be absolute, below /, without '..'")
         if not os.path.lexists(host):
             raise EngineError(f"input {host} (for {target}) does not exist")
-        parts = name.split("/")
-        for i in range(1, len(parts)):
-            d = "/".join(parts[:i])
-            if d not in made:
-                made.add(d)
-                info = _dir_info(d)
-                info.uid, info.gid = owner
-                yield info, None
+        yield from folders(name.split("/")[:-1])
         items = [(host, name)]
         if host.is_dir() and not host.is_symlink():
             # rglob does not descend into symlinked directories; sorting by parts puts parents first.

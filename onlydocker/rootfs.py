@@ -34,14 +34,18 @@ def _fail(conf_path: Path, where: str, problem: str):
     raise BuildError(f"{conf_path}: {where}: {problem}")
 
 
-def load_conf(conf_path: Path, needs: set[str]) -> dict:
-    """rootfs.toml, checked: every message names the file, the entry and the field."""
+def _read_toml(conf_path: Path) -> dict:
     try:
-        conf = tomllib.loads(conf_path.read_text())
+        return tomllib.loads(conf_path.read_text())
     except FileNotFoundError:
         raise BuildError(f"{conf_path}: missing (every lane needs one)") from None
     except tomllib.TOMLDecodeError as e:
         raise BuildError(f"{conf_path}: not valid TOML: {e}") from None
+
+
+def load_conf(conf_path: Path, needs: set[str]) -> dict:
+    """rootfs.toml, checked: every message names the file, the entry and the field."""
+    conf = _read_toml(conf_path)
     for key in conf:
         if key not in ("version", "lane", "install"):
             _fail(conf_path, f"key {key!r}", "unknown (expected version, lane, install)")
@@ -69,12 +73,7 @@ def load_conf(conf_path: Path, needs: set[str]) -> dict:
 
 def load_layer_conf(conf_path: Path, needs: set[str]) -> dict:
     """layer.toml: only [[install]] entries, checked like rootfs.toml's."""
-    try:
-        conf = tomllib.loads(conf_path.read_text())
-    except FileNotFoundError:
-        raise BuildError(f"{conf_path}: missing (every lane needs one)") from None
-    except tomllib.TOMLDecodeError as e:
-        raise BuildError(f"{conf_path}: not valid TOML: {e}") from None
+    conf = _read_toml(conf_path)
     for key in conf:
         if key != "install":
             _fail(conf_path, f"key {key!r}", "unknown (expected install)")
