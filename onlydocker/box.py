@@ -4,7 +4,6 @@ attached as a DVD by the box's Vagrantfile. Every id, MAC and date is
 fixed, so the bytes are reproducible."""
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import re
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 from xml.sax.saxutils import escape, quoteattr
 
+from .canon import rfc3339
 from .errors import BuildError
 from .tarball import write_entries
 
@@ -236,7 +236,7 @@ def box_ovf(name: str, disk_files: list[str], epoch: int, memory_mb: int = 1024,
 
 
 def _date(epoch: int) -> str:
-    return datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(epoch)
 
 
 def write_box(files: dict[str, Path], out: BinaryIO, mtime: int) -> None:

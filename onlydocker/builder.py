@@ -12,7 +12,6 @@ is cached zstd-compressed with its package list and imported into the engine.
 """
 from __future__ import annotations
 
-import datetime
 import gzip
 import hashlib
 import json
@@ -32,6 +31,8 @@ import zstandard
 from . import atomic, engine
 from . import debs as debs_mod
 from .errors import BuildError, ConfigError, FetchError, OnlyDockerError, UnpinnedSource
+from .canon import rfc3339
+from .store import ZSTD_LEVEL, compress_file
 from .hashing import sha256_file
 from .unpack import check_source
 
@@ -40,7 +41,6 @@ VERSION = "2"
 # the tar (the bootstrap's own repository is a temporary directory).
 SOURCES_LIST = ("# This builder image has no package sources: it was bootstrapped offline from\n"
                 "# the .deb files pinned by the lock of its lane ([builder] debs).\n")
-ZSTD_LEVEL = 10
 
 
 @dataclass(frozen=True)
@@ -392,14 +392,12 @@ def _bootstrap_and_store(lock_builder, settings, source_date_epoch: int, log_pat
                   + ("\n  ".join(changes) or "(none: same versions, other bytes)"), file=sys.stderr)
         entry = index / f"{sha}.tar.zst"
         if not entry.exists():
-            with open(tar, "rb") as src, atomic.replacing(entry) as dst:
-                # Fixed level, single-threaded: the same tar gives the same .zst.
-                zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=0).copy_stream(src, dst)
+            compress_file(tar, entry)       # fixed level, single-threaded: the same tar, the same .zst
         record = {
             "input_key": key, "tar_sha256": sha, "tar_size": tar.stat().st_size, "packages": packages,
             "suite": lock_builder.suite, "variant": lock_builder.variant,
             "source_date_epoch": source_date_epoch,
-            "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created": rfc3339(time.time()),
             "bootstrap_seconds": round(seconds, 1),
             "compression": f"zstd level {ZSTD_LEVEL}, single-threaded, zstandard {zstandard.__version__}",
             "changed_since_previous": changes,

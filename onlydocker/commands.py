@@ -3,7 +3,6 @@ keygen, repro, legal-info. They are commands, not tasks: they audit or orchestra
 builds rather than being steps of one."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -22,14 +21,30 @@ OPT_LOCK = {
 }
 
 
-def _settings(params) -> config.Settings:
+def _lane_args(params, args) -> tuple[str | None, list[str]]:
+    """The lane as builds name it (`lock=PATH`, which users type: doit takes
+    every NAME=VALUE word as a variable) or as `--lock PATH`; and the other
+    arguments."""
+    from doit import get_var
+    lock_path = params.get("lock") or get_var("lock", None)
+    rest = []
+    for a in args:
+        if a.startswith("lock="):
+            lock_path = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+    return lock_path, rest
+
+
+def _settings(params, args=()) -> config.Settings:
     quiet_on_closed_pipe()
-    return config.load(lock=params.get("lock") or None, root=Path.cwd() if (Path.cwd() / "dodo.py").exists()
+    lock_path, _ = _lane_args(params, args)
+    return config.load(lock=lock_path, root=Path.cwd() if (Path.cwd() / "dodo.py").exists()
                        else config.PROJECT_ROOT)
 
 
 def _out_root(settings) -> Path:
-    return Path(os.environ.get("ONLYDOCKER_OUT") or settings.root / "out")
+    return settings.out_root
 
 
 def verify_sources(lk: lock.Lock, settings: config.Settings) -> list:
@@ -79,14 +94,14 @@ def pin_sources(lk: lock.Lock, settings: config.Settings, out=None) -> tuple[lis
 class Verify(Command):
     name = "verify"
     doc_purpose = "re-hash every cached source and every artifact; check the signatures"
-    doc_usage = "[--lock PATH]"
+    doc_usage = "[--lock PATH | lock=PATH]"
     cmd_options = (OPT_LOCK,)
 
     def execute(self, params, args):
         from .dist import public_key_path
         from .verify import verify_dist
         try:
-            settings = _settings(params)
+            settings = _settings(params, args)
             lk = lock.load(settings.lock_path)
         except OnlyDockerError as e:
             print(f"error: {e}", file=sys.stderr)
@@ -144,7 +159,7 @@ class Lock(Command):
     name = "lock"
     doc_purpose = ("pin the sha256 and size of unpinned sources after a verified fetch; "
                    "--builder: pin every package of the builder image")
-    doc_usage = "[--lock PATH] [--builder]"
+    doc_usage = "[--lock PATH | lock=PATH] [--builder]"
     cmd_options = (OPT_LOCK, {
         "name": "builder",
         "long": "builder",
@@ -156,7 +171,7 @@ class Lock(Command):
 
     def execute(self, params, args):
         try:
-            settings = _settings(params)
+            settings = _settings(params, args)
             lk = lock.load(settings.lock_path)
             if params.get("builder"):
                 if settings.offline:
@@ -204,16 +219,17 @@ class Keygen(Command):
 class Repro(Command):
     name = "repro"
     doc_purpose = "build twice under varied conditions and compare every byte (diffoscope on a difference)"
-    doc_usage = "[--lock PATH] [STAGE ...]"
+    doc_usage = "[--lock PATH | lock=PATH] [STAGE ...]"
     cmd_options = (OPT_LOCK,)
 
     def execute(self, params, args):
         from . import repro
         from .stage import load_stages
         try:
-            settings = _settings(params)
+            settings = _settings(params, args)
             lk = lock.load(settings.lock_path)
             stages = load_stages(settings.root / "stages")
+            args = _lane_args(params, args)[1]
             unknown = [a for a in args if a not in stages]
             if unknown:
                 print(f"error: unknown stage(s) {', '.join(unknown)}; stages are {', '.join(stages)}",
@@ -229,7 +245,7 @@ class Repro(Command):
 class LegalInfo(Command):
     name = "legal-info"
     doc_purpose = "write out/<lane>/legal-info/: sources, patches, license texts and a manifest"
-    doc_usage = "[--lock PATH]"
+    doc_usage = "[--lock PATH | lock=PATH]"
     cmd_options = (OPT_LOCK,)
 
     def execute(self, params, args):
@@ -239,7 +255,7 @@ class LegalInfo(Command):
         from .fetch import Fetcher
         from .stage import load_stages
         try:
-            settings = _settings(params)
+            settings = _settings(params, args)
             lk = lock.load(settings.lock_path)
             stages = load_stages(settings.root / "stages")
             shipped = legal.shipped_sources(stages)

@@ -1,6 +1,7 @@
 """Compression with fixed settings, so the bytes depend only on the input
-and on the compressor's version (which `format_version` names, for cache
-keys).
+and on the compressor's version, which `FORMAT_VERSION` names: a python
+stage that compresses (the initrd and its layers) has it in its key, so a
+host with another liblzma or zstandard never takes its bytes for ours.
 
 - zstd: zstandard, level 19, single-threaded (zstd's multi-threaded output
   differs from its single-threaded one), content size in the frame header.

@@ -14,6 +14,12 @@ Environment variables (all optional):
                                      (Debian's old-release archive; no default)
   ONLYDOCKER_SIGNING_KEY             the Ed25519 signing key (default: ~/.config/onlydocker/signing.key)
   ONLYDOCKER_CONFIG                  the config file (default: ~/.config/onlydocker/config.toml)
+  ONLYDOCKER_OUT                     where lanes' outputs go (default: ./out; out/<lane>/ each)
+  ONLYDOCKER_STAGE_CACHE             the stage cache (default: $ONLYDOCKER_CACHE/stages)
+  ONLYDOCKER_REBUILD                 stages (comma-separated, or "all") built from scratch and
+                                     never cached (`doit repro`'s second build)
+  ONLYDOCKER_VARIATION_FILE          a TOML file of conditions inside the build container (the
+                                     Variation fields below; `doit repro`'s second build)
 
 The config file is TOML with the same settings in lower case, e.g.
   mirrors = ["http://cache.local/sources"]
@@ -24,10 +30,12 @@ The config file is TOML with the same settings in lower case, e.g.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
@@ -44,8 +52,47 @@ MIRROR_SCHEMES = {
 }
 
 
-def _xdg(var: str, fallback: str) -> Path:
-    return Path(os.environ.get(var) or Path.home() / fallback)
+def _xdg(env, var: str, fallback: str) -> Path:
+    """An XDG base folder (XDG_CACHE_HOME, XDG_CONFIG_HOME) and its default."""
+    return Path(env.get(var) or Path.home() / fallback)
+
+
+@dataclass(frozen=True)
+class Variation:
+    """Conditions inside the build container. The default is the canonical
+    build; `doit repro` varies every field to prove the outputs ignore them."""
+    hostname: str = "onlydocker"
+    user: str = "1000:1000"
+    tz: str = "UTC"
+    locale: str = "C"
+    umask: str = "022"
+    jobs: int = 0                      # 0: the number of CPUs
+    faketime: str | None = None        # e.g. "+400d": shift the clock seen inside
+
+    @property
+    def canonical(self) -> bool:
+        return self == Variation()
+
+    def to_toml(self) -> str:
+        return "".join(f"{k} = {json.dumps(v)}\n" for k, v in dataclasses.asdict(self).items() if v is not None)
+
+
+def load_variation(path: Path) -> Variation:
+    """A Variation from its TOML file, every field checked by its type."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"ONLYDOCKER_VARIATION_FILE {path}: {e}") from None
+    fields = {f.name: f for f in dataclasses.fields(Variation)}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"ONLYDOCKER_VARIATION_FILE {path}: unknown key {key!r} "
+                              f"(known: {', '.join(fields)})")
+        want = int if key == "jobs" else str   # every other field is a string
+        if not isinstance(value, want) or isinstance(value, bool):
+            raise ConfigError(f"ONLYDOCKER_VARIATION_FILE {path}: {key} must be a {want.__name__}, "
+                              f"not {value!r}")
+    return Variation(**data)
 
 
 def apt_debian_mirror(paths=APT_SOURCES, suffix: str = "/debian") -> str | None:
@@ -74,16 +121,29 @@ def apt_debian_mirror(paths=APT_SOURCES, suffix: str = "/debian") -> str | None:
 
 @dataclass(frozen=True)
 class Settings:
-    root: Path = PROJECT_ROOT
-    lock_path: Path = PROJECT_ROOT / DEFAULT_LOCK
-    cache_dir: Path = field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache") / "onlydocker")
-    downloads_dir: Path = PROJECT_ROOT / "downloads"
+    """Every setting, as `load` reads it (tests may make one directly)."""
+    root: Path
+    lock_path: Path
+    cache_dir: Path
+    downloads_dir: Path
+    signing_key: Path
     offline: bool = False
     source_mirrors: tuple[str, ...] = ()
     debian_mirror: str | None = None
     debian_security_mirror: str | None = None
     debian_archive_mirror: str | None = None
-    signing_key: Path = field(default_factory=lambda: _xdg("XDG_CONFIG_HOME", ".config") / "onlydocker" / "signing.key")
+    out_dir: Path | None = None            # None: root/out
+    stage_cache_dir: Path | None = None    # None: cache_dir/stages
+    rebuild: frozenset[str] = frozenset()
+    variation: Variation = Variation()
+
+    @property
+    def out_root(self) -> Path:
+        return self.out_dir or self.root / "out"
+
+    @property
+    def stage_cache(self) -> Path:
+        return self.stage_cache_dir or self.cache_dir / "stages"
 
     def mirror_for(self, scheme: str) -> str:
         """Base URL for a mirror scheme such as `debian:`; a clear error if unset."""
@@ -101,8 +161,8 @@ class Settings:
 def load(lock: str | os.PathLike | None = None, env=None, root: Path = PROJECT_ROOT) -> Settings:
     """Read settings from the environment and the user's config file."""
     env = os.environ if env is None else env
-    cfg_path = Path(env.get("ONLYDOCKER_CONFIG") or
-                    Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "onlydocker" / "config.toml")
+    config_home = _xdg(env, "XDG_CONFIG_HOME", ".config") / "onlydocker"
+    cfg_path = Path(env.get("ONLYDOCKER_CONFIG") or config_home / "config.toml")
     cfg: dict = {}
     if cfg_path.is_file():
         try:
@@ -115,7 +175,7 @@ def load(lock: str | os.PathLike | None = None, env=None, root: Path = PROJECT_R
     if not lock_path.is_absolute():
         lock_path = (Path.cwd() / lock_path) if lock else root / lock_path
     cache = env.get("ONLYDOCKER_CACHE") or cfg.get("cache")
-    cache_dir = Path(cache) if cache else Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "onlydocker"
+    cache_dir = Path(cache) if cache else _xdg(env, "XDG_CACHE_HOME", ".cache") / "onlydocker"
     mirrors = env.get("ONLYDOCKER_MIRRORS")
     source_mirrors = tuple(mirrors.split()) if mirrors is not None else tuple(cfg.get("mirrors", ()))
     key = env.get("ONLYDOCKER_SIGNING_KEY") or cfg.get("signing_key")
@@ -130,6 +190,10 @@ def load(lock: str | os.PathLike | None = None, env=None, root: Path = PROJECT_R
         debian_security_mirror=env.get("ONLYDOCKER_DEBIAN_SECURITY_MIRROR") or deb.get("security_mirror")
         or apt_debian_mirror(suffix="/debian-security"),
         debian_archive_mirror=env.get("ONLYDOCKER_DEBIAN_ARCHIVE_MIRROR") or deb.get("archive_mirror"),
-        signing_key=Path(key) if key else
-        Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "onlydocker" / "signing.key",
+        signing_key=Path(key) if key else config_home / "signing.key",
+        out_dir=Path(env["ONLYDOCKER_OUT"]) if env.get("ONLYDOCKER_OUT") else None,
+        stage_cache_dir=Path(env["ONLYDOCKER_STAGE_CACHE"]) if env.get("ONLYDOCKER_STAGE_CACHE") else None,
+        rebuild=frozenset(filter(None, env.get("ONLYDOCKER_REBUILD", "").split(","))),
+        variation=load_variation(Path(env["ONLYDOCKER_VARIATION_FILE"])) if env.get("ONLYDOCKER_VARIATION_FILE")
+        else Variation(),
     )

@@ -27,7 +27,6 @@ SUMS = "SHA256SUMS"
 SUMS_SIG = "SHA256SUMS.minisig"
 STATEMENT = "provenance.intoto.json"
 ENVELOPE = "provenance.intoto.dsse.json"
-PAYLOAD_TYPE = "application/vnd.in-toto+json"
 
 
 def dist_dir(ws) -> Path:
@@ -244,7 +243,7 @@ def publish(ws, stages, settings, log=print) -> None:
         key = sign.load_key(settings.signing_key)
         (tmp / SUMS_SIG).write_text(sign.minisign_sign(
             key, sums_text.encode(), trusted_comment=f"onlydocker {ws.lane} {SUMS}"))
-        envelope = sign.dsse_sign(key, payload, PAYLOAD_TYPE)
+        envelope = sign.dsse_sign(key, payload, provenance.PAYLOAD_TYPE)
         (tmp / ENVELOPE).write_text(json.dumps(envelope, indent=1, sort_keys=True) + "\n")
 
     _snapshot_path(ws).unlink(missing_ok=True)

@@ -4,25 +4,18 @@ the same bytes every time. One archive satisfies both loaders: Docker 1.5's
 (`manifest.json` + a config named by its sha256)."""
 from __future__ import annotations
 
-import datetime
 import hashlib
-import json
 import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
+from .canon import compact_json, rfc3339
 from .tarball import write_entries, write_tree
 
 ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
 
 
-def _j(obj) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
-
-
-def write_rootfs_tar(rootfs: Path, out: BinaryIO, mtime: int) -> None:
-    """A plain rootfs tar, for `docker import`."""
-    write_tree(rootfs, out, mtime=mtime)
+_j = compact_json
 
 
 def write_image_archive(rootfs: Path, out: BinaryIO, *, tags: list[str], mtime: int,
@@ -33,7 +26,7 @@ def write_image_archive(rootfs: Path, out: BinaryIO, *, tags: list[str], mtime: 
     which is also what `docker images --no-trunc` shows after a load."""
     if not tags:
         raise ValueError("an image archive needs at least one tag")
-    created = datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = rfc3339(mtime)
     with tempfile.TemporaryDirectory() as tmp:
         layer = Path(tmp) / "layer.tar"
         with open(layer, "wb") as f:

@@ -50,10 +50,6 @@ class UnsafeArchive(OnlyDockerError):
     """An archive member would escape its directory or is not allowed."""
 
 
-class PatchError(OnlyDockerError):
-    """A patch did not apply."""
-
-
 class EngineError(OnlyDockerError):
     """No Docker engine answers, or the engine refused a request."""
 

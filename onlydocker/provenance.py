@@ -5,9 +5,10 @@ which lane. Nothing in it comes from the clock: its dates are the lane's
 SOURCE_DATE_EPOCH, so the same build gives the same statement bytes."""
 from __future__ import annotations
 
-import datetime
 import json
 import re
+
+from .canon import readable_json, rfc3339
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -16,15 +17,9 @@ BUILD_TYPE = "https://onlydocker.invalid/build/v1"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def canonical_json(obj) -> bytes:
-    """One serialisation per value: sorted keys, fixed indentation and
-    separators, UTF-8, a final newline; NaN and infinities refused."""
-    return (json.dumps(obj, sort_keys=True, indent=1, separators=(",", ": "), ensure_ascii=False,
-                       allow_nan=False) + "\n").encode("utf-8")
-
-
-def rfc3339(epoch: int) -> str:
-    return datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+# One serialisation per value (canon.py): sorted keys, fixed indentation and
+# separators, UTF-8, a final newline; NaN and infinities refused.
+canonical_json = readable_json
 
 
 def _material_key(m: dict) -> tuple:

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .stage import Variation
+from .config import Variation
 
 # What changes in the second build. TZ is a POSIX rule so it needs no tzdata.
 SECOND = Variation(hostname="repro-other-host", user="2000:2000", tz="EST+5",
@@ -144,7 +144,7 @@ def run(root: Path, lock: Path, out_root: Path, lane: str, stages: list[str], al
 
     log(f"repro: first build ({', '.join(chosen)})")
     env1 = dict(os.environ)
-    env1.pop("ONLYDOCKER_VARIATION", None)
+    env1.pop("ONLYDOCKER_VARIATION_FILE", None)
     env1.pop("ONLYDOCKER_REBUILD", None)
     rc1 = _doit(root, lock, tasks, env1, log)
     if rc1 != 0:
@@ -159,7 +159,8 @@ def run(root: Path, lock: Path, out_root: Path, lane: str, stages: list[str], al
         env2 = dict(os.environ)
         env2.update(HOST_ENV_SECOND)
         env2["ONLYDOCKER_OUT"] = str(second_root)
-        env2["ONLYDOCKER_VARIATION"] = json.dumps(asdict(SECOND))
+        (work / "variation.toml").write_text(SECOND.to_toml())
+        env2["ONLYDOCKER_VARIATION_FILE"] = str(work / "variation.toml")
         env2["ONLYDOCKER_REBUILD"] = ",".join(chosen)
         # The copy's own code, not the first workspace's (an editable install
         # would otherwise point back at it).

@@ -28,6 +28,8 @@ import zstandard
 from . import __version__, atomic, snapshot
 from .errors import BuildError, HashMismatch, OnlyDockerError
 from .hashing import sha256_file
+from .canon import compact_json, rfc2822
+from .config import Variation
 from .progress import Heartbeat
 from .store import StageStore, compress_file
 
@@ -86,8 +88,7 @@ def engine_version() -> str:
     return h.hexdigest()
 
 
-def canonical(obj) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+canonical = compact_json
 
 
 # --- declarations -----------------------------------------------------------
@@ -177,15 +178,6 @@ def load_stages(stages_dir: Path) -> dict[str, StageDecl]:
     return {name: stages[name] for name in order}
 
 
-def downstream(stages: dict[str, StageDecl], name: str) -> list[str]:
-    """Stages that (transitively) need `name`."""
-    out: list[str] = []
-    for s in stages.values():
-        if any(n == name or n in out for n in s.needs):
-            out.append(s.name)
-    return out
-
-
 # --- manifests --------------------------------------------------------------
 
 def manifest_of_tar(tar_path: Path) -> dict[str, dict]:
@@ -264,28 +256,6 @@ class StageContext:
     lock: object = None
 
 
-@dataclass(frozen=True)
-class Variation:
-    """Conditions inside the build container. The default is the canonical
-    build; `doit repro` varies every field to prove the outputs ignore them."""
-    hostname: str = "onlydocker"
-    user: str = "1000:1000"
-    tz: str = "UTC"
-    locale: str = "C"
-    umask: str = "022"
-    jobs: int = 0                      # 0: the number of CPUs
-    faketime: str | None = None        # e.g. "+400d": shift the clock seen inside
-
-    @property
-    def canonical(self) -> bool:
-        return self == Variation()
-
-
-def rfc2822(epoch: int) -> str:
-    import email.utils
-    return email.utils.formatdate(epoch, usegmt=True)
-
-
 @dataclass
 class Workspace:
     """Where one lane's build lives and what it is built from."""
@@ -354,8 +324,13 @@ class Workspace:
             # packs its output. Not the rest: editing fetch.py need not
             # rebuild (and re-compress) the initrd.
             module = decl.function.partition(":")[0]
-            inputs["code"] = {f"{m}.py": sha256_file(PACKAGE / f"{m}.py")
-                              for m in sorted(code_closure(module) | {"tarball"})}
+            closure = code_closure(module) | {"tarball"}
+            inputs["code"] = {f"{m}.py": sha256_file(PACKAGE / f"{m}.py") for m in sorted(closure)}
+            if "compress" in closure:
+                # The compressors' own versions (liblzma, zlib, zstandard) shape
+                # the bytes as much as our code does.
+                from .compress import FORMAT_VERSION
+                inputs["compression"] = FORMAT_VERSION
         return inputs
 
     def key(self, decl: StageDecl, stages: dict[str, StageDecl]) -> str:

@@ -21,7 +21,6 @@ from typing import BinaryIO, Iterable, Mapping, Union
 
 from .errors import UnsafeArchive
 
-FORMAT_VERSION = "tar-gnu-1"
 CHUNK = 1 << 20
 
 
@@ -44,16 +43,9 @@ class Slice:
     size: int
 
 
-# payload: bytes or a path (or a Slice) for "file", the target for "symlink",
-# None for "dir". Plain 4-tuples of the same shape are accepted everywhere.
-@dataclass(frozen=True)
-class Entry:
-    name: str
-    kind: str          # "file" | "dir" | "symlink"
-    mode: int
-    payload: object = None
-
-
+# An entry is a 4-tuple (name, kind, mode, payload): kind "file", "dir" or
+# "symlink"; payload bytes or a path (or a Slice) for a file, the target for a
+# symlink, None for a directory.
 Payload = Union[bytes, tuple, None]
 
 
@@ -92,14 +84,14 @@ def _from_mapping(entries: Mapping[str, Payload]) -> list[tuple[str, str, int, o
 
 
 def write_entries(entries: Iterable | Mapping[str, Payload], out: BinaryIO, mtime: int) -> None:
-    """Write members sorted by name. `entries` is an iterable of Entry or
+    """Write members sorted by name. `entries` is an iterable of
     (name, kind, mode, payload) tuples, or a mapping (see _from_mapping)."""
     if isinstance(entries, Mapping):
         entries = _from_mapping(entries)
     rows = []
     seen: set[str] = set()
     for e in entries:
-        name, kind, mode, payload = (e.name, e.kind, e.mode, e.payload) if isinstance(e, Entry) else e
+        name, kind, mode, payload = e
         name = _clean(name)
         if not name:
             raise UnsafeArchive("tar entry with an empty name: refused")

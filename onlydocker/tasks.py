@@ -19,7 +19,7 @@ from . import lock as lock_mod
 from .errors import OnlyDockerError
 from .report import run_reporting
 from .fetch import Fetcher
-from .stage import Variation, Workspace, load_stages
+from .stage import Workspace, load_stages
 from .store import StageStore
 
 
@@ -57,13 +57,9 @@ class RunLock:
 def workspace_from_env(lock_path: str | None = None, root: Path | None = None) -> tuple[config_mod.Settings, Workspace]:
     settings = config_mod.load(lock=lock_path, root=root or config_mod.PROJECT_ROOT)
     lock = lock_mod.load(settings.lock_path)
-    out = Path(os.environ.get("ONLYDOCKER_OUT") or settings.root / "out") / lock.lane.name
-    cache = Path(os.environ.get("ONLYDOCKER_STAGE_CACHE") or settings.cache_dir / "stages")
-    variation = Variation(**json.loads(os.environ["ONLYDOCKER_VARIATION"])) \
-        if os.environ.get("ONLYDOCKER_VARIATION") else Variation()
-    rebuild = frozenset(filter(None, os.environ.get("ONLYDOCKER_REBUILD", "").split(",")))
-    ws = Workspace(root=settings.root, out=out, store=StageStore(cache), lock=lock,
-                   fetcher=Fetcher(settings), variation=variation, rebuild=rebuild)
+    ws = Workspace(root=settings.root, out=settings.out_root / lock.lane.name,
+                   store=StageStore(settings.stage_cache), lock=lock, fetcher=Fetcher(settings),
+                   variation=settings.variation, rebuild=settings.rebuild)
     return settings, ws
 
 

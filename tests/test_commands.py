@@ -68,6 +68,16 @@ def test_verify_says_missing_ok_and_corrupt_and_exits_nonzero_on_a_problem(tmp_p
     assert hashlib.sha256(BODY).hexdigest() in line and hashlib.sha256(b"bit rot" + BODY[7:]).hexdigest() in line
 
 
+def test_commands_name_the_lane_as_builds_do(tmp_path, httpserver):
+    # `lock=PATH`, as users type it for a build, works for the commands too.
+    ws = setup_lane(tmp_path, httpserver, pinned=True)
+    ws.doit("lock=t.lock", "build:fetch:src")
+    by_option = ws.doit("verify", "--lock", "t.lock", check=False)
+    by_word = ws.doit("verify", "lock=t.lock", check=False)
+    assert by_word.stdout == by_option.stdout and "t.lock" in by_word.stdout
+    assert any(l.split()[:2] == ["OK", "src"] for l in by_word.stdout.splitlines())
+
+
 def test_a_malformed_lock_stops_everything_before_it_runs(tmp_path, httpserver):
     ws = setup_lane(tmp_path, httpserver, pinned=True)
     (ws.root / "t.lock").write_text((ws.root / "t.lock").read_text().replace('size = ', 'size = -'))

@@ -105,20 +105,6 @@ def test_docker_loads_and_runs_it(rootfs, docker_client):
         docker_client.images.remove(tag, force=True)
 
 
-@pytest.mark.docker
-def test_docker_imports_the_rootfs_tar(rootfs, docker_client):
-    tag = f"h4-test/bb-import:{os.getpid()}"
-    buf = io.BytesIO()
-    dockerimage.write_rootfs_tar(rootfs, buf, EPOCH)
-    repo, _, version = tag.rpartition(":")
-    try:
-        docker_client.api.import_image_from_data(buf.getvalue(), repository=repo, tag=version)
-        out = docker_client.containers.run(tag, ["/bin/sh", "-c", "echo imported"], remove=True,
-                                           network_mode="none")
-        assert out.strip() == b"imported"
-    finally:
-        docker_client.images.remove(tag, force=True)
-
 
 @pytest.mark.docker
 def test_the_legacy_layout_alone_loads_too(rootfs, docker_client):
