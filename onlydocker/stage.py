@@ -62,6 +62,40 @@ def _imports_of(tree: ast.AST) -> Iterable[str]:
             yield from (a.name.split(".")[1] for a in node.names if a.name.startswith(f"{PACKAGE.name}."))
 
 
+# sha256 of a module's source -> the modules of ours it imports: a pure
+# function of the bytes, so it is remembered (per process, and across runs in
+# out/<lane>/code-imports.json): a no-op need not parse the same modules again.
+_parsed: dict[str, list[str]] = {}
+
+
+def _module_imports(path: Path) -> list[str]:
+    source = path.read_bytes()
+    digest = hashlib.sha256(source).hexdigest()
+    if digest not in _parsed:
+        _parsed[digest] = sorted(set(_imports_of(ast.parse(source, str(path)))))
+    return _parsed[digest]
+
+
+def remembered_imports(memo: Path):
+    """Use and keep the parse results in `memo` around a block of key work."""
+    class _Memo:
+        def __enter__(self):
+            try:
+                known = json.loads(memo.read_text())
+                if isinstance(known, dict):
+                    _parsed.update({k: v for k, v in known.items() if isinstance(v, list)})
+            except (OSError, ValueError):
+                pass
+            self.before = len(_parsed)
+            return self
+
+        def __exit__(self, *exc):
+            if len(_parsed) != self.before:
+                memo.parent.mkdir(parents=True, exist_ok=True)
+                atomic.write_text(memo, json.dumps(_parsed, sort_keys=True))
+    return _Memo()
+
+
 def code_closure(module: str) -> set[str]:
     """`module` (e.g. "onlydocker.artifacts") and our modules it imports,
     transitively, as bare names ("artifacts", "cpio", ...)."""
@@ -74,7 +108,7 @@ def code_closure(module: str) -> set[str]:
         if m in seen or not path.is_file():
             continue
         seen.add(m)
-        todo.extend(_imports_of(ast.parse(path.read_text(), str(path))))
+        todo.extend(_module_imports(path))
     if name not in seen:
         raise BuildError(f"python stage module {module}: no {PACKAGE / (name + '.py')}")
     return seen
@@ -324,7 +358,8 @@ class Workspace:
             # packs its output. Not the rest: editing fetch.py need not
             # rebuild (and re-compress) the initrd.
             module = decl.function.partition(":")[0]
-            closure = code_closure(module) | {"tarball"}
+            with remembered_imports(self.out / "code-imports.json"):
+                closure = code_closure(module) | {"tarball"}
             inputs["code"] = {f"{m}.py": sha256_file(PACKAGE / f"{m}.py") for m in sorted(closure)}
             if "compress" in closure:
                 # The compressors' own versions (liblzma, zlib, zstandard) shape
