@@ -224,8 +224,10 @@ def test_what_docker_users_run_works_in_the_booted_image(kernel_initrd, tmp_path
     assert answer["body"].startswith("HTTP/1.") and " 200 " in answer["body"].splitlines()[0]
     # What the daemon asked modprobe for itself (its own warnings) and what
     # the kernel asked for on its behalf: all found in modules.dep.
-    assert not re.search(r"modprobe.*(not found|FATAL|failed)", first.text), \
-        re.findall(r".*modprobe.*(?:not found|FATAL|failed).*", first.text)
+    # (containerd probes for aufs, a storage driver the lane leaves out.)
+    refused = [line for line in re.findall(r".*modprobe.*(?:not found|FATAL|failed).*", first.text)
+               if "aufs" not in line]
+    assert not refused, refused
     verdict = first.text[first.text.rfind(FEATURES):].splitlines()[0]
     assert verdict.strip() == "ONLYDOCKER-FEATURES: PASS", verdict
 
