@@ -10,6 +10,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from .errors import OnlyDockerError
 
@@ -24,16 +25,23 @@ class BootResult:
 
 def boot(kernel: Path | None, initrd: Path | None, *, iso: Path | None = None, append: str = "",
          boot_label: str | None = None, timeout: float = 600, marker: str, log_path: Path,
-         memory_mb: int = 2048, disk: Path | None = None) -> BootResult:
+         memory_mb: int = 2048, disk: Path | None = None,
+         hostfwd: dict[int, int] | None = None,
+         on_output: Callable[[str], None] | None = None) -> BootResult:
     """Boot `kernel` + `initrd` (or `iso`, typing `boot_label` at ISOLINUX's
     prompt) with the serial console on stdio; stop at `marker` or after
     `timeout` seconds, whichever comes first, and always end qemu. `disk` is
-    attached as the first IDE disk (/dev/sda), raw."""
+    attached as the first IDE disk (/dev/sda), raw. `hostfwd` maps host TCP
+    ports on 127.0.0.1 to the guest's ports (qemu's user-mode network, never
+    another address); `on_output` is called with the console text so far
+    whenever more arrives, so a test can act while the guest runs."""
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
         raise OnlyDockerError("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")
+    nic = "user,model=e1000" + "".join(f",hostfwd=tcp:127.0.0.1:{host}-:{guest}"
+                                       for host, guest in sorted((hostfwd or {}).items()))
     cmd = [qemu, "-accel", "tcg", "-m", str(memory_mb), "-smp", "2", "-nographic", "-no-reboot",
-           "-nic", "user,model=e1000", "-serial", "mon:stdio"]
+           "-nic", nic, "-serial", "mon:stdio"]
     if disk is not None:
         cmd += ["-drive", f"file={disk},format=raw,if=ide,index=0,media=disk"]
     if iso is not None:
@@ -65,6 +73,8 @@ def boot(kernel: Path | None, initrd: Path | None, *, iso: Path | None = None, a
                 text += chunk
                 log.write(chunk)
                 log.flush()
+                if on_output is not None:
+                    on_output(text.decode("utf-8", "replace"))
                 if not typed and b"boot:" in text:
                     # ISOLINUX's prompt, read from the serial line too.
                     proc.stdin.write(boot_label.encode() + b"\r")

@@ -244,7 +244,7 @@ def build(ctx: StageContext) -> None:
 
     # The original's two scripts, and the self-check.
     _copy_file(ctx.stage_dir / "init", root / "init", 0o755)
-    for script in ("console-container.sh", "onlydocker-selftest"):
+    for script in ("console-container.sh", "onlydocker-selftest", "onlydocker-featuretest"):
         _copy_file(ctx.stage_dir / script, root / "usr" / "bin" / script, 0o755)
 
     # The lane's facts for init and console-container.sh (sourced by sh).

@@ -86,6 +86,22 @@ def test_legal_info_of_the_lane_offline(lane):
     assert (out / "licenses" / "docker.io" / "usr" / "share" / "doc" / "docker.io" / "copyright").is_file()
 
 
+def test_the_kernel_passes_dockers_own_check_config(lane):
+    kernel = lane.out(LANE) / "stages" / "kernel"
+    report = (kernel / "docker-check-config.txt").read_text()
+    assert report.splitlines()[-1].endswith(
+        "every option under Generally Necessary, Optional Features and Network Drivers is enabled"), report[-2000:]
+    assert "waived: CONFIG_MEMCG_SWAP" in report
+    cfg = (kernel / "config").read_text()
+    # Drivers are modules (loaded on demand), and modules.dep knows them.
+    dep = next((kernel / "lib" / "modules").glob("*/modules.dep")).read_text()
+    for opt, module in (("VXLAN", "vxlan"), ("MACVLAN", "macvlan"), ("IPVLAN", "ipvlan"),
+                        ("IP_VS_RR", "ip_vs_rr"), ("XFRM_USER", "xfrm_user"), ("INET_ESP", "esp4"),
+                        ("CRYPTO_GCM", "gcm"), ("NF_NAT_FTP", "nf_nat_ftp"), ("DUMMY", "dummy")):
+        assert f"CONFIG_{opt}=m" in cfg, opt
+        assert f"/{module}.ko:" in dep, module
+
+
 def test_a_second_run_builds_and_restores_nothing(lane):
     assert wsmod.events(lane.doit(f"lock={LOCK}")) == {}
 

@@ -212,7 +212,8 @@ def test_iptables_modprobe_and_modules(built):
 def test_system_files_and_scripts(built):
     osr = (built / "etc/os-release").read_text()
     assert 'NAME="Only Docker"' in osr and f'BUILD_ID="bookworm-{EPOCH}"' in osr and "VERSION=" in osr
-    for p in ("init", "usr/bin/console-container.sh", "usr/bin/onlydocker-selftest"):
+    for p in ("init", "usr/bin/console-container.sh", "usr/bin/onlydocker-selftest",
+              "usr/bin/onlydocker-featuretest"):
         assert (built / p).stat().st_mode & 0o777 == 0o755, p
     assert (built / "init").read_bytes() == (STAGE_DIR / "init").read_bytes()
     lane = (built / "etc/onlydocker/lane.conf").read_text()
@@ -325,7 +326,8 @@ def test_dynamic_kmod_is_refused(tmp_path):
         rootfs.build(ctx)
 
 
-@pytest.mark.parametrize("script", ["init", "console-container.sh", "onlydocker-selftest"])
+@pytest.mark.parametrize("script", ["init", "console-container.sh", "onlydocker-selftest",
+                                    "onlydocker-featuretest"])
 @pytest.mark.parametrize("shell", ["busybox", "dash"])
 def test_scripts_parse(script, shell):
     tool = require_tool(shell)

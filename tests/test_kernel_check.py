@@ -1,0 +1,113 @@
+"""The kernel stage's Docker check (stages/kernel/docker-check-config): the
+modern lane's own contrib/check-config.sh, taken from its docker.io package
+as the stage takes it, run on configs made here. The built kernel's verdict
+is checked in test_modern_lane.py."""
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from onlydocker import config, lock
+from onlydocker.fetch import Fetcher
+from tests.conftest import MODERN_LOCK, require_tool
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECKER = ROOT / "stages/kernel/docker-check-config"
+WAIVERS = ROOT / "stages/kernel/lanes/bookworm/docker-check-config-waivers"
+RELEASE = "6.1.176"
+
+
+@pytest.fixture(scope="module")
+def check_script(tmp_path_factory) -> Path:
+    """contrib/check-config.sh out of the lane's docker.io .deb (the verified
+    source from the cache, fetched when it is not there yet)."""
+    require_tool("bash")
+    require_tool("dpkg-deb")
+    lk = lock.load(ROOT / MODERN_LOCK)
+    deb = Fetcher(config.load(ROOT / MODERN_LOCK)).fetch(lk.source("docker.io"), progress=False)
+    out = tmp_path_factory.mktemp("check") / "check-config.sh"
+    tar = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], check=True, capture_output=True).stdout
+    script = subprocess.run(["tar", "-xO", "./usr/share/docker.io/contrib/check-config.sh"], input=tar,
+                            check=True, capture_output=True).stdout
+    out.write_bytes(script)
+    return out
+
+
+def run(script: Path, cfg: Path, tmp_path: Path, waivers: Path | None = None, srcdir: Path | None = None):
+    args = ["sh", str(CHECKER), str(script), str(cfg), RELEASE, str(tmp_path / "report.txt")]
+    if waivers is not None:
+        args += [str(waivers), str(srcdir or tmp_path)]
+    return subprocess.run(args, capture_output=True, text=True)
+
+
+def named(stdout: str) -> list[str]:
+    line = [ln for ln in stdout.splitlines() if "finds these missing or wrong:" in ln]
+    return line[0].split("missing or wrong:", 1)[1].split() if line else []
+
+
+def judged_options(script: Path, tmp_path: Path) -> list[str]:
+    """Every option the script wants under the three judged sections: what it
+    finds missing in a config that has nothing."""
+    empty = tmp_path / "empty.config"
+    empty.write_text("# nothing\n")
+    r = run(script, empty, tmp_path)
+    assert r.returncode == 1
+    return named(r.stdout)
+
+
+def test_a_bare_config_fails_naming_the_options(check_script, tmp_path):
+    opts = judged_options(check_script, tmp_path)
+    for o in ("CONFIG_NAMESPACES", "CONFIG_CGROUPS", "CONFIG_CFS_BANDWIDTH", "CONFIG_IP_VS_RR",
+              "CONFIG_VXLAN", "CONFIG_XFRM_USER", "CONFIG_IPVLAN", "CONFIG_MACVLAN", "CONFIG_NF_NAT_TFTP"):
+        assert o in opts, (o, opts)
+    # Storage drivers are not judged (the lane uses overlay2 only).
+    assert "CONFIG_BTRFS_FS" not in opts and "CONFIG_OVERLAY_FS" not in opts
+    report = (tmp_path / "report.txt").read_text()
+    assert "Generally Necessary:" in report and "- Network Drivers:" in report
+    assert "\033" not in report        # colours stripped
+
+
+def test_everything_set_passes_and_one_missing_is_named(check_script, tmp_path):
+    opts = judged_options(check_script, tmp_path)
+    full = tmp_path / "full.config"
+    full.write_text("".join(f"{o}=m\n" for o in opts))
+    r = run(check_script, full, tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert "every option under Generally Necessary, Optional Features and Network Drivers is enabled" in r.stdout
+    assert "every option" in (tmp_path / "report.txt").read_text().splitlines()[-1]
+    one_short = tmp_path / "short.config"
+    one_short.write_text("".join(f"{o}=y\n" for o in opts if o != "CONFIG_IPVLAN"))
+    r = run(check_script, one_short, tmp_path)
+    assert r.returncode == 1 and named(r.stdout) == ["CONFIG_IPVLAN"], r.stdout[-2000:]
+
+
+def test_a_waiver_holds_only_for_a_symbol_the_kernel_does_not_define(check_script, tmp_path):
+    opts = judged_options(check_script, tmp_path)
+    cfg = tmp_path / "no-memcg-swap.config"
+    cfg.write_text("".join(f"{o}=y\n" for o in opts if o != "CONFIG_MEMCG_SWAP"))
+    src = tmp_path / "src"
+    (src / "mm").mkdir(parents=True)
+    (src / "mm" / "Kconfig").write_text("config SWAP\n\tbool \"swap\"\n")
+    r = run(check_script, cfg, tmp_path, WAIVERS, src)
+    assert r.returncode == 0, r.stdout[-2000:]
+    assert re.search(r"CONFIG_MEMCG_SWAP waived: Linux 6\.1 removed it", r.stdout)
+    assert "waived: CONFIG_MEMCG_SWAP" in (tmp_path / "report.txt").read_text()
+    # A kernel that still has the option: the waiver does not hold.
+    (src / "init").mkdir()
+    (src / "init" / "Kconfig").write_text("config MEMCG_SWAP\n\tbool\n")
+    r = run(check_script, cfg, tmp_path, WAIVERS, src)
+    assert r.returncode == 1 and named(r.stdout) == ["CONFIG_MEMCG_SWAP"]
+    assert "but this kernel's Kconfig defines it" in r.stdout
+
+
+def test_something_else_than_check_config_is_refused(tmp_path):
+    require_tool("bash")
+    fake = tmp_path / "fake.sh"
+    fake.write_text("echo hello\n")
+    cfg = tmp_path / "c"
+    cfg.write_text("CONFIG_X=y\n")
+    r = run(fake, cfg, tmp_path)
+    assert r.returncode == 1 and 'printed no "Generally Necessary:" section' in r.stdout
