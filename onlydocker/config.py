@@ -13,6 +13,9 @@ Environment variables (all optional):
   ONLYDOCKER_DEBIAN_ARCHIVE_MIRROR   base URL that `debian-archive:` URLs resolve against
                                      (Debian's old-release archive; no default)
   ONLYDOCKER_SIGNING_KEY             the Ed25519 signing key (default: ~/.config/onlydocker/signing.key)
+  ONLYDOCKER_BOX_BASE_URL            where the Vagrant boxes are published: the catalog
+                                     (dist/onlydocker.json) names <base>/<lane>/<box>
+                                     (default: a placeholder, https://onlydocker.invalid)
   ONLYDOCKER_CONFIG                  the config file (default: ~/.config/onlydocker/config.toml)
 
 The config file is TOML with the same settings in lower case, e.g.
@@ -21,6 +24,7 @@ The config file is TOML with the same settings in lower case, e.g.
   mirror = "http://mirror.local/debian"
   security_mirror = "http://mirror.local/debian-security"
   archive_mirror = "http://mirror.local/debian-archive"
+  box_base_url = "https://boxes.example.org/onlydocker"
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ from .errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LOCK = "sources.lock"
+DEFAULT_BOX_BASE_URL = "https://onlydocker.invalid"
 APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 
 # URL schemes that name a configured mirror rather than a host.
@@ -84,6 +89,7 @@ class Settings:
     debian_security_mirror: str | None = None
     debian_archive_mirror: str | None = None
     signing_key: Path = field(default_factory=lambda: _xdg("XDG_CONFIG_HOME", ".config") / "onlydocker" / "signing.key")
+    box_base_url: str = DEFAULT_BOX_BASE_URL
 
     def mirror_for(self, scheme: str) -> str:
         """Base URL for a mirror scheme such as `debian:`; a clear error if unset."""
@@ -119,6 +125,10 @@ def load(lock: str | os.PathLike | None = None, env=None, root: Path = PROJECT_R
     mirrors = env.get("ONLYDOCKER_MIRRORS")
     source_mirrors = tuple(mirrors.split()) if mirrors is not None else tuple(cfg.get("mirrors", ()))
     key = env.get("ONLYDOCKER_SIGNING_KEY") or cfg.get("signing_key")
+    box_base_url = env.get("ONLYDOCKER_BOX_BASE_URL") or cfg.get("box_base_url") or DEFAULT_BOX_BASE_URL
+    if not re.fullmatch(r"(https?|file)://\S+", box_base_url):
+        where = "ONLYDOCKER_BOX_BASE_URL" if env.get("ONLYDOCKER_BOX_BASE_URL") else f"{cfg_path}: box_base_url"
+        raise ConfigError(f"{where}: expected an http://, https:// or file:// URL, got {box_base_url!r}")
     return Settings(
         root=root,
         lock_path=lock_path,
@@ -132,4 +142,5 @@ def load(lock: str | os.PathLike | None = None, env=None, root: Path = PROJECT_R
         debian_archive_mirror=env.get("ONLYDOCKER_DEBIAN_ARCHIVE_MIRROR") or deb.get("archive_mirror"),
         signing_key=Path(key) if key else
         Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "onlydocker" / "signing.key",
+        box_base_url=box_base_url.rstrip("/"),
     )

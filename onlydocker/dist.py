@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-from . import provenance, sign
+from . import box, provenance, sign
 from .errors import BuildError
 from .hashing import sha256_file
 
@@ -41,6 +41,8 @@ def _inputs(ws, stages, settings) -> dict:
     return {
         "stages": {n: (ws.read_manifest(n) or {}).get("digest") for n in stages},
         "signing_key": sha256_file(public_key_path(settings)) if key.exists() and public_key_path(settings).exists() else None,
+        # The box catalog's URLs come from it: another base URL, another catalog.
+        "box_base_url": settings.box_base_url,
     }
 
 
@@ -94,6 +96,15 @@ def publish(ws, stages, settings, log=print) -> None:
         except OSError:
             shutil.copyfile(src, dst)
         sums[name] = sha256_file(dst)
+    # The Vagrant catalog: written here, not in the box stage, so that its
+    # URLs follow the configured base URL without rebuilding (or re-keying) a box.
+    for decl in stages.values():
+        template = ws.stage_dir(decl.name) / box.CATALOG_TEMPLATE
+        if template.is_file():
+            if box.CATALOG in sums:
+                raise BuildError(f"artifact name {box.CATALOG!r} is published by two stages")
+            (tmp / box.CATALOG).write_text(box.catalog_from_template(template, settings.box_base_url, ws.lane))
+            sums[box.CATALOG] = sha256_file(tmp / box.CATALOG)
     sums_text = "".join(f"{h}  {n}\n" for n, h in sorted(sums.items()))
     (tmp / SUMS).write_text(sums_text)
 
