@@ -221,6 +221,10 @@ def test_vagrant_up_ssh_docker_halt_up_destroy(catalog, vagrant_env, libvirt_net
     def vagrant(*args, timeout=900, check=True):
         return _run(["vagrant", *args], env=env, timeout=timeout, check=check, netns=ns)
 
+    # vagrant-libvirt keeps the box's disk in libvirt's pool under a name made
+    # of box name and version, and reuses it: one left from an earlier build
+    # of version 1.0.0 would be booted instead of this build's.
+    _delete_base_volume()
     try:
         up = vagrant("up", "--provider", "libvirt", timeout=1500)
         out = up.stdout
@@ -276,3 +280,10 @@ def test_vagrant_up_ssh_docker_halt_up_destroy(catalog, vagrant_env, libvirt_net
     volumes = _run(["virsh", "-c", "qemu:///system", "vol-list", "default"], check=False).stdout
     assert not re.search(r"project_default\.img", volumes), volumes
     shutil.rmtree(console_dir, ignore_errors=True)
+    _delete_base_volume()
+
+
+def _delete_base_volume() -> None:
+    volumes = _run(["virsh", "-c", "qemu:///system", "vol-list", "default", "--details"], check=False).stdout
+    for name in re.findall(r"^\s*(onlydocker-VAGRANTSLASH-onlydocker-bookworm_vagrant_box_image_\S+)", volumes, re.M):
+        _run(["virsh", "-c", "qemu:///system", "vol-delete", "--pool", "default", name])
