@@ -35,6 +35,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.docker]
 BOX = "onlydocker/onlydocker-bookworm"
 NETNS = f"od-vagrant-{os.getpid()}"
 TCP_PORT = 12375          # the user's opt-in Docker TCP forward, on the namespace's 127.0.0.1
+PRIVATE_IP = "192.168.57.10"   # a private network, inside the test's namespace
 
 
 def _run(cmd, *, env=None, timeout=600, check=True, netns=None):
@@ -174,6 +175,8 @@ Vagrant.configure("2") do |config|
   # The Docker API on TCP only because this Vagrantfile asks, on loopback only.
   config.vm.network "forwarded_port", guest: 2375, host: {tcp_port}, host_ip: "127.0.0.1"
   config.vm.provision "docker-tcp", type: "shell", run: "always", inline: "onlydocker-docker-tcp"
+  # A second NIC: the guest plugin's configure_networks gives it this address.
+  config.vm.network "private_network", ip: "{private_ip}"
   config.vm.provider "libvirt" do |lv|
     lv.driver = "qemu"                     # no KVM here: TCG
     lv.cpus = 2
@@ -215,7 +218,8 @@ def test_vagrant_up_ssh_docker_halt_up_destroy(catalog, vagrant_env, libvirt_net
     console_dir = Path(tempfile.mkdtemp(prefix="od-vagrant-console-"))
     console_dir.chmod(0o755)
     console = console_dir / "console.log"
-    (project / "Vagrantfile").write_text(VAGRANTFILE.format(box=BOX, tcp_port=TCP_PORT, console=console))
+    (project / "Vagrantfile").write_text(VAGRANTFILE.format(box=BOX, tcp_port=TCP_PORT, console=console,
+                                                               private_ip=PRIVATE_IP))
     env = {**vagrant_env, "VAGRANT_CWD": str(project)}
 
     def vagrant(*args, timeout=900, check=True):
@@ -233,10 +237,11 @@ def test_vagrant_up_ssh_docker_halt_up_destroy(catalog, vagrant_env, libvirt_net
         assert "onlydocker-docker-tcp: Docker's API on tcp port 2375" in out, out
 
         info = vagrant("ssh", "-c", "docker info; echo PID1=$(cat /proc/1/comm); hostname; "
-                                    "cat /root/.ssh/authorized_keys").stdout
+                                    "cat /root/.ssh/authorized_keys; ip -4 addr show eth1").stdout
         assert "Server Version: 20.10" in info and "Docker Root Dir: /var/lib/docker" in info, info
         assert "PID1=dockerd" in info and "od-vagrant-test" in info, info
         assert "vagrant insecure public key" not in info
+        assert f"inet {PRIVATE_IP}/24" in info, info
         host_key = vagrant("ssh", "-c", "cat /etc/dropbear/dropbear_ed25519_host_key | md5sum").stdout.split()[0]
         mounts = vagrant("ssh", "-c", "grep ' /var/lib/docker ' /proc/mounts").stdout
         assert mounts.startswith("/dev/vda2 /var/lib/docker ext"), mounts
