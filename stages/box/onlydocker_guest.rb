@@ -26,11 +26,14 @@ module VagrantPlugins
 
     module Cap
       # dockerd is PID 1 and ignores the signal BusyBox's plain `poweroff`
-      # sends to init: sync, then power off at once (`poweroff -f`), from a
-      # detached shell so that this SSH command returns before the link drops.
+      # sends to init: sync, freeze the data disk's filesystem (its data on
+      # disk and consistent: BusyBox's mke2fs makes ext2, without a journal,
+      # and nothing unmounts it), then power off at once (`poweroff -f`),
+      # from a detached shell so that this SSH command returns first.
       def self.halt(machine)
         machine.communicate.execute(
-          "setsid sh -c 'sleep 1; sync; poweroff -f' </dev/null >/dev/null 2>&1 &")
+          "setsid sh -c 'sleep 1; sync; fsfreeze -f /var/lib/docker 2>/dev/null; poweroff -f' " \
+          "</dev/null >/dev/null 2>&1 &")
       rescue IOError, Vagrant::Errors::SSHDisconnected
         # The machine went down before the command returned: that is the point.
       end
