@@ -23,6 +23,10 @@ DEBIAN_PACKAGES=(
     minisign             # verifies our signatures independently
     diffoscope-minimal   # explains a reproducibility difference
     busybox-static       # a tiny real rootfs for the fast tests
+    vagrant vagrant-libvirt libvirt-daemon-system   # the boxes tested with real Vagrant
+    dnsmasq-base         # DHCP of vagrant-libvirt's network (inside the test's netns)
+    openssh-client       # vagrant ssh, docker -H ssh://
+    ruby                 # ruby -c on the boxes' Vagrantfiles and guest plugin
     python3-venv
 )
 

@@ -1,5 +1,5 @@
 """The python stages that shape artifacts from other stages' outputs:
-the bundled container image, the initrd and the Vagrant box. Each only
+the bundled container image, the initrd and the Vagrant boxes. Each only
 rearranges bytes, through the deterministic writers (tarball, cpio,
 compress, dockerimage, box)."""
 from __future__ import annotations
@@ -102,22 +102,37 @@ def _check_layers(ctx: StageContext) -> None:
 
 
 def box(ctx: StageContext) -> None:
-    """The Vagrant box for VirtualBox, as the original shipped it: the ISO
+    """The Vagrant boxes. VirtualBox, as the original shipped it: the ISO
     inside, attached as a DVD by the box's Vagrantfile, and an empty 40 GB
-    data disk that init formats and mounts on first boot."""
-    conf = _lane_settings(ctx, "box.toml")
-    iso = ctx.deps["iso"] / "onlydocker.iso"
-    disk = ctx.deps["disk"] / "data-disk.vmdk"
-    work = ctx.out.parent / "box"
-    work.mkdir()
-    (work / "metadata.json").write_text(box_fmt.metadata_json())
-    (work / "Vagrantfile").write_text(box_fmt.vagrantfile("onlydocker.iso"))
-    (work / "box.ovf").write_text(box_fmt.box_ovf(conf["name"], ["data-disk.vmdk"], ctx.source_date_epoch))
-    files = {"metadata.json": work / "metadata.json", "Vagrantfile": work / "Vagrantfile",
-             "box.ovf": work / "box.ovf", "data-disk.vmdk": disk, "onlydocker.iso": iso}
-    box_path = ctx.out / "onlydocker-virtualbox.box"
-    with open(box_path, "wb") as f:
-        box_fmt.write_box(files, f, mtime=ctx.source_date_epoch)
+    data disk that init formats and mounts on first boot. libvirt: box.img,
+    the qcow2 disk it boots from (the ISO at its start, then an empty data
+    partition). Both carry the guest plugin; the catalog template names both
+    (publishing adds the URLs)."""
     from .hashing import sha256_file
-    (ctx.out / "onlydocker-virtualbox.json").write_text(box_fmt.catalog_json(
-        conf["name"], conf["version"], "virtualbox", conf["url"], sha256_file(box_path)))
+    conf = _lane_settings(ctx, "box.toml")
+    plugin = ctx.stage_dir / box_fmt.GUEST_PLUGIN
+    work = ctx.out.parent / "box"
+    boxes = {}
+    for provider, files in (
+        ("virtualbox", {"Vagrantfile": box_fmt.vagrantfile("onlydocker.iso"),
+                        "box.ovf": box_fmt.box_ovf(conf["name"], ["data-disk.vmdk"], ctx.source_date_epoch),
+                        "data-disk.vmdk": ctx.deps["disk"] / "data-disk.vmdk",
+                        "onlydocker.iso": ctx.deps["iso"] / "onlydocker.iso"}),
+        ("libvirt", {"Vagrantfile": box_fmt.libvirt_vagrantfile(),
+                     box_fmt.LIBVIRT_DISK: ctx.deps["libvirt"] / box_fmt.LIBVIRT_DISK}),
+    ):
+        d = work / provider
+        d.mkdir(parents=True)
+        files = {"metadata.json": box_fmt.metadata_json(provider), box_fmt.GUEST_PLUGIN: plugin, **files}
+        paths = {}
+        for name, content in files.items():
+            if isinstance(content, str):
+                (d / name).write_text(content)
+                content = d / name
+            paths[name] = content
+        box_name = f"onlydocker-{provider}.box"
+        with open(ctx.out / box_name, "wb") as f:
+            box_fmt.write_box(paths, f, mtime=ctx.source_date_epoch)
+        boxes[provider] = (box_name, sha256_file(ctx.out / box_name))
+    (ctx.out / box_fmt.CATALOG_TEMPLATE).write_text(
+        box_fmt.catalog_template(conf["name"], conf["version"], boxes))

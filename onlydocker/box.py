@@ -1,7 +1,10 @@
-"""The Vagrant box for VirtualBox, as the original shipped it: a tar of
+"""The Vagrant boxes. VirtualBox, as the original shipped it: a tar of
 metadata.json, a Vagrantfile, box.ovf and the disk, with the ISO inside and
-attached as a DVD by the box's Vagrantfile. Every id, MAC and date is
-fixed, so the bytes are reproducible."""
+attached as a DVD by the box's Vagrantfile. libvirt: metadata.json, a
+Vagrantfile and box.img, the qcow2 disk it boots from (stages/libvirt). Both
+carry the guest plugin (stages/box/onlydocker_guest.rb). Every id, MAC and
+date is fixed, so the bytes are reproducible; the catalog that names both is
+written at publishing time, from the configured base URL."""
 from __future__ import annotations
 
 import json
@@ -26,31 +29,74 @@ def fixed_uuid(name: str) -> str:
     return str(uuid.uuid5(NAMESPACE, name))
 
 
-def metadata_json() -> str:
-    return json.dumps({"provider": "virtualbox"}) + "\n"
+GUEST_PLUGIN = "onlydocker_guest.rb"
+LIBVIRT_DISK = "box.img"
+PROVIDERS = ("virtualbox", "libvirt")
+
+
+def metadata_json(provider: str = "virtualbox", virtual_size_gb: int = DATA_DISK_GB) -> str:
+    """The box's metadata.json; vagrant-libvirt also wants the disk's format
+    and virtual size (GB)."""
+    if provider == "virtualbox":
+        return json.dumps({"provider": "virtualbox"}) + "\n"
+    if provider == "libvirt":
+        return json.dumps({"provider": "libvirt", "format": "qcow2",
+                           "virtual_size": int(virtual_size_gb)}, sort_keys=True) + "\n"
+    raise ValueError(f"box provider {provider!r}: expected one of {', '.join(PROVIDERS)}")
+
+
+def _common_vagrantfile(header: str) -> str:
+    """What both providers' Vagrantfiles say: the guest plugin shipped in the
+    box, ssh as root with BusyBox's sh (Dropbear, key only: Vagrant's insecure
+    key on a fresh disk, replaced by a fresh pair on the first `vagrant up`),
+    no sudo (everything already runs as root), no synced folder (no guest
+    additions, no NFS server here)."""
+    return f'''# Only Docker: {header}
+# Docker from the host, over SSH (no TCP socket):
+#   vagrant ssh-config --host onlydocker >> ~/.ssh/config
+#   docker -H ssh://onlydocker info
+require File.expand_path("../{GUEST_PLUGIN}", __FILE__)
+
+Vagrant.configure("2") do |config|
+  config.vm.guest = :onlydocker
+  config.vm.box_check_update = false
+  config.ssh.username = "root"
+  config.ssh.shell = "sh"
+  config.ssh.sudo_command = "%c"
+  config.vm.synced_folder ".", "/vagrant", disabled: true
+'''
 
 
 def vagrantfile(iso_name: str) -> str:
-    """The box's own Vagrantfile: before every boot, mount the ISO shipped
-    in the box in the empty DVD drive of the OVF's "IDE Controller"; the
-    fixed MAC of box.ovf; ssh as root; no synced folder (no guest additions)."""
+    """The VirtualBox box's own Vagrantfile: before every boot, mount the ISO
+    shipped in the box in the empty DVD drive of the OVF's "IDE Controller";
+    the fixed MAC of box.ovf; no guest additions."""
     if not re.fullmatch(r"[A-Za-z0-9._-]+", iso_name):
         raise ValueError(f"ISO file name {iso_name!r}: letters, digits, . _ - only")
-    return f'''# Only Docker: boots the ISO shipped in this box (mounted as a DVD), with
-# an empty {DATA_DISK_GB} GB data disk that init formats (label DOCKER) and keeps
-# /var/lib/docker on.
-Vagrant.configure("2") do |config|
-  config.vm.base_mac = "{MAC}"
-  config.ssh.username = "root"
-  config.ssh.shell = "sh"
-  config.ssh.insert_key = false
-  config.vm.synced_folder ".", "/vagrant", disabled: true
+    return _common_vagrantfile(
+        f"boots the ISO shipped in this box (mounted as a DVD), with\n# an empty "
+        f"{DATA_DISK_GB} GB data disk that init formats (label DOCKER) and keeps\n"
+        f"# /var/lib/docker on.") + f'''  config.vm.base_mac = "{MAC}"
   config.vm.provider "virtualbox" do |vb|
     vb.check_guest_additions = false
     vb.functional_vboxsf = false
     vb.customize "pre-boot", ["storageattach", :id, "--storagectl", "IDE Controller",
                               "--port", "0", "--device", "0", "--type", "dvddrive",
                               "--medium", File.expand_path("../{iso_name}", __FILE__)]
+  end
+end
+'''
+
+
+def libvirt_vagrantfile(memory_mb: int = 1024) -> str:
+    """The libvirt box's own Vagrantfile: the domain boots from box.img (the
+    ISO at its start; init formats the empty partition after it), on virtio
+    (/dev/vda), with enough memory for the initrd unpacked in RAM."""
+    return _common_vagrantfile(
+        f"boots from box.img: the ISO at its start, an empty\n# {DATA_DISK_GB} GB partition "
+        f"after it that init formats (label DOCKER) and keeps\n# /var/lib/docker on.") + f'''  config.vm.provider "libvirt" do |lv|
+    lv.memory = {int(memory_mb)}
+    lv.disk_bus = "virtio"
   end
 end
 '''
@@ -309,16 +355,47 @@ def vmdk_cid(path: Path) -> str:
     return m.group(1).decode()
 
 
-def catalog_json(name: str, version: str, provider: str, url: str, sha256: str) -> str:
+def catalog_json(name: str, version: str, providers: list[tuple[str, str, str]]) -> str:
     """Vagrant's box metadata (catalog) format, for `vagrant box add <catalog.json>`:
-    one version, one provider, its URL and the box's sha256."""
-    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
-        raise ValueError(f"box catalog {name!r}: checksum {sha256!r} is not a sha256 (64 lower-case hex)")
+    one version; for each provider (name, URL, sha256) its URL and the box's sha256."""
     if not re.fullmatch(r"[A-Za-z0-9._-]+/[A-Za-z0-9._-]+", name):
         raise ValueError(f"box catalog: name {name!r} is not org/name")
+    entries = []
+    for provider, url, sha256 in providers:
+        if provider not in PROVIDERS:
+            raise ValueError(f"box catalog {name!r}: provider {provider!r} is not one of {', '.join(PROVIDERS)}")
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise ValueError(f"box catalog {name!r}: checksum {sha256!r} is not a sha256 (64 lower-case hex)")
+        entries.append({"name": provider, "url": url, "checksum_type": "sha256", "checksum": sha256})
     return json.dumps({
         "name": name,
         "description": "Only Docker: a kernel, BusyBox and the Docker daemon as PID 1",
-        "versions": [{"version": version, "providers": [
-            {"name": provider, "url": url, "checksum_type": "sha256", "checksum": sha256}]}],
+        "versions": [{"version": version, "providers": entries}],
     }, indent=2, sort_keys=True) + "\n"
+
+
+# --- the catalog, at publishing time -----------------------------------------
+# The box stage writes CATALOG_TEMPLATE (name, version, each provider's box
+# file and sha256) among its outputs; publishing turns it into CATALOG with
+# URLs under the configured base URL (ONLYDOCKER_BOX_BASE_URL), so changing
+# where boxes are published rebuilds no box.
+
+CATALOG_TEMPLATE = "catalog-template.json"
+CATALOG = "onlydocker.json"
+
+
+def catalog_template(name: str, version: str, boxes: dict[str, tuple[str, str]]) -> str:
+    """boxes: provider -> (box file name, sha256)."""
+    return json.dumps({"name": name, "version": version,
+                       "providers": [{"name": p, "file": f, "sha256": h} for p, (f, h) in sorted(boxes.items())]},
+                      indent=2, sort_keys=True) + "\n"
+
+
+def catalog_from_template(template_path: Path, base_url: str, lane: str) -> str:
+    """The catalog for boxes published at <base_url>/<lane>/<box file>."""
+    try:
+        t = json.loads(Path(template_path).read_text())
+        providers = [(p["name"], f"{base_url.rstrip('/')}/{lane}/{p['file']}", p["sha256"]) for p in t["providers"]]
+        return catalog_json(t["name"], t["version"], providers)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise BuildError(f"{template_path}: not a box catalog template ({e})") from None

@@ -13,6 +13,9 @@ Environment variables (all optional):
   ONLYDOCKER_DEBIAN_ARCHIVE_MIRROR   base URL that `debian-archive:` URLs resolve against
                                      (Debian's old-release archive; no default)
   ONLYDOCKER_SIGNING_KEY             the Ed25519 signing key (default: ~/.config/onlydocker/signing.key)
+  ONLYDOCKER_BOX_BASE_URL            where the Vagrant boxes are published: the catalog
+                                     (dist/onlydocker.json) names <base>/<lane>/<box>
+                                     (default: a placeholder, https://onlydocker.invalid)
   ONLYDOCKER_CONFIG                  the config file (default: ~/.config/onlydocker/config.toml)
   ONLYDOCKER_OUT                     where lanes' outputs go (default: ./out; out/<lane>/ each)
   ONLYDOCKER_STAGE_CACHE             the stage cache (default: $ONLYDOCKER_CACHE/stages)
@@ -27,6 +30,7 @@ The config file is TOML with the same settings in lower case, e.g.
   mirror = "http://mirror.local/debian"
   security_mirror = "http://mirror.local/debian-security"
   archive_mirror = "http://mirror.local/debian-archive"
+  box_base_url = "https://boxes.example.org/onlydocker"
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ from .errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LOCK = "sources.lock"
+DEFAULT_BOX_BASE_URL = "https://onlydocker.invalid"
 APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 
 # URL schemes that name a configured mirror rather than a host.
@@ -144,6 +149,7 @@ class Settings:
     @property
     def stage_cache(self) -> Path:
         return self.stage_cache_dir or self.cache_dir / "stages"
+    box_base_url: str = DEFAULT_BOX_BASE_URL
 
     def mirror_for(self, scheme: str) -> str:
         """Base URL for a mirror scheme such as `debian:`; a clear error if unset."""
@@ -179,6 +185,10 @@ def load(lock: str | os.PathLike | None = None, env=None, root: Path = PROJECT_R
     mirrors = env.get("ONLYDOCKER_MIRRORS")
     source_mirrors = tuple(mirrors.split()) if mirrors is not None else tuple(cfg.get("mirrors", ()))
     key = env.get("ONLYDOCKER_SIGNING_KEY") or cfg.get("signing_key")
+    box_base_url = env.get("ONLYDOCKER_BOX_BASE_URL") or cfg.get("box_base_url") or DEFAULT_BOX_BASE_URL
+    if not re.fullmatch(r"(https?|file)://\S+", box_base_url):
+        where = "ONLYDOCKER_BOX_BASE_URL" if env.get("ONLYDOCKER_BOX_BASE_URL") else f"{cfg_path}: box_base_url"
+        raise ConfigError(f"{where}: expected an http://, https:// or file:// URL, got {box_base_url!r}")
     return Settings(
         root=root,
         lock_path=lock_path,
@@ -196,4 +206,5 @@ def load(lock: str | os.PathLike | None = None, env=None, root: Path = PROJECT_R
         rebuild=frozenset(filter(None, env.get("ONLYDOCKER_REBUILD", "").split(","))),
         variation=load_variation(Path(env["ONLYDOCKER_VARIATION_FILE"])) if env.get("ONLYDOCKER_VARIATION_FILE")
         else Variation(),
+        box_base_url=box_base_url.rstrip("/"),
     )

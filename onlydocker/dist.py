@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from . import atomic, provenance, sbom, sign, snapshot
+from . import atomic, box, provenance, sbom, sign, snapshot
 from .errors import BuildError
 from .hashing import sha256_file
 from .verify import SBOM
@@ -58,6 +58,8 @@ def _inputs(ws, stages, settings) -> dict:
         "lock": sha256_file(ws.lock.path),
         "builder": builder,
         "signing_key": sha256_file(public_key_path(settings)) if key.exists() and public_key_path(settings).exists() else None,
+        # The box catalog's URLs come from it: another base URL, another catalog.
+        "box_base_url": settings.box_base_url,
     }
 
 
@@ -223,8 +225,17 @@ def publish(ws, stages, settings, log=print) -> None:
         sums[name] = sha256_file(dst)
         if linked:
             relinked.append((src, sums[name]))
-    # The SBOM names every artifact by its hash, and is itself listed in
-    # SHA256SUMS (so signed with it) and a subject of the provenance.
+    # The Vagrant catalog: written here, not in the box stage, so that its
+    # URLs follow the configured base URL without rebuilding (or re-keying) a box.
+    for decl in stages.values():
+        template = ws.stage_dir(decl.name) / box.CATALOG_TEMPLATE
+        if template.is_file():
+            if box.CATALOG in sums:
+                raise BuildError(f"artifact name {box.CATALOG!r} is published by two stages")
+            (tmp / box.CATALOG).write_text(box.catalog_from_template(template, settings.box_base_url, ws.lane))
+            sums[box.CATALOG] = sha256_file(tmp / box.CATALOG)
+    # The SBOM names every artifact (the catalog too) by its hash, and is itself
+    # listed in SHA256SUMS (so signed with it) and a subject of the provenance.
     (tmp / SBOM).write_bytes(sbom.render(sbom_inputs(ws, stages, sums, settings)))
     sums[SBOM] = sha256_file(tmp / SBOM)
     sums_text = "".join(f"{h}  {n}\n" for n, h in sorted(sums.items()))

@@ -26,7 +26,9 @@ IMAGES_DIR = "usr/share/onlydocker/images"
 # What init and console-container.sh read from /etc/onlydocker/lane.conf.
 LANE_KEYS = {"docker_daemon": True, "docker_ramdisk": False, "console_image_default": True,
              "dhcp_image": True, "image_archive": True, "image_load": False}
-INSTALL_KEYS = {"from": True, "path": True, "to": True, "sysroot": False, "links": False}
+INSTALL_KEYS = {"from": True, "path": True, "to": True, "sysroot": False, "links": False, "mode": False}
+# An install entry with a mode is a data file (a key, a config), not a program.
+DATA_MODES = {"0644": 0o644, "0600": 0o600}
 KMOD_NAMES = ("modprobe", "insmod", "rmmod", "lsmod", "depmod", "modinfo")
 
 
@@ -97,6 +99,8 @@ def _check_installs(conf_path: Path, items: list, needs: set[str]) -> None:
         for key in ("path", "to"):
             if item[key].startswith("/") or ".." in item[key].split("/"):
                 _fail(conf_path, f"{where} field {key!r}", f"expected a relative path, got {item[key]!r}")
+        if "mode" in item and item["mode"] not in DATA_MODES:
+            _fail(conf_path, f"{where} field 'mode'", f"expected one of {', '.join(DATA_MODES)}, got {item['mode']!r}")
         if item.get("sysroot") and not item["path"].startswith(item["sysroot"] + "/"):
             _fail(conf_path, f"{where} field 'path'", f"{item['path']!r} is not inside sysroot {item['sysroot']!r}")
 
@@ -176,6 +180,9 @@ def _install(ctx: StageContext, conf_path: Path, item: dict, root: Path) -> None
     if not src.is_file():
         raise BuildError(f"{conf_path}: install {path!r} to {to!r}: {stage}/{path} does not exist "
                          f"in stage {stage}'s outputs")
+    if "mode" in item:
+        _copy_file(src, root / to, DATA_MODES[item["mode"]])
+        return
     _copy_file(src, root / to, 0o755)
     if not elfdeps.is_static(src):
         if not sysroot:
@@ -244,7 +251,8 @@ def build(ctx: StageContext) -> None:
 
     # The original's two scripts, and the self-check.
     _copy_file(ctx.stage_dir / "init", root / "init", 0o755)
-    for script in ("console-container.sh", "onlydocker-selftest", "onlydocker-featuretest"):
+    for script in ("console-container.sh", "onlydocker-selftest", "onlydocker-featuretest", "onlydocker-sshd",
+                   "onlydocker-docker-tcp"):
         _copy_file(ctx.stage_dir / script, root / "usr" / "bin" / script, 0o755)
 
     # The lane's facts for init and console-container.sh (sourced by sh).

@@ -1,5 +1,5 @@
-"""box.py: the Vagrant box's parts, its data disk (qemu-img on the host) and
-its catalog."""
+"""box.py: the Vagrant boxes' parts (VirtualBox and libvirt), their data
+disks (qemu-img on the host), the guest plugin, and the catalog."""
 from __future__ import annotations
 
 import io
@@ -85,27 +85,71 @@ def test_ovf_is_well_formed_and_fixed():
     assert kinds.count("5") == 2 and kinds.count("20") == 1 and "15" in kinds and "17" in kinds
 
 
-def test_vagrantfile_mounts_the_iso_before_boot_and_keeps_the_mac():
+STAGES = Path(__file__).resolve().parent.parent / "stages"
+
+
+def ruby_syntax_ok(path: Path) -> None:
+    """Ruby's own parser on a Vagrantfile or the plugin."""
+    ruby = require_tool("ruby")
+    r = subprocess.run([ruby, "-c", str(path)], capture_output=True, text=True)
+    assert r.returncode == 0 and "Syntax OK" in r.stdout, r.stdout + r.stderr
+
+
+def test_vagrantfile_mounts_the_iso_before_boot_and_keeps_the_mac(tmp_path):
     vf = box.vagrantfile("onlydocker.iso")
     assert f'config.vm.base_mac = "{box.MAC}"' in vf
     assert 'vb.customize "pre-boot", ["storageattach", :id, "--storagectl", "IDE Controller"' in vf
     assert 'File.expand_path("../onlydocker.iso", __FILE__)' in vf
-    assert 'config.ssh.username = "root"' in vf and "disabled: true" in vf
+    assert 'vb.check_guest_additions = false' in vf
     with pytest.raises(ValueError):
         box.vagrantfile('x".iso')
-    ruby = require_tool_or_none("ruby")
-    if ruby:
-        r = subprocess.run([ruby, "-c", "-e", vf], capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr
+    (tmp_path / "Vagrantfile").write_text(vf)
+    ruby_syntax_ok(tmp_path / "Vagrantfile")
 
 
-def require_tool_or_none(name: str):
-    import shutil
-    return shutil.which(name)
+@pytest.mark.parametrize("make", [lambda: box.vagrantfile("onlydocker.iso"), box.libvirt_vagrantfile],
+                         ids=["virtualbox", "libvirt"])
+def test_both_vagrantfiles_load_the_guest_plugin_and_log_in_as_root_by_key(make, tmp_path):
+    vf = make()
+    assert 'require File.expand_path("../onlydocker_guest.rb", __FILE__)' in vf
+    assert "config.vm.guest = :onlydocker" in vf
+    assert 'config.ssh.username = "root"' in vf and 'config.ssh.shell = "sh"' in vf
+    assert 'config.vm.synced_folder ".", "/vagrant", disabled: true' in vf
+    # Vagrant's default: it replaces the insecure key with a fresh pair.
+    assert "insert_key" not in vf
+    # Docker is reached over SSH; no TCP socket unless the user asks.
+    assert "2375" not in vf and "docker -H ssh://" in vf
+    (tmp_path / "Vagrantfile").write_text(vf)
+    ruby_syntax_ok(tmp_path / "Vagrantfile")
+
+
+def test_libvirt_vagrantfile_boots_box_img_on_virtio():
+    vf = box.libvirt_vagrantfile()
+    assert 'config.vm.provider "libvirt" do |lv|' in vf and 'lv.disk_bus = "virtio"' in vf
+    assert "lv.memory = 1024" in vf
+
+
+def test_the_guest_plugin_parses_and_has_its_capabilities():
+    plugin = STAGES / "box" / box.GUEST_PLUGIN
+    ruby_syntax_ok(plugin)
+    text = plugin.read_text()
+    assert 'guest(:onlydocker, :linux)' in text
+    for cap in ("halt", "change_host_name", "configure_networks", "nfs_client_installed"):
+        assert f"def self.{cap}(" in text, cap
+    assert "poweroff -f" in text
+
+
+def test_metadata_json_per_provider():
+    assert json.loads(box.metadata_json()) == {"provider": "virtualbox"}
+    assert json.loads(box.metadata_json("libvirt")) == {"provider": "libvirt", "format": "qcow2",
+                                                        "virtual_size": 40}
+    with pytest.raises(ValueError, match="hyperv"):
+        box.metadata_json("hyperv")
 
 
 def test_the_box_is_a_stable_tar_of_its_parts(tmp_path):
     parts = {"metadata.json": box.metadata_json(), "Vagrantfile": box.vagrantfile("onlydocker.iso"),
+             "onlydocker_guest.rb": "plugin",
              "box.ovf": box.box_ovf("o/o", ["data-disk.vmdk"], EPOCH), "data-disk.vmdk": "disk",
              "onlydocker.iso": "iso"}
     files = {}
@@ -126,11 +170,89 @@ def test_the_box_is_a_stable_tar_of_its_parts(tmp_path):
 
 
 def test_the_catalog_is_vagrants_box_metadata_format():
-    cat = json.loads(box.catalog_json("onlydocker/onlydocker-bookworm", "1.0.0", "virtualbox",
-                                      "https://x.invalid/b.box", "a" * 64))
+    cat = json.loads(box.catalog_json("onlydocker/onlydocker-bookworm", "1.0.0", [
+        ("virtualbox", "https://x.invalid/v.box", "a" * 64), ("libvirt", "https://x.invalid/l.box", "b" * 64)]))
     assert cat["name"] == "onlydocker/onlydocker-bookworm"
     assert cat["versions"] == [{"version": "1.0.0", "providers": [
-        {"name": "virtualbox", "url": "https://x.invalid/b.box", "checksum_type": "sha256",
-         "checksum": "a" * 64}]}]
-    with pytest.raises(ValueError):
-        box.catalog_json("o/o", "1.0.0", "virtualbox", "https://x.invalid/b.box", "xyz")
+        {"name": "virtualbox", "url": "https://x.invalid/v.box", "checksum_type": "sha256", "checksum": "a" * 64},
+        {"name": "libvirt", "url": "https://x.invalid/l.box", "checksum_type": "sha256", "checksum": "b" * 64}]}]
+    with pytest.raises(ValueError, match="xyz"):
+        box.catalog_json("o/o", "1.0.0", [("virtualbox", "https://x.invalid/b.box", "xyz")])
+    with pytest.raises(ValueError, match="vmware"):
+        box.catalog_json("o/o", "1.0.0", [("vmware", "https://x.invalid/b.box", "a" * 64)])
+
+
+def test_the_catalog_takes_its_urls_from_the_base_url(tmp_path):
+    t = tmp_path / box.CATALOG_TEMPLATE
+    t.write_text(box.catalog_template("o/o", "1.0.0", {"libvirt": ("onlydocker-libvirt.box", "b" * 64),
+                                                        "virtualbox": ("onlydocker-virtualbox.box", "a" * 64)}))
+    cat = json.loads(box.catalog_from_template(t, "http://127.0.0.1:8080/boxes/", "bookworm"))
+    urls = {p["name"]: p["url"] for p in cat["versions"][0]["providers"]}
+    assert urls == {"libvirt": "http://127.0.0.1:8080/boxes/bookworm/onlydocker-libvirt.box",
+                    "virtualbox": "http://127.0.0.1:8080/boxes/bookworm/onlydocker-virtualbox.box"}
+    t.write_text("{}")
+    with pytest.raises(BuildError, match=box.CATALOG_TEMPLATE):
+        box.catalog_from_template(t, "http://x", "bookworm")
+
+
+def test_the_box_base_url_setting_is_checked():
+    from onlydocker import config
+    from onlydocker.errors import ConfigError
+    env = {"ONLYDOCKER_CONFIG": "/nonexistent"}
+    assert config.load(env=env).box_base_url == config.DEFAULT_BOX_BASE_URL
+    assert config.load(env={**env, "ONLYDOCKER_BOX_BASE_URL": "http://h/x/"}).box_base_url == "http://h/x"
+    with pytest.raises(ConfigError, match="ONLYDOCKER_BOX_BASE_URL.*ftp://h"):
+        config.load(env={**env, "ONLYDOCKER_BOX_BASE_URL": "ftp://h"})
+
+
+# --- the libvirt box's disk: stages/libvirt/build.sh on the host ---------------
+
+def _fake_iso(path: Path, tree: Path) -> None:
+    xorriso = require_tool("xorriso")
+    (tree / "boot" / "isolinux").mkdir(parents=True)
+    (tree / "boot" / "vmlinuz").write_bytes(b"kernel" * 1000)
+    isolinux = Path("/usr/lib/ISOLINUX/isolinux.bin")
+    if not isolinux.is_file():
+        pytest.skip("isolinux is not installed")
+    (tree / "boot" / "isolinux" / "isolinux.bin").write_bytes(isolinux.read_bytes())
+    path.parent.mkdir(parents=True)
+    subprocess.run([xorriso, "-report_about", "SORRY", "-as", "mkisofs", "-l", "-J", "-r", "-V", "ONLYDOCKER",
+                    "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table",
+                    "-b", "boot/isolinux/isolinux.bin", "-c", "boot/isolinux/boot.cat",
+                    "-isohybrid-mbr", "/usr/lib/ISOLINUX/isohdpfx.bin", "-o", str(path), str(tree)],
+                   check=True, capture_output=True)
+
+
+def _run_libvirt_stage(build: Path) -> Path:
+    subprocess.run(["sh", str(STAGES / "libvirt" / "build.sh")], env={"BUILD": str(build), "PATH": "/usr/bin:/bin"},
+                   check=True, capture_output=True)
+    return build / "out" / box.LIBVIRT_DISK
+
+
+def test_libvirt_disk_is_the_iso_then_an_empty_partition_and_reproducible(tmp_path):
+    import struct
+    qemu_img = require_tool("qemu-img")
+    build = tmp_path / "build"
+    iso = build / "deps" / "iso" / "onlydocker.iso"
+    _fake_iso(iso, tmp_path / "tree")
+    first = _run_libvirt_stage(build).read_bytes()
+    assert _run_libvirt_stage(build).read_bytes() == first
+    img = build / "out" / box.LIBVIRT_DISK
+    info = json.loads(subprocess.run([qemu_img, "info", "--output=json", str(img)], check=True,
+                                     capture_output=True, text=True).stdout)
+    assert info["format"] == "qcow2" and info["virtual-size"] == 40 * 1024 ** 3
+    raw = tmp_path / "raw"
+    subprocess.run([qemu_img, "convert", "-f", "qcow2", "-O", "raw", str(img), str(raw)], check=True)
+    iso_bytes = iso.read_bytes()
+    with open(raw, "rb") as f:
+        head = f.read(len(iso_bytes))
+    # The ISO, byte for byte, but for partition 2's entry in the MBR.
+    entry = slice(446 + 16, 446 + 32)
+    assert head[:entry.start] == iso_bytes[:entry.start] and head[entry.stop:] == iso_bytes[entry.stop:]
+    ptype, start, count = head[entry][4], *struct.unpack("<II", head[entry][8:16])
+    assert ptype == 0x83
+    assert start * 512 >= len(iso_bytes) and start % 2048 == 0
+    assert (start + count) * 512 == 40 * 1024 ** 3
+    with open(raw, "rb") as f:
+        f.seek(start * 512)
+        assert f.read(1 << 20) == bytes(1 << 20)       # empty: init formats it

@@ -29,7 +29,7 @@ def dist(ws) -> Path:
 def test_full_build_publishes_signed_artifacts(lane):
     d = dist(lane)
     for name in ("vmlinuz", "initrd", "onlydocker.iso", "onlydocker-virtualbox.box",
-                 "onlydocker-virtualbox.json", "SHA256SUMS", "SHA256SUMS.minisig",
+                 "onlydocker-libvirt.box", "onlydocker.json", "SHA256SUMS", "SHA256SUMS.minisig",
                  "provenance.intoto.json", "provenance.intoto.dsse.json"):
         assert (d / name).is_file(), name
     minisign = require_tool("minisign")

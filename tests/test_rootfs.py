@@ -44,10 +44,12 @@ def _put(path: Path, data: bytes | Path, mode: int = 0o644) -> None:
 
 def make_deps(base: Path, *, provider: str = "kmod", docker_static: Path | None = None) -> dict[str, Path]:
     bb = _static_busybox()
-    deps = {n: base / n for n in ("busybox", "iptables", "modprobe", "docker", "kernel", "images")}
+    deps = {n: base / n for n in ("busybox", "iptables", "modprobe", "docker", "dropbear", "kernel", "images")}
     _put(deps["busybox"] / "bin/busybox", bb, 0o755)
     _put(deps["busybox"] / "bin/busybox.links", "".join(a + "\n" for a in APPLETS).encode())
     _put(deps["iptables"] / "bin/xtables-multi", bb, 0o755)
+    _put(deps["dropbear"] / "bin/dropbearmulti", bb, 0o755)
+    _put(deps["dropbear"] / "share/vagrant-insecure.pub", b"# a comment\nssh-rsa AAAA vagrant\n", 0o755)
     _put(deps["modprobe"] / "bin/modprobe-provider", f"{provider}\n".encode())
     if provider == "kmod":
         _put(deps["modprobe"] / "bin/kmod", bb, 0o755)
@@ -213,7 +215,7 @@ def test_system_files_and_scripts(built):
     osr = (built / "etc/os-release").read_text()
     assert 'NAME="Only Docker"' in osr and f'BUILD_ID="bookworm-{EPOCH}"' in osr and "VERSION=" in osr
     for p in ("init", "usr/bin/console-container.sh", "usr/bin/onlydocker-selftest",
-              "usr/bin/onlydocker-featuretest"):
+              "usr/bin/onlydocker-featuretest", "usr/bin/onlydocker-sshd", "usr/bin/onlydocker-docker-tcp"):
         assert (built / p).stat().st_mode & 0o777 == 0o755, p
     assert (built / "init").read_bytes() == (STAGE_DIR / "init").read_bytes()
     lane = (built / "etc/onlydocker/lane.conf").read_text()
@@ -224,6 +226,30 @@ def test_system_files_and_scripts(built):
     assert os.readlink(built / "var/run") == "../run"
     for d in ("dev", "proc", "sys", "tmp", "run", "var/lib/docker", "mnt"):
         assert (built / d).is_dir(), d
+
+
+@pytest.mark.parametrize("lane", ["bookworm", "2015"])
+def test_dropbear_and_vagrants_public_key(tmp_path, lane):
+    ctx = make_ctx(tmp_path, lane=lane, provider="kmod" if lane == "bookworm" else "busybox",
+                   docker_static=_static_busybox() if lane == "2015" else None)
+    rootfs.build(ctx)
+    out = ctx.out
+    assert elfdeps.is_static(out / "usr/bin/dropbearmulti")
+    for name in ("dropbear", "dropbearkey", "scp", "dbclient"):
+        assert os.readlink(out / "usr/bin" / name) == "dropbearmulti", name
+    # A data file: its own mode (0644), not a program's, and no ELF checks.
+    key = out / "usr/share/onlydocker/vagrant-insecure.pub"
+    assert key.stat().st_mode & 0o777 == 0o644 and b"ssh-rsa AAAA vagrant" in key.read_bytes()
+
+
+def test_vagrants_key_in_the_stage_is_the_one_vagrant_ships():
+    ours = (STAGE_DIR.parent / "dropbear" / "vagrant-insecure.pub").read_text()
+    keys = [line for line in ours.splitlines() if line and not line.startswith("#")]
+    assert len(keys) == 1 and keys[0].startswith("ssh-rsa AAAAB3NzaC1yc2EAAAABIwAAAQEA6NF8iallvQVp22WDkTkyrtvp9eWW6A8YV")
+    shipped = list(Path("/usr/share/rubygems-integration/all/gems").glob("vagrant-*/keys/vagrant.pub"))
+    if not shipped:
+        pytest.skip("Debian's vagrant package is not installed")
+    assert keys[0].split()[:2] == shipped[0].read_text().split()[:2]
 
 
 def test_every_link_resolves_inside_the_tree(built):
@@ -293,6 +319,8 @@ def test_a_missing_library_fails_naming_binary_and_library(tmp_path):
     ('[[install]]\nfrom = "iptables"\npath = "bin/xtables-multi"\n', ["#1", "'to'", "missing"]),
     ('[[install]]\nfrom = "iptables"\npath = "../x"\nto = "x"\n', ["'path'", "relative"]),
     ('colour = "red"\n', ["'colour'", "unknown"]),
+    ('[[install]]\nfrom = "dropbear"\npath = "share/vagrant-insecure.pub"\nto = "k"\nmode = "0777"\n',
+     ["#1", "'mode'", "0777"]),
 ])
 def test_bad_rootfs_toml_is_named(tmp_path, extra, words):
     text = GOOD_LANE + extra if extra.startswith("[[") else extra + GOOD_LANE
@@ -327,7 +355,7 @@ def test_dynamic_kmod_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("script", ["init", "console-container.sh", "onlydocker-selftest",
-                                    "onlydocker-featuretest"])
+                                    "onlydocker-featuretest", "onlydocker-sshd", "onlydocker-docker-tcp"])
 @pytest.mark.parametrize("shell", ["busybox", "dash"])
 def test_scripts_parse(script, shell):
     tool = require_tool(shell)

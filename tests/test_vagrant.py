@@ -1,0 +1,294 @@
+"""The boxes with real Vagrant (Debian's vagrant 2.3.4 and vagrant-libvirt):
+`vagrant box add` of the published catalog (both providers, over HTTP on
+127.0.0.1), then one libvirt machine: up, ssh, Docker from the host over SSH,
+an image kept across `vagrant halt` / `vagrant up` on the data disk, a
+graceful halt through the guest plugin, destroy.
+
+Network rule: libvirtd (and with it vagrant-libvirt's management network,
+its bridge and dnsmasq) runs inside a network namespace this test creates;
+every vagrant command that talks to the machine runs in it too. Nothing is
+bridged to the machine's own network. qemu runs without KVM (TCG)."""
+from __future__ import annotations
+
+import functools
+import http.server
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from onlydocker import box
+from tests.conftest import MODERN_LANE as LANE, MODERN_LOCK as LOCK, require_tool
+
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
+
+BOX = "onlydocker/onlydocker-bookworm"
+NETNS = f"od-vagrant-{os.getpid()}"
+TCP_PORT = 12375          # the user's opt-in Docker TCP forward, on the namespace's 127.0.0.1
+PRIVATE_IP = "192.168.57.10"   # a private network, inside the test's namespace
+
+
+def _run(cmd, *, env=None, timeout=600, check=True, netns=None):
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
+    return r
+
+
+def _pid(path: str) -> int | None:
+    try:
+        return int(Path(path).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def libvirt_netns():
+    """libvirtd and virtlogd inside a network namespace of our own; stopped
+    (by their pids) and the namespace deleted afterwards. A libvirtd that
+    already runs is used only if it runs in a namespace other than the
+    machine's own (else its networks would be on the machine's network)."""
+    for tool in ("vagrant", "libvirtd", "virtlogd", "virsh", "ip", "qemu-system-x86_64", "ssh", "docker"):
+        require_tool(tool)
+    if os.geteuid() != 0:
+        pytest.skip("ip netns and libvirtd need root")
+    plugins = _run(["vagrant", "plugin", "list"], env={**os.environ, "VAGRANT_CHECKPOINT_DISABLE": "1"}).stdout
+    if "vagrant-libvirt" not in plugins:
+        pytest.skip(f"vagrant-libvirt is not installed (vagrant plugin list: {plugins.strip()})")
+    running = _pid("/run/libvirtd.pid")
+    if _alive(running):
+        ns = _run(["ip", "netns", "identify", str(running)], check=False).stdout.strip()
+        if not ns:
+            pytest.skip("a libvirtd already runs in the machine's own network namespace: its "
+                        "networks would be bridged there; stop it or start it with `ip netns exec`")
+        yield ns
+        return
+    _run(["ip", "netns", "add", NETNS])
+    started = []
+    try:
+        _run(["ip", "link", "set", "lo", "up"], netns=NETNS)
+        for daemon, pidfile in (("virtlogd", "/run/virtlogd.pid"), ("libvirtd", "/run/libvirtd.pid")):
+            _run([daemon, "-d"], netns=NETNS)
+            for _ in range(50):
+                if _alive(_pid(pidfile)):
+                    break
+                time.sleep(0.2)
+            started.append(_pid(pidfile))
+        for _ in range(50):
+            if _run(["virsh", "-c", "qemu:///system", "version"], check=False).returncode == 0:
+                break
+            time.sleep(0.2)
+        yield NETNS
+    finally:
+        for pid in reversed(started):
+            if _alive(pid):
+                os.kill(pid, signal.SIGTERM)
+        _run(["ip", "netns", "delete", NETNS], check=False)
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def catalog(modern_lane, tmp_path_factory):
+    """The lane's dist/ republished with its boxes' base URL on a real HTTP
+    server on 127.0.0.1 (only the catalog changes: no stage runs again),
+    then republished with the default base URL afterwards."""
+    root = tmp_path_factory.mktemp("boxes")
+    (root / LANE).symlink_to(modern_lane.dist)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    modern_lane.env["ONLYDOCKER_BOX_BASE_URL"] = base
+    try:
+        ran = modern_lane.doit(f"lock={LOCK}")
+        assert " built" not in ran.stdout + ran.stderr
+        yield modern_lane.dist / box.CATALOG, base
+    finally:
+        server.shutdown()
+        del modern_lane.env["ONLYDOCKER_BOX_BASE_URL"]
+        modern_lane.doit(f"lock={LOCK}")
+
+
+@pytest.fixture(scope="module")
+def vagrant_env(tmp_path_factory):
+    home = tmp_path_factory.mktemp("vagrant.d")
+    return {**os.environ, "VAGRANT_HOME": str(home), "VAGRANT_CHECKPOINT_DISABLE": "1",
+            "VAGRANT_DEFAULT_PROVIDER": "libvirt", "LIBVIRT_DEFAULT_URI": "qemu:///system"}
+
+
+def test_the_catalog_lists_both_boxes_with_their_sha256(catalog):
+    path, base = catalog
+    cat = json.loads(path.read_text())
+    assert cat["name"] == BOX
+    providers = {p["name"]: p for p in cat["versions"][0]["providers"]}
+    assert set(providers) == {"virtualbox", "libvirt"}
+    sums = dict(reversed(line.split()) for line in (path.parent / "SHA256SUMS").read_text().splitlines())
+    for name, p in providers.items():
+        assert p["url"] == f"{base}/{LANE}/onlydocker-{name}.box"
+        assert p["checksum_type"] == "sha256" and p["checksum"] == sums[f"onlydocker-{name}.box"]
+    assert box.CATALOG in sums        # signed with the rest
+    with tarfile.open(path.parent / "onlydocker-libvirt.box") as tf:
+        assert sorted(tf.getnames()) == ["Vagrantfile", "box.img", "metadata.json", "onlydocker_guest.rb"]
+        assert json.loads(tf.extractfile("metadata.json").read()) == {
+            "provider": "libvirt", "format": "qcow2", "virtual_size": 40}
+
+
+def test_vagrant_box_add_takes_both_providers_from_the_catalog(catalog, vagrant_env):
+    path, _ = catalog
+    for provider in ("virtualbox", "libvirt"):
+        r = _run(["vagrant", "box", "add", "--provider", provider, str(path)], env=vagrant_env)
+        assert f"Successfully added box '{BOX}' (v1.0.0) for '{provider}'!" in r.stdout, r.stdout
+    listing = _run(["vagrant", "box", "list"], env=vagrant_env).stdout
+    assert f"{BOX} (libvirt, 1.0.0)" in listing and f"{BOX} (virtualbox, 1.0.0)" in listing
+
+
+VAGRANTFILE = """\
+Vagrant.configure("2") do |config|
+  config.vm.box = "{box}"
+  config.vm.hostname = "od-vagrant-test"
+  config.vm.boot_timeout = 900
+  # The Docker API on TCP only because this Vagrantfile asks, on loopback only.
+  config.vm.network "forwarded_port", guest: 2375, host: {tcp_port}, host_ip: "127.0.0.1"
+  config.vm.provision "docker-tcp", type: "shell", run: "always", inline: "onlydocker-docker-tcp"
+  # A second NIC: the guest plugin's configure_networks gives it this address.
+  config.vm.network "private_network", ip: "{private_ip}"
+  config.vm.provider "libvirt" do |lv|
+    lv.driver = "qemu"                     # no KVM here: TCG
+    lv.cpus = 2
+    lv.graphics_type = "none"
+    lv.management_network_mode = "none"    # isolated, inside the test's namespace anyway
+    lv.serial :type => "file", :source => {{:path => "{console}"}}
+  end
+end
+"""
+
+
+def _ssh_wrapper(bindir: Path, config: Path) -> None:
+    """`ssh` as the docker CLI calls it, reading the config `vagrant ssh-config`
+    printed (the user's one-liner appends it to ~/.ssh/config instead)."""
+    bindir.mkdir(exist_ok=True)
+    real = shutil.which("ssh")
+    (bindir / "ssh").write_text(f'#!/bin/sh\nexec {real} -F {config} "$@"\n')
+    (bindir / "ssh").chmod(0o755)
+
+
+def _tiny_image_tar() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        data = b"kept on the data disk\n"
+        info = tarfile.TarInfo("kept.txt")
+        info.size, info.mtime = len(data), 1686355200
+        tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_vagrant_up_ssh_docker_halt_up_destroy(catalog, vagrant_env, libvirt_netns, tmp_path):
+    ns = libvirt_netns
+    # The box must be in this VAGRANT_HOME (the test above adds it; alone, add it here).
+    if f"{BOX} (libvirt" not in _run(["vagrant", "box", "list"], env=vagrant_env).stdout:
+        _run(["vagrant", "box", "add", "--provider", "libvirt", str(catalog[0])], env=vagrant_env)
+    project = tmp_path / "project"
+    project.mkdir()
+    # qemu runs as libvirt's user: the console file's folder must let it in.
+    console_dir = Path(tempfile.mkdtemp(prefix="od-vagrant-console-"))
+    console_dir.chmod(0o755)
+    console = console_dir / "console.log"
+    (project / "Vagrantfile").write_text(VAGRANTFILE.format(box=BOX, tcp_port=TCP_PORT, console=console,
+                                                               private_ip=PRIVATE_IP))
+    env = {**vagrant_env, "VAGRANT_CWD": str(project)}
+
+    def vagrant(*args, timeout=900, check=True):
+        return _run(["vagrant", *args], env=env, timeout=timeout, check=check, netns=ns)
+
+    # vagrant-libvirt keeps the box's disk in libvirt's pool under a name made
+    # of box name and version, and reuses it: one left from an earlier build
+    # of version 1.0.0 would be booted instead of this build's.
+    _delete_base_volume()
+    try:
+        up = vagrant("up", "--provider", "libvirt", timeout=1500)
+        out = up.stdout
+        # Vagrant logged in with its insecure key, then put a fresh one in its place.
+        assert "Inserting generated public key within guest" in out and "Key inserted!" in out, out
+        assert "onlydocker-docker-tcp: Docker's API on tcp port 2375" in out, out
+
+        info = vagrant("ssh", "-c", "docker info; echo PID1=$(cat /proc/1/comm); hostname; "
+                                    "cat /root/.ssh/authorized_keys; ip -4 addr show eth1").stdout
+        assert "Server Version: 20.10" in info and "Docker Root Dir: /var/lib/docker" in info, info
+        assert "PID1=dockerd" in info and "od-vagrant-test" in info, info
+        assert "vagrant insecure public key" not in info
+        assert f"inet {PRIVATE_IP}/24" in info, info
+        host_key = vagrant("ssh", "-c", "cat /etc/dropbear/dropbear_ed25519_host_key | md5sum").stdout.split()[0]
+        mounts = vagrant("ssh", "-c", "grep ' /var/lib/docker ' /proc/mounts").stdout
+        assert mounts.startswith("/dev/vda2 /var/lib/docker ext"), mounts
+
+        # Docker from the host, over SSH only (the daemon's unix socket, via dial-stdio).
+        ssh_config = tmp_path / "ssh_config"
+        ssh_config.write_text(vagrant("ssh-config", "--host", "onlydocker").stdout)
+        _ssh_wrapper(tmp_path / "bin", ssh_config)
+        denv = {**env, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+        denv.pop("DOCKER_HOST", None)
+        imported = subprocess.run(["ip", "netns", "exec", ns, "docker", "-H", "ssh://onlydocker", "import", "-",
+                                   "od-vagrant/kept:1"], input=_tiny_image_tar(), env=denv, capture_output=True,
+                                  timeout=300)
+        assert imported.returncode == 0, imported.stderr.decode()
+        os_name = _run(["docker", "-H", "ssh://onlydocker", "info", "--format", "{{.OperatingSystem}}"],
+                       env=denv, netns=ns).stdout
+        assert "Only Docker" in os_name, os_name
+        # And over the TCP forward this Vagrantfile asked for, on 127.0.0.1.
+        tcp = _run(["docker", "-H", f"tcp://127.0.0.1:{TCP_PORT}", "image", "inspect", "od-vagrant/kept:1",
+                    "--format", "{{.Id}}"], env=denv, netns=ns).stdout
+        assert tcp.startswith("sha256:"), tcp
+
+        halt = vagrant("halt", timeout=600)
+        # The guest plugin's halt (poweroff -f), not libvirt's ACPI request or a forced stop.
+        assert "Attempting graceful shutdown of VM..." in halt.stdout, halt.stdout
+        assert "Halting domain" not in halt.stdout and "direct shutdown" not in halt.stdout, halt.stdout
+        assert "reboot: Power down" in console.read_text(errors="replace")
+        assert "shutoff" in vagrant("status").stdout
+
+        vagrant("up", "--provider", "libvirt", timeout=1500)
+        again = vagrant("ssh", "-c", "docker image inspect od-vagrant/kept:1 --format '{{.Id}}'; "
+                                     "echo PID1=$(cat /proc/1/comm); "
+                                     "cat /etc/dropbear/dropbear_ed25519_host_key | md5sum").stdout
+        assert "sha256:" in again and "PID1=dockerd" in again, again
+        assert host_key in again           # the host keys are on the data disk too
+    finally:
+        destroy = vagrant("destroy", "-f", timeout=600, check=False)
+    assert destroy.returncode == 0, destroy.stdout + destroy.stderr
+    domains = _run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"]).stdout
+    assert "project" not in domains, domains
+    volumes = _run(["virsh", "-c", "qemu:///system", "vol-list", "default"], check=False).stdout
+    assert not re.search(r"project_default\.img", volumes), volumes
+    shutil.rmtree(console_dir, ignore_errors=True)
+    _delete_base_volume()
+
+
+def _delete_base_volume() -> None:
+    volumes = _run(["virsh", "-c", "qemu:///system", "vol-list", "default", "--details"], check=False).stdout
+    for name in re.findall(r"^\s*(onlydocker-VAGRANTSLASH-onlydocker-bookworm_vagrant_box_image_\S+)", volumes, re.M):
+        _run(["virsh", "-c", "qemu:///system", "vol-delete", "--pool", "default", name])
