@@ -6,13 +6,19 @@ The task graph comes from the lock and stages/; see docs/design.md.
 from pathlib import Path
 
 from doit import get_var
+from doit.exceptions import InvalidDodoFile
 
+from onlydocker.errors import OnlyDockerError
 from onlydocker.hashing import ContentChecker
 from onlydocker.report import Reporter, quiet_on_closed_pipe
 from onlydocker.tasks import build_tasks, workspace_from_env
 
 quiet_on_closed_pipe()
-settings, workspace = workspace_from_env(get_var("lock", None), root=Path(__file__).resolve().parent)
+try:
+    settings, workspace = workspace_from_env(get_var("lock", None), root=Path(__file__).resolve().parent)
+except OnlyDockerError as e:
+    # A bad lock or setting: doit says this one line, with no traceback.
+    raise InvalidDodoFile(str(e)) from None
 workspace.out.mkdir(parents=True, exist_ok=True)
 Reporter.log_dir = workspace.out / "logs"
 

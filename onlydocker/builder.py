@@ -305,29 +305,27 @@ def _previous(index: Path, key: str, sha: str) -> dict | None:
     return max(found, key=lambda r: r.get("created", ""), default=None)
 
 
-def _tar_sha256(entry: Path) -> str:
-    h = hashlib.sha256()
-    with open(entry, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as reader:
-        while b := reader.read(1 << 20):
-            h.update(b)
-    return h.hexdigest()
-
-
 def _import(client, entry: Path, sha: str, tag: str) -> None:
     """docker import of the decompressed cache entry, once its bytes are known
     to be the tar its name says (cache entries are untrusted: a wrong tar is
-    never imported, not even for a moment)."""
+    never imported). One open file serves both passes, so the bytes hashed
+    are the bytes imported even if the entry is replaced meanwhile."""
     try:
-        actual = _tar_sha256(entry)
+        with open(entry, "rb") as f:
+            h = hashlib.sha256()
+            with zstandard.ZstdDecompressor().stream_reader(f, closefd=False) as reader:
+                while b := reader.read(1 << 20):
+                    h.update(b)
+            if h.hexdigest() != sha:
+                raise BuildError(f"builder cache entry {entry}: its tar has sha256 {h.hexdigest()}, not {sha} as "
+                                 f"its name says; delete it and run again to rebuild")
+            f.seek(0)
+            print(f"builder: importing {entry.name} into the engine as {tag}", file=sys.stderr)
+            with zstandard.ZstdDecompressor().stream_reader(f, closefd=False) as reader:
+                engine.import_image(client, iter(lambda: reader.read(1 << 20), b""), tag)
     except (OSError, zstandard.ZstdError) as e:
         raise BuildError(f"builder cache entry {entry} is unreadable ({e}); delete it and run again "
                          f"to rebuild") from None
-    if actual != sha:
-        raise BuildError(f"builder cache entry {entry}: its tar has sha256 {actual}, not {sha} as its "
-                         f"name says; delete it and run again to rebuild")
-    print(f"builder: importing {entry.name} into the engine as {tag}", file=sys.stderr)
-    with open(entry, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as reader:
-        engine.import_image(client, iter(lambda: reader.read(1 << 20), b""), tag)
 
 
 def _read_record(path: Path) -> dict | None:
@@ -391,8 +389,14 @@ def _bootstrap_and_store(lock_builder, settings, source_date_epoch: int, log_pat
                   f"(tar {previous['tar_sha256'][:16]} -> {sha[:16]}); changed packages:\n  "
                   + ("\n  ".join(changes) or "(none: same versions, other bytes)"), file=sys.stderr)
         entry = index / f"{sha}.tar.zst"
-        if not entry.exists():
-            compress_file(tar, entry)       # fixed level, single-threaded: the same tar, the same .zst
+        # Two input keys can give one tar: its entry has a lock of its own,
+        # under which a killed writer's leftovers are removed.
+        with atomic.entry_lock(index / "locks" / f"{sha}.lock", "storing the builder",
+                               lambda text: print(f"builder: {text}", file=sys.stderr, flush=True)):
+            atomic.clear_leftovers(entry)
+            atomic.clear_leftovers(index / f"{sha}.json")
+            if not entry.exists():
+                compress_file(tar, entry)   # fixed level, single-threaded: the same tar, the same .zst
         record = {
             "input_key": key, "tar_sha256": sha, "tar_size": tar.stat().st_size, "packages": packages,
             "suite": lock_builder.suite, "variant": lock_builder.variant,

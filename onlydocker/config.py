@@ -97,6 +97,9 @@ def load_variation(path: Path) -> Variation:
         if not isinstance(value, want) or isinstance(value, bool):
             raise ConfigError(f"ONLYDOCKER_VARIATION_FILE {path}: {key} must be a {want.__name__}, "
                               f"not {value!r}")
+    if "user" in data and not re.fullmatch(r"\d+(:\d+)?", data["user"]):
+        raise ConfigError(f"ONLYDOCKER_VARIATION_FILE {path}: user must be uid or uid:gid (numbers), "
+                          f"not {data['user']!r}")
     return Variation(**data)
 
 

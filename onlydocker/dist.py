@@ -222,9 +222,10 @@ def publish(ws, stages, settings, log=print) -> None:
         except OSError:
             shutil.copyfile(src, dst)
             linked = False
+        before = snapshot.take_file(dst)
         sums[name] = sha256_file(dst)
         if linked:
-            relinked.append((src, sums[name]))
+            relinked.append((src, sums[name], before))
     # The Vagrant catalog: written here, not in the box stage, so that its
     # URLs follow the configured base URL without rebuilding (or re-keying) a box.
     for decl in stages.values():
@@ -263,10 +264,11 @@ def publish(ws, stages, settings, log=print) -> None:
     os.replace(tmp, final)
     # Linking (and unlinking the old dist/) moved the stage outputs' ctimes,
     # not their bytes (just hashed): their snapshots take the new stat.
-    for src, sha in relinked:
-        ws.refresh_snapshot(src, sha)
+    for src, sha, before in relinked:
+        ws.refresh_snapshot(src, sha, before)
     from .stage import manifest_of_tree
-    snapshot.write(_snapshot_path(ws), final, manifest_of_tree(final))
+    before = snapshot.take(final)
+    snapshot.write(_snapshot_path(ws), final, manifest_of_tree(final), before)
     state = _inputs(ws, stages, settings)
     atomic.write_text(_state_path(ws), json.dumps(state, sort_keys=True))
 

@@ -125,6 +125,12 @@ MEMORY_LIMIT = "8g"
 PIDS_LIMIT = 4096
 
 
+def memory_for(jobs: int) -> str:
+    """The memory limit of a build with `jobs` jobs: 8 GiB, or 1 GiB a job
+    when there are more than 8 (a kernel build at -j2 peaks near 2 GiB)."""
+    return f"{max(8, jobs)}g"
+
+
 @dataclass
 class RunSpec:
     image: str
@@ -137,6 +143,7 @@ class RunSpec:
     # that says so in its stage.toml): then uid 0 with Docker's default set.
     user: str = "1000:1000"
     root: bool = False
+    memory: str = MEMORY_LIMIT
     inputs: list[tuple[Path, str]] = field(default_factory=list)   # host file or dir -> absolute container path
     output_path: str = "/build/out"
 
@@ -275,7 +282,7 @@ def run(client: docker.DockerClient, spec: RunSpec, *, output_tar: Path | None, 
             hostname=spec.hostname, user="0:0" if spec.root else spec.user,
             network_mode="none", network_disabled=True,
             cap_drop=None if spec.root else ["ALL"], security_opt=["no-new-privileges"],
-            mem_limit=MEMORY_LIMIT, memswap_limit=MEMORY_LIMIT, pids_limit=PIDS_LIMIT,
+            mem_limit=spec.memory, memswap_limit=spec.memory, pids_limit=PIDS_LIMIT,
             labels={"org.onlydocker.build": name_prefix})
     except docker.errors.ImageNotFound:
         raise BuildError(f"{what}: image {spec.image} is not in the engine: run `doit build:builder`") from None

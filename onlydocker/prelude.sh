@@ -11,13 +11,12 @@ umask "${ONLYDOCKER_UMASK:-022}"
 started=$(date +%s)
 
 mkdir -p /build/src /build/out /build/work /build/home
-while read -r name file version; do
+while read -r name file version kind; do
     [ -n "$name" ] || continue
     archive="/build/sources/$file"
-    case "$file" in
-        *.tar.*|*.tgz|*.tar) ;;
-        *) continue ;;   # .deb and plain files: the script takes them as they are
-    esac
+    # The host's verdict (unpack.kind_of): only what it checked as a tar is
+    # unpacked; .deb and plain files: the script takes them as they are.
+    [ "$kind" = tar ] || continue
     dest="/build/src/$name"
     mkdir -p "$dest.unpack"
     if ! tar -xf "$archive" -C "$dest.unpack" --no-same-owner --no-same-permissions 2>/build/engine/tar.err \

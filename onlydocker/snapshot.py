@@ -39,15 +39,28 @@ def _walk(root: Path) -> dict[str, os.stat_result]:
     return found
 
 
-def write(record: Path, root: Path, files: dict[str, dict]) -> None:
+def take(root: Path) -> dict[str, list[int]]:
+    """The stat of every file of `root`: taken before hashing them, so that
+    `write` can tell a file that changed while it was hashed."""
+    return {rel: _stat_of(st) for rel, st in _walk(root).items() if stat.S_ISREG(st.st_mode)}
+
+
+def take_file(path: Path) -> list[int]:
+    return _stat_of(os.lstat(path))
+
+
+def write(record: Path, root: Path, files: dict[str, dict], before: dict[str, list[int]]) -> None:
     """Snapshot `root`, whose manifest `files` (path -> type, sha256 or
-    target) was just computed from it."""
+    target) was computed from it after `take` gave `before`. A file whose stat
+    moved meanwhile is recorded without one: it is hashed at every check."""
     entries = {}
     for rel, st in _walk(root).items():
         info = files.get(rel)
         if info is None:
             raise ValueError(f"{root}/{rel} is not in the manifest it was snapshot with")
-        entries[rel] = dict(info, stat=_stat_of(st)) if info["type"] == "file" else info
+        if info["type"] == "file" and before.get(rel) == _stat_of(st):
+            info = dict(info, stat=_stat_of(st))
+        entries[rel] = info
     atomic.write_text(record, json.dumps({"root": str(root), "entries": entries}, sort_keys=True))
 
 
@@ -82,18 +95,21 @@ def unchanged(record: Path, root: Path) -> bool:
     return True
 
 
-def restat(record: Path, root: Path, rel: str, sha256: str) -> None:
+def restat(record: Path, root: Path, rel: str, sha256: str, before: list[int]) -> None:
     """Take a file's stat again after an operation that moved its ctime
     without touching its bytes (dist/ hard-links the artifacts), once the
-    caller has hashed it and found `sha256`: the snapshot's own hash. A
-    snapshot that recorded other bytes is left as it is (then it is wrong
-    already, and the next check hashes)."""
+    caller has hashed it and found `sha256`, the snapshot's own hash, with
+    `before` its stat taken just before hashing: size, mtime and inode must
+    still be those. Otherwise the snapshot is left as it is (the next check
+    hashes)."""
     try:
         snap = json.loads(record.read_text())
         entry = snap["entries"][rel]
     except (OSError, ValueError, KeyError, TypeError):
         return
-    if entry.get("type") != "file" or entry.get("sha256") != sha256:
+    now = _stat_of(os.lstat(root / rel))
+    if entry.get("type") != "file" or entry.get("sha256") != sha256 or \
+            [now[0], now[1], now[3]] != [before[0], before[1], before[3]]:
         return
-    entry["stat"] = _stat_of(os.lstat(root / rel))
+    entry["stat"] = now
     atomic.write_text(record, json.dumps(snap, sort_keys=True))

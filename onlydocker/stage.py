@@ -58,6 +58,8 @@ def _imports_of(tree: ast.AST) -> Iterable[str]:
                 yield from (a.name for a in node.names)
             elif node.level == 0 and (node.module or "").startswith(f"{PACKAGE.name}."):
                 yield node.module.split(".")[1]
+            elif node.level == 0 and node.module == PACKAGE.name:
+                yield from (a.name for a in node.names)
         elif isinstance(node, ast.Import):
             yield from (a.name.split(".")[1] for a in node.names if a.name.startswith(f"{PACKAGE.name}."))
 
@@ -77,14 +79,17 @@ def _module_imports(path: Path) -> list[str]:
 
 
 def remembered_imports(memo: Path):
-    """Use and keep the parse results in `memo` around a block of key work."""
+    """Use and keep the parse results in `memo` around a block of key work.
+    They hold for this parser only (this file's own hash is in the memo)."""
+    parser = sha256_file(Path(__file__))
+
     class _Memo:
         def __enter__(self):
             try:
                 known = json.loads(memo.read_text())
-                if isinstance(known, dict):
-                    _parsed.update({k: v for k, v in known.items() if isinstance(v, list)})
-            except (OSError, ValueError):
+                if isinstance(known, dict) and known.get("parser") == parser:
+                    _parsed.update({k: v for k, v in known.get("modules", {}).items() if isinstance(v, list)})
+            except (OSError, ValueError, AttributeError):
                 pass
             self.before = len(_parsed)
             return self
@@ -92,7 +97,7 @@ def remembered_imports(memo: Path):
         def __exit__(self, *exc):
             if len(_parsed) != self.before:
                 memo.parent.mkdir(parents=True, exist_ok=True)
-                atomic.write_text(memo, json.dumps(_parsed, sort_keys=True))
+                atomic.write_text(memo, json.dumps({"parser": parser, "modules": _parsed}, sort_keys=True))
     return _Memo()
 
 
@@ -352,6 +357,14 @@ class Workspace:
         }
         if decl.kind == "container":
             inputs["builder"] = self.builder()["tar_sha256"]
+            # How the container is made, as the canonical build makes it (the
+            # job count is left out: outputs must not depend on it, and
+            # `doit repro` proves they do not), and the code that makes it
+            # and packs what comes out.
+            env = self._container_env(decl, Variation())
+            del env["JOBS"]
+            inputs["container"] = {"env": env, "user": "0:0" if decl.root else Variation().user,
+                                   "code": {m: sha256_file(PACKAGE / m) for m in ("engine.py", "tarball.py")}}
         else:
             # A python stage's code is an input too: its function's module and
             # every module of ours that it imports, and the tar writer that
@@ -406,12 +419,13 @@ class Workspace:
     def _snapshot_path(self, name: str) -> Path:
         return self.out / "stages" / f"{name}.snapshot.json"
 
-    def refresh_snapshot(self, path: Path, sha256: str) -> None:
-        """A stage output at `path` was just hashed (sha256) after something
-        moved its ctime (a hard link): take its stat again."""
+    def refresh_snapshot(self, path: Path, sha256: str, before: list[int]) -> None:
+        """A stage output at `path` was hashed (sha256, its stat `before`)
+        and then something moved its ctime (a hard link): take its stat again."""
         rel = Path(path).relative_to(self.out / "stages")
         name = rel.parts[0]
-        snapshot.restat(self._snapshot_path(name), self.stage_dir(name), Path(*rel.parts[1:]).as_posix(), sha256)
+        snapshot.restat(self._snapshot_path(name), self.stage_dir(name), Path(*rel.parts[1:]).as_posix(),
+                        sha256, before)
 
     # --- build or restore ---------------------------------------------------
 
@@ -424,19 +438,23 @@ class Workspace:
         key = self.key(decl, stages)
         if self.forced(decl.name):
             return self._build(decl, key, log, store=False)
-        if self._restore(decl, key, log):
+        if self._restore(decl, key, log, locked=False):
             return "restored"
         with self.store.producing(key, f"building stage {decl.name} ({key[:16]})", log):
-            if self._restore(decl, key, log):      # another run built it while we waited
+            # Again under the lock: another run may have built it while we
+            # waited, and only the lock's holder may set a bad entry aside.
+            if self._restore(decl, key, log, locked=True):
                 return "restored"
             return self._build(decl, key, log, store=self.variation.canonical)
 
-    def _restore(self, decl: StageDecl, key: str, log: Callable[[str], None]) -> bool:
+    def _restore(self, decl: StageDecl, key: str, log: Callable[[str], None], locked: bool) -> bool:
         if not self.store.has(key):
             return False
         try:
             self._materialise(decl, key, self.store.entry(key), self.store.recorded_files(key))
-        except (OnlyDockerError, zstandard.ZstdError) as e:
+        except (OnlyDockerError, zstandard.ZstdError, OSError) as e:
+            if not locked:
+                return False      # the locked attempt decides, and says why
             # The cache is untrusted input too: a damaged entry is set
             # aside for inspection, and the stage is built again.
             kept = self.store.reject(key)
@@ -492,11 +510,12 @@ class Workspace:
                 shutil.rmtree(dest)
             dest.parent.mkdir(parents=True, exist_ok=True)
             extract(reader, dest, absolute_symlinks=True)
+        before = snapshot.take(dest)
         files = manifest_of_tree(dest)
         if digest(files) != digest(expected):
             shutil.rmtree(dest)
             raise BuildError(f"{entry} does not hold what was stored: {_first_difference(expected, files)}")
-        snapshot.write(self._snapshot_path(decl.name), dest, files)
+        snapshot.write(self._snapshot_path(decl.name), dest, files, before)
         manifest = {"stage": decl.name, "key": key, "digest": digest(files), "lane": self.lane}
         atomic.write_json(self.manifest_path(decl.name), manifest)
 
@@ -548,7 +567,9 @@ class Workspace:
         sources = self._verified_sources(decl)
         inputs: list[tuple[Path, str]] = [(PRELUDE, "/build/engine/prelude.sh")]
         inputs += [(path, f"/build/engine/{name}") for name, path in HELPERS.items()]
-        listing = "".join(f"{s.name} {s.file} {s.version}\n" for s, _ in sources)
+        from .unpack import kind_of
+        # The prelude unpacks what the host checked as a tar: one decision.
+        listing = "".join(f"{s.name} {s.file} {s.version} {kind_of(s.file)}\n" for s, _ in sources)
         with tempfile.TemporaryDirectory(prefix="inputs-", dir=self._tmp()) as tmp:
             (Path(tmp) / "sources.txt").write_text(listing)
             inputs.append((Path(tmp) / "sources.txt", "/build/engine/sources.txt"))
@@ -560,29 +581,10 @@ class Workspace:
                     inputs.append((p, f"/build/patches/{rel}"))
             for need in decl.needs:
                 inputs.append((self.stage_dir(need), f"/build/deps/{need}"))
-            epoch = self.lock.lane.source_date_epoch
-            env = {
-                "SOURCE_DATE_EPOCH": str(epoch),
-                "KBUILD_BUILD_TIMESTAMP": rfc2822(epoch),
-                "KBUILD_BUILD_USER": "onlydocker",
-                "KBUILD_BUILD_HOST": "onlydocker",
-                "KBUILD_BUILD_VERSION": "1",
-                "TZ": v.tz,
-                "LC_ALL": v.locale,
-                "HOME": "/build/home",
-                "XZ_OPT": "-T1",
-                "JOBS": str(v.jobs or os.cpu_count() or 1),
-                "LANE": self.lane,
-                "STAGE": decl.name,
-                "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            }
-            if v.faketime:
-                env["FAKETIME"] = v.faketime
-                env["ONLYDOCKER_FAKETIME"] = "1"
-            env["ONLYDOCKER_UMASK"] = v.umask
+            env = self._container_env(decl, v)
             spec = engine.RunSpec(image=self.builder()["tag"], command=["sh", "/build/engine/prelude.sh"],
                                   env=env, workdir="/build", hostname=v.hostname, inputs=inputs,
-                                  user=v.user, root=decl.root)
+                                  user=v.user, root=decl.root, memory=engine.memory_for(int(env["JOBS"])))
             client = engine.connect()
             self.log_path(decl.name).parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -591,6 +593,29 @@ class Workspace:
                                name_prefix=f"onlydocker-{self.lane}-{decl.name}", on_line=beat.note)
             except BuildError as e:
                 raise BuildError(f"stage {decl.name} failed: {e}") from None
+
+    def _container_env(self, decl: StageDecl, v: Variation) -> dict[str, str]:
+        epoch = self.lock.lane.source_date_epoch
+        env = {
+            "SOURCE_DATE_EPOCH": str(epoch),
+            "KBUILD_BUILD_TIMESTAMP": rfc2822(epoch),
+            "KBUILD_BUILD_USER": "onlydocker",
+            "KBUILD_BUILD_HOST": "onlydocker",
+            "KBUILD_BUILD_VERSION": "1",
+            "TZ": v.tz,
+            "LC_ALL": v.locale,
+            "HOME": "/build/home",
+            "XZ_OPT": "-T1",
+            "JOBS": str(v.jobs or os.cpu_count() or 1),
+            "LANE": self.lane,
+            "STAGE": decl.name,
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "ONLYDOCKER_UMASK": v.umask,
+        }
+        if v.faketime:
+            env["FAKETIME"] = v.faketime
+            env["ONLYDOCKER_FAKETIME"] = "1"
+        return env
 
     @staticmethod
     def _heartbeat(decl: StageDecl) -> Heartbeat:

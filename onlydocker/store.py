@@ -59,6 +59,9 @@ class StageStore:
             raise BuildError(f"no readable record {self._record(key)} of what it holds") from None
         if record.get("key") != key or not isinstance(files, dict):
             raise BuildError(f"its record {self._record(key)} is of another entry")
+        for path, info in files.items():
+            if not isinstance(info, dict) or not isinstance(info.get("type"), str):
+                raise BuildError(f"its record {self._record(key)} is malformed at {path!r}")
         return files
 
     def put(self, key: str, tar_path: Path, files: dict) -> Path:
@@ -70,8 +73,9 @@ class StageStore:
         return entry
 
     def reject(self, key: str) -> Path:
-        """Move an unusable entry aside for inspection, under a fresh name
-        (two runs may reject the same entry at once)."""
+        """Move an unusable entry aside for inspection, under a fresh name.
+        Call it only under `producing(key)`: then no other run is writing or
+        rejecting this entry."""
         rejected = self.root / "rejected"
         rejected.mkdir(parents=True, exist_ok=True)
         tag = f"{os.getpid()}-{secrets.token_hex(4)}"

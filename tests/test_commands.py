@@ -83,6 +83,7 @@ def test_a_malformed_lock_stops_everything_before_it_runs(tmp_path, httpserver):
     (ws.root / "t.lock").write_text((ws.root / "t.lock").read_text().replace('size = ', 'size = -'))
     r = ws.doit("lock=t.lock", check=False)
     assert r.returncode != 0 and "t.lock" in r.stderr and "'size'" in r.stderr
+    assert "Traceback" not in r.stdout + r.stderr and r.stderr.count("t.lock") == 1, r.stderr
     assert len(httpserver.log) == 0
 
 

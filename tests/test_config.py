@@ -30,6 +30,7 @@ def test_defaults_follow_the_project_and_the_cache(tmp_path):
     ('jobs = "3"\n', "jobs must be a int"),
     ('jobs = true\n', "jobs must be a int"),
     ('user = 2000\n', "user must be a str"),
+    ('user = "nobody"\n', "user must be uid or uid:gid"),
     ('user = \n', "v.toml"),
 ])
 def test_a_bad_variation_file_is_named(tmp_path, text, words):

@@ -254,7 +254,7 @@ def test_tar_in_the_container_refuses_on_its_own(kind, said, tmp_path, docker_cl
     host check would have refused, fails the build by itself."""
     archive = tmp_path / "evil-1.0.tar.gz"
     archive.write_bytes(_evil_tar(kind, "w:gz"))
-    (tmp_path / "sources.txt").write_text("evil evil-1.0.tar.gz 1.0\n")
+    (tmp_path / "sources.txt").write_text("evil evil-1.0.tar.gz 1.0 tar\n")
     (tmp_path / "build.sh").write_text("echo built > /build/out/x\n")
     prelude = Path(engine.__file__).with_name("prelude.sh")
     tag = json.loads((builder_ready.out(wsmod.lane_name()) / "builder.json").read_text())["tag"]
