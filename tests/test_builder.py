@@ -266,6 +266,25 @@ def test_a_pinned_package_that_is_gone_names_it_and_the_ways_to_provide_it(stand
     assert [f[0] for f in files_got] == [d.file for d in lb.debs]
 
 
+def test_a_pinned_package_with_a_member_that_climbs_out_is_refused_before_mmdebstrap(stand_in, tmp_path,
+                                                                                    httpserver):
+    # The builder's .debs are untrusted like any source (and dpkg unpacks
+    # them as root): every member is checked before mmdebstrap sees them.
+    from onlydocker.errors import UnsafeArchive
+    from tests.test_untrusted import _deb as evil_deb, _evil_tar
+    data = evil_deb(_evil_tar("dot-dot", "w:xz"))
+    url = "pool/main/e/evil/evil_1.0_all.deb"
+    httpserver.expect_request(f"/debian/{url}").respond_with_data(data)
+    deb = lock.Deb("evil", "1.0", "all", "evil_1.0_all.deb", f"debian:{url}", hashlib.sha256(data).hexdigest(),
+                   len(data))
+    lb = _lock_builder(packages=("evil",), debs=(deb,))
+    s = _settings(tmp_path, ONLYDOCKER_DEBIAN_MIRROR=httpserver.url_for("/debian"))
+    with pytest.raises(UnsafeArchive) as e:
+        builder.ensure(None, lb, s, 1686355200, tmp_path / "builder.log")
+    assert "evil_1.0_all.deb" in str(e.value) and "climbs out with '..'" in str(e.value)
+    assert not stand_in.exists(), "mmdebstrap ran with an unsafe package"
+
+
 def test_a_bootstrap_that_installs_another_set_than_the_pin_is_refused(stand_in, pinned, tmp_path, monkeypatch):
     lb, s, _ = pinned
     monkeypatch.setenv("STAND_IN_DROP", "hello")
