@@ -19,12 +19,15 @@ import json
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 TMP_SUFFIX = ".tmp"
+# How long a waiter looks for the pid of a holder that has just taken the lock.
+HOLDER_PID_WAIT = 2.0
 
 
 def temp_path(path: Path) -> Path:
@@ -72,22 +75,59 @@ def clear_leftovers(path: Path) -> None:
             p.unlink(missing_ok=True)
 
 
+def _holder(fd: int) -> str:
+    """The pid written by the lock's holder, or "" while it has not written
+    it yet (or wrote it and died: a stale pid is not reported)."""
+    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    if not text.isdigit():
+        return ""
+    try:
+        os.kill(int(text), 0)
+    except ProcessLookupError:
+        return ""
+    except PermissionError:
+        pass                      # alive, someone else's
+    return text
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
 @contextmanager
 def entry_lock(lock_path: Path, doing: str, say: Callable[[str], None]) -> Iterator[None]:
     """Hold the exclusive lock of one entry. When another process (or thread)
-    holds it, `say` "waiting for pid N, which is <doing>" and wait."""
+    holds it, `say` "waiting for pid N, which is <doing>" and wait.
+
+    The holder writes its pid just after it takes the lock, so a waiter may
+    look in between: it polls for a moment until the pid is there (or the
+    lock is free) before it says whom it waits for."""
     lock_path = Path(lock_path)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            say(f"waiting for pid {holder}, which is {doing}")
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        if not _try_lock(fd):
+            deadline = time.monotonic() + HOLDER_PID_WAIT
+            holder = _holder(fd)
+            locked = False
+            while not holder and time.monotonic() < deadline:
+                time.sleep(0.02)
+                if locked := _try_lock(fd):
+                    break
+                holder = _holder(fd)
+            if not locked:
+                say(f"waiting for pid {holder}, which is {doing}" if holder
+                    else f"waiting for another process, which is {doing}")
+                fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)   # nobody holds it now: no pid to report
     finally:
         os.close(fd)      # releases the lock
