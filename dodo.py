@@ -11,9 +11,11 @@ from doit.exceptions import InvalidDodoFile
 from onlydocker.errors import OnlyDockerError
 from onlydocker.hashing import ContentChecker
 from onlydocker.report import Reporter, quiet_on_closed_pipe
+from onlydocker.schedule import install as start_the_longest_chain_first
 from onlydocker.tasks import build_tasks, workspace_from_env
 
 quiet_on_closed_pipe()
+start_the_longest_chain_first()
 try:
     settings, workspace = workspace_from_env(get_var("lock", None), root=Path(__file__).resolve().parent)
 except OnlyDockerError as e:

@@ -51,6 +51,11 @@ class BuilderImage:
     input_key: str
 
 
+# Rough seconds of a bootstrap from the pinned packages on 2 cores; it only
+# orders the work (onlydocker/schedule.py): the builder is on every container
+# stage's chain, the kernel's too.
+COST = 60.0
+
 def mirror_url(lock_builder, settings) -> str:
     """The mirror the lock's [builder] names: a scheme such as `debian:`
     resolved against the settings, or a URL as written."""

@@ -33,7 +33,9 @@ from .config import Variation
 from .progress import Heartbeat
 from .store import StageStore, compress_file
 
-STAGE_KEYS = {"description", "sources", "needs", "outputs", "artifacts", "kind", "function", "root"}
+STAGE_KEYS = {"description", "sources", "needs", "outputs", "artifacts", "kind", "function", "root", "cost"}
+# Keys that order the work and change no byte: left out of the stage key.
+SCHEDULING_KEYS = {"cost"}
 KINDS = {"container", "python"}
 PRELUDE = Path(__file__).with_name("prelude.sh")
 # Shell helpers shipped to /build/engine/ in every container stage.
@@ -144,6 +146,7 @@ class StageDecl:
     function: str | None = None
     artifacts: tuple[tuple[str, str], ...] = ()   # (output path, name in dist/)
     root: bool = False      # the build needs uid 0 in its container (none of ours does)
+    cost: float = 1.0       # rough seconds on 2 cores: the longest chain starts first (schedule.py)
 
     def lane_dir(self, lane: str) -> Path:
         return self.dir / "lanes" / lane
@@ -184,13 +187,25 @@ def load_stage(path: Path) -> StageDecl:
     root = data.get("root", False)
     if not isinstance(root, bool) or (root and kind != "container"):
         raise OnlyDockerError(f"{toml_path}: root = true|false, for a container stage only")
+    cost = data.get("cost", 1.0)
+    if not isinstance(cost, (int, float)) or isinstance(cost, bool) or cost < 0:
+        raise OnlyDockerError(f"{toml_path}: cost = <seconds, a number ≥ 0>, not {cost!r}")
     if kind == "container" and not (path / "build.sh").is_file():
         raise OnlyDockerError(f"{path}: a container stage needs build.sh")
     return StageDecl(
         name=path.name, dir=path, description=data["description"],
         sources=tuple(data.get("sources", ())), needs=tuple(data.get("needs", ())),
         outputs=tuple(data["outputs"]), kind=kind, function=data.get("function"),
-        artifacts=tuple(sorted(data.get("artifacts", {}).items())), root=root)
+        artifacts=tuple(sorted(data.get("artifacts", {}).items())), root=root, cost=float(cost))
+
+
+def file_digest(rel: str, path: Path) -> str:
+    """A stage file's digest for the stage key: its bytes, except that
+    stage.toml's scheduling keys are left out (they change no output)."""
+    if rel != "stage.toml":
+        return sha256_file(path)
+    data = tomllib.loads(path.read_text())
+    return hashlib.sha256(canonical({k: v for k, v in data.items() if k not in SCHEDULING_KEYS})).hexdigest()
 
 
 def load_stages(stages_dir: Path) -> dict[str, StageDecl]:
@@ -349,7 +364,7 @@ class Workspace:
             "outputs": list(decl.outputs),
             "lane": self.lane,
             "source_date_epoch": self.lock.lane.source_date_epoch,
-            "files": {rel: sha256_file(p) for rel, p in decl.files(self.lane)},
+            "files": {rel: file_digest(rel, p) for rel, p in decl.files(self.lane)},
             "sources": {s.name: s.sha256 for s in self.sources_of(decl)},
             "patches": {rel: sha256_file(p) for s in self.sources_of(decl) for rel, p in self.patches(s)},
             "needs": {n: self.output_digest(n) for n in decl.needs},

@@ -136,6 +136,7 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
         "targets": [str(record)],
         "uptodate": [_unless_failing(builder_uptodate)],
         "verbosity": 2,
+        "meta": {"cost": builder_mod.COST},
     }
 
     for decl in stages.values():
@@ -154,6 +155,7 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
             "targets": [str(ws.manifest_path(decl.name))],
             "uptodate": [_unless_failing(lambda d=decl: ws.materialised(d, stages))],
             "verbosity": 2,
+            "meta": {"cost": decl.cost},
         }
 
     manifests = [str(ws.manifest_path(n)) for n in stages]
