@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from doit.cmd_base import Command
+from doit.cmd_base import Command, opt_cwd, opt_dodo
 
 from . import config, lock
 from .errors import OnlyDockerError
@@ -36,15 +36,38 @@ def _lane_args(params, args) -> tuple[str | None, list[str]]:
     return lock_path, rest
 
 
-def _settings(params, args=()) -> config.Settings:
-    quiet_on_closed_pipe()
-    lock_path, _ = _lane_args(params, args)
-    return config.load(lock=lock_path, root=Path.cwd() if (Path.cwd() / "dodo.py").exists()
-                       else config.PROJECT_ROOT)
+def _project_root(params) -> Path:
+    """The project a command works on, found as doit finds dodo.py: `-f FILE`
+    (its folder), `-d DIR`, else the current folder when it holds dodo.py,
+    else this package's project."""
+    if params.get("cwdPath"):
+        base = Path(params["cwdPath"])
+    else:
+        base = Path.cwd()
+    dodo = base / (params.get("dodoFile") or "dodo.py")
+    return dodo.resolve().parent if dodo.exists() else config.PROJECT_ROOT
 
 
-def _out_root(settings) -> Path:
-    return settings.out_root
+class LaneCommand(Command):
+    """A command on one lane, named as builds name it (`lock=PATH`) or with
+    `--lock PATH`; the project found with `-f`/`-d` like doit's own commands.
+    Subclasses write `run`; a bad lock, setting or input is one line
+    ("error: ...") and exit `error_exit`, never a traceback."""
+    cmd_options = (OPT_LOCK, opt_dodo, opt_cwd)
+    error_exit = 1
+
+    def execute(self, params, args):
+        quiet_on_closed_pipe()
+        try:
+            lock_path, rest = _lane_args(params, args)
+            settings = config.load(lock=lock_path, root=_project_root(params))
+            return self.run(settings, lock.load(settings.lock_path), params, rest)
+        except OnlyDockerError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return self.error_exit
+
+    def run(self, settings: config.Settings, lk: lock.Lock, params, args: list[str]) -> int:
+        raise NotImplementedError
 
 
 def verify_sources(lk: lock.Lock, settings: config.Settings) -> list:
@@ -91,21 +114,15 @@ def pin_sources(lk: lock.Lock, settings: config.Settings, out=None) -> tuple[lis
     return pinned, failed
 
 
-class Verify(Command):
+class Verify(LaneCommand):
     name = "verify"
     doc_purpose = "re-hash every cached source and every artifact; check the signatures"
     doc_usage = "[--lock PATH | lock=PATH]"
-    cmd_options = (OPT_LOCK,)
+    error_exit = 2          # 1 is "verify found problems"
 
-    def execute(self, params, args):
+    def run(self, settings, lk, params, args):
         from .dist import public_key_path
         from .verify import verify_dist
-        try:
-            settings = _settings(params, args)
-            lk = lock.load(settings.lock_path)
-        except OnlyDockerError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
         problems = 0
         print(f"sources of {settings.lock_path} (cache {settings.cache_dir / 'sources'}):")
         for status in verify_sources(lk, settings):
@@ -115,7 +132,7 @@ class Verify(Command):
         for status in verify_builder(lk, settings):
             print(f"  {status}")
             problems += not status.ok
-        dist = _out_root(settings) / lk.lane.name / "dist"
+        dist = settings.out_root / lk.lane.name / "dist"
         print(f"artifacts in {dist}:")
         pub = public_key_path(settings)
         for finding in verify_dist(dist, pub if pub.exists() else None):
@@ -155,12 +172,12 @@ def pin_builder(lk: lock.Lock, settings: config.Settings, log_path: Path, out=No
     return changes
 
 
-class Lock(Command):
+class Lock(LaneCommand):
     name = "lock"
     doc_purpose = ("pin the sha256 and size of unpinned sources after a verified fetch; "
                    "--builder: pin every package of the builder image")
     doc_usage = "[--lock PATH | lock=PATH] [--builder]"
-    cmd_options = (OPT_LOCK, {
+    cmd_options = (*LaneCommand.cmd_options, {
         "name": "builder",
         "long": "builder",
         "type": bool,
@@ -169,32 +186,26 @@ class Lock(Command):
                 "the bootstrap installs (shows what changed)",
     })
 
-    def execute(self, params, args):
-        try:
-            settings = _settings(params, args)
-            lk = lock.load(settings.lock_path)
-            if params.get("builder"):
-                if settings.offline:
-                    print("error: `doit lock --builder` resolves against the Debian mirror: "
-                          "not with ONLYDOCKER_OFFLINE set", file=sys.stderr)
-                    return 1
-                pin_builder(lk, settings, _out_root(settings) / lk.lane.name / "logs" / "builder-resolve.log")
-                return 0
-            if not lk.builder.pinned:
-                print(f"{settings.lock_path}: [builder] pins no packages yet: `doit lock --builder` pins them",
-                      file=sys.stderr)
-            if all(s.pinned for s in lk.sources):
-                print(f"{settings.lock_path}: every source is pinned")
-                return 0
-            pinned, failed = pin_sources(lk, settings)
-            for name, e in failed:
-                print(f"error: not pinned: {name}: {e}", file=sys.stderr)
-            print(f"{settings.lock_path}: pinned {len(pinned)} source(s)"
-                  + (f", {len(failed)} failed" if failed else ""))
-            return 1 if failed else 0
-        except OnlyDockerError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+    def run(self, settings, lk, params, args):
+        if params.get("builder"):
+            if settings.offline:
+                print("error: `doit lock --builder` resolves against the Debian mirror: "
+                      "not with ONLYDOCKER_OFFLINE set", file=sys.stderr)
+                return 1
+            pin_builder(lk, settings, settings.out_root / lk.lane.name / "logs" / "builder-resolve.log")
+            return 0
+        if not lk.builder.pinned:
+            print(f"{settings.lock_path}: [builder] pins no packages yet: `doit lock --builder` pins them",
+                  file=sys.stderr)
+        if all(s.pinned for s in lk.sources):
+            print(f"{settings.lock_path}: every source is pinned")
+            return 0
+        pinned, failed = pin_sources(lk, settings)
+        for name, e in failed:
+            print(f"error: not pinned: {name}: {e}", file=sys.stderr)
+        print(f"{settings.lock_path}: pinned {len(pinned)} source(s)"
+              + (f", {len(failed)} failed" if failed else ""))
+        return 1 if failed else 0
 
 
 class Keygen(Command):
@@ -216,63 +227,49 @@ class Keygen(Command):
         return 0
 
 
-class Repro(Command):
+class Repro(LaneCommand):
     name = "repro"
     doc_purpose = "build twice under varied conditions and compare every byte (diffoscope on a difference)"
     doc_usage = "[--lock PATH | lock=PATH] [STAGE ...]"
-    cmd_options = (OPT_LOCK,)
 
-    def execute(self, params, args):
+    def run(self, settings, lk, params, args):
         from . import repro
         from .stage import load_stages
-        try:
-            settings = _settings(params, args)
-            lk = lock.load(settings.lock_path)
-            stages = load_stages(settings.root / "stages")
-            args = _lane_args(params, args)[1]
-            unknown = [a for a in args if a not in stages]
-            if unknown:
-                print(f"error: unknown stage(s) {', '.join(unknown)}; stages are {', '.join(stages)}",
-                      file=sys.stderr)
-                return 2
-            return repro.run(settings.root, settings.lock_path, _out_root(settings), lk.lane.name,
-                             list(args), list(stages))
-        except OnlyDockerError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+        stages = load_stages(settings.root / "stages")
+        unknown = [a for a in args if a not in stages]
+        if unknown:
+            print(f"error: unknown stage(s) {', '.join(unknown)}; stages are {', '.join(stages)}",
+                  file=sys.stderr)
+            return 2
+        return repro.run(settings.root, settings.lock_path, settings.out_root, lk.lane.name,
+                         list(args), list(stages))
 
 
-class LegalInfo(Command):
+class LegalInfo(LaneCommand):
     name = "legal-info"
     doc_purpose = "write out/<lane>/legal-info/: sources, patches, license texts and a manifest"
     doc_usage = "[--lock PATH | lock=PATH]"
-    cmd_options = (OPT_LOCK,)
 
-    def execute(self, params, args):
+    def run(self, settings, lk, params, args):
         import json
 
         from . import legal
         from .fetch import Fetcher
         from .stage import load_stages
+        stages = load_stages(settings.root / "stages")
+        shipped = legal.shipped_sources(stages)
+        out = settings.out_root / lk.lane.name
         try:
-            settings = _settings(params, args)
-            lk = lock.load(settings.lock_path)
-            stages = load_stages(settings.root / "stages")
-            shipped = legal.shipped_sources(stages)
-            out = _out_root(settings) / lk.lane.name
-            try:
-                builder = json.loads((out / "builder.json").read_text())
-            except (OSError, ValueError):
-                builder = None
-            dest = out / "legal-info"
-            rows = legal.write(lk, Fetcher(settings), settings.root, dest,
-                               in_image={s.name for s in lk.sources if s.group in shipped}, builder=builder)
-        except OnlyDockerError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+            builder = json.loads((out / "builder.json").read_text())
+        except (OSError, ValueError):
+            builder = None
+        dest = out / "legal-info"
+        rows = legal.write(lk, Fetcher(settings), settings.root, dest,
+                           in_image={s.name for s in lk.sources if s.group in shipped}, builder=builder)
         size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
-        print(f"legal-info of lane {lk.lane.name} in {dest}: {len(rows)} source(s), "
-              f"{sum(1 for _ in (dest / 'licenses').rglob('*') if _.is_file()) if (dest / 'licenses').exists() else 0} "
+        licenses = dest / "licenses"
+        n_licenses = sum(1 for f in licenses.rglob("*") if f.is_file()) if licenses.exists() else 0
+        print(f"legal-info of lane {lk.lane.name} in {dest}: {len(rows)} source(s), {n_licenses} "
               f"license file(s), {sum(len(r['patches'].split()) for r in rows)} patch(es), {size / 1e6:.1f} MB"
               + ("" if builder else "; no builder record, so no host-manifest.csv (run `doit` once)"))
         return 0
