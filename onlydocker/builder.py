@@ -22,7 +22,9 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -215,21 +217,37 @@ def resolve(lock_builder, settings, log_path: Path, work: Path) -> list:
     return pinned
 
 
-def fetch_debs(lock_builder, settings, fetcher=None) -> list[tuple[str, Path, str, int]]:
+# Downloads and archive checks of the pinned .debs at once: most of the time
+# is the mirror's latency and lzma (which runs without the GIL).
+FETCH_WORKERS = 4
+
+
+def fetch_debs(lock_builder, settings, check=None) -> list[tuple[str, Path, str, int]]:
     """Every pinned .deb, fetched and verified like any source (its URL, the
-    global mirrors, the cache, downloads/); one error lists every file that
-    could not be had, with its sha256 and the ways to provide it."""
+    global mirrors, the cache, downloads/), and passed to `check(path, file)`
+    when given, several at once; one error lists every file that could not
+    be had, with its sha256 and the ways to provide it."""
     from .fetch import Fetcher
     if not lock_builder.pinned:
         raise UnpinnedSource(unpinned_message(lock_builder, settings))
-    fetcher = fetcher or Fetcher(settings)
-    got, missing = [], []
-    for d in lock_builder.debs:
+    local = threading.local()      # a Fetcher (and its HTTP session) a thread
+
+    def one(d):
+        if not hasattr(local, "fetcher"):
+            local.fetcher = Fetcher(settings)
         try:
-            got.append((d.file, fetcher.fetch(d.source(), progress=False), d.sha256, d.size))
+            path = local.fetcher.fetch(d.source(), progress=False)
         except OnlyDockerError as e:
-            missing.append(f"{d.name} {d.version} ({d.architecture}) {d.file} sha256 {d.sha256}:\n      "
-                           + str(e).replace("\n", "\n      "))
+            return None, (f"{d.name} {d.version} ({d.architecture}) {d.file} sha256 {d.sha256}:\n      "
+                          + str(e).replace("\n", "\n      "))
+        if check:
+            check(path, d.file)    # an untrusted archive is an error of its own, raised as it is
+        return (d.file, path, d.sha256, d.size), None
+
+    with ThreadPoolExecutor(FETCH_WORKERS) as pool:
+        results = list(pool.map(one, lock_builder.debs))   # in the lock's order
+    got = [r for r, _ in results if r]
+    missing = [m for _, m in results if m]
     if missing:
         scheme = lock_builder.mirror[:-1] if lock_builder.mirror.endswith(":") else None
         mirror_env = ("ONLYDOCKER_" + {"debian": "DEBIAN_MIRROR", "debian-security": "DEBIAN_SECURITY_MIRROR",
@@ -239,7 +257,7 @@ def fetch_debs(lock_builder, settings, fetcher=None) -> list[tuple[str, Path, st
             f"package(s) cannot be obtained:\n  " + "\n  ".join(missing) + "\n"
             f"Provide each file, by its sha256, in one of these ways: "
             f"(1) the source cache: a machine that has it can copy "
-            f"{fetcher.root / 'sha256'}/<sha256>; "
+            f"{settings.cache_dir / 'sources' / 'sha256'}/<sha256>; "
             f"(2) a Debian mirror or snapshot that still has that pool file: set {mirror_env} "
             f"(or [debian] in the config file); "
             f"(3) a global source mirror serving it by file name: ONLYDOCKER_MIRRORS; "
@@ -263,11 +281,12 @@ def _network_isolated(cmd: list[str]) -> list[str]:
 
 def _bootstrap(lock_builder, settings, epoch: int, log_path: Path, work: Path) -> tuple[Path, float]:
     _check_options(lock_builder)
-    files = fetch_debs(lock_builder, settings)
+    started = time.monotonic()
     # Untrusted like any source, and unpacked as root by dpkg: every member
     # checked first (setuid allowed: su and mount are, by design).
-    for file, path, _, _ in files:
-        check_source(path, file, setuid_ok=True)
+    files = fetch_debs(lock_builder, settings, check=lambda path, file: check_source(path, file, setuid_ok=True))
+    print(f"builder: {len(files)} pinned packages fetched and checked in {time.monotonic() - started:.1f} s",
+          file=sys.stderr, flush=True)
     repo = work / "repo"
     debs_mod.write_flat_repo(repo, files, lock_builder.suite)
     tar = work / "rootfs.tar"
@@ -310,6 +329,10 @@ def _previous(index: Path, key: str, sha: str) -> dict | None:
     return max(found, key=lambda r: r.get("created", ""), default=None)
 
 
+def tag_of(sha: str) -> str:
+    return f"onlydocker-builder:{sha[:16]}"
+
+
 def _import(client, entry: Path, sha: str, tag: str) -> None:
     """docker import of the decompressed cache entry, once its bytes are known
     to be the tar its name says (cache entries are untrusted: a wrong tar is
@@ -331,6 +354,12 @@ def _import(client, entry: Path, sha: str, tag: str) -> None:
     except (OSError, zstandard.ZstdError) as e:
         raise BuildError(f"builder cache entry {entry} is unreadable ({e}); delete it and run again "
                          f"to rebuild") from None
+
+
+def _import_tar(client, tar: Path, tag: str) -> None:
+    """docker import of the tar this process just made and hashed."""
+    with open(tar, "rb") as f:
+        engine.import_image(client, iter(lambda: f.read(1 << 20), b""), tag)
 
 
 def _read_record(path: Path) -> dict | None:
@@ -365,21 +394,24 @@ def ensure(client, lock_builder, settings, source_date_epoch: int, log_path: Pat
             atomic.clear_leftovers(by_input)
             record = None if rebuild else cached()
             if record is None:
-                record = _bootstrap_and_store(lock_builder, settings, source_date_epoch, log_path, index, key)
+                record = _bootstrap_and_store(client, lock_builder, settings, source_date_epoch, log_path,
+                                              index, key)
             else:
                 say("another run made it meanwhile: taken from the cache")
 
     sha = record["tar_sha256"]
     entry = index / f"{sha}.tar.zst"
-    tag = f"onlydocker-builder:{sha[:16]}"
+    tag = tag_of(sha)
     if not engine.image_exists(client, tag):
         _import(client, entry, sha, tag)
     return BuilderImage(tag=tag, tar_sha256=sha, packages=list(record["packages"]), input_key=key)
 
 
-def _bootstrap_and_store(lock_builder, settings, source_date_epoch: int, log_path: Path,
+def _bootstrap_and_store(client, lock_builder, settings, source_date_epoch: int, log_path: Path,
                          index: Path, key: str) -> dict:
-    """Bootstrap, then cache the tar (by its sha256) and its record. Called
+    """Bootstrap, then cache the tar (by its sha256) and its record, and
+    import the tar just made into the engine while it is compressed for the
+    cache (the kernel waits for the image, not for the cache entry). Called
     under the input key's lock."""
     work = index / f".input-{key}.json.{os.getpid()}{atomic.TMP_SUFFIX}"   # cleared as a leftover if we die
     work.mkdir()
@@ -394,14 +426,22 @@ def _bootstrap_and_store(lock_builder, settings, source_date_epoch: int, log_pat
                   f"(tar {previous['tar_sha256'][:16]} -> {sha[:16]}); changed packages:\n  "
                   + ("\n  ".join(changes) or "(none: same versions, other bytes)"), file=sys.stderr)
         entry = index / f"{sha}.tar.zst"
-        # Two input keys can give one tar: its entry has a lock of its own,
-        # under which a killed writer's leftovers are removed.
-        with atomic.entry_lock(index / "locks" / f"{sha}.lock", "storing the builder",
-                               lambda text: print(f"builder: {text}", file=sys.stderr, flush=True)):
-            atomic.clear_leftovers(entry)
-            atomic.clear_leftovers(index / f"{sha}.json")
-            if not entry.exists():
-                compress_file(tar, entry)   # fixed level, single-threaded: the same tar, the same .zst
+        stored = time.monotonic()
+        with ThreadPoolExecutor(1) as pool:
+            tag = tag_of(sha)
+            importing = None if engine.image_exists(client, tag) else pool.submit(_import_tar, client, tar, tag)
+            # Two input keys can give one tar: its entry has a lock of its own,
+            # under which a killed writer's leftovers are removed.
+            with atomic.entry_lock(index / "locks" / f"{sha}.lock", "storing the builder",
+                                   lambda text: print(f"builder: {text}", file=sys.stderr, flush=True)):
+                atomic.clear_leftovers(entry)
+                atomic.clear_leftovers(index / f"{sha}.json")
+                if not entry.exists():
+                    compress_file(tar, entry)   # fixed level, single-threaded: the same tar, the same .zst
+            if importing:
+                importing.result()
+        print(f"builder: stored in the cache and imported as {tag} in {time.monotonic() - stored:.1f} s",
+              file=sys.stderr, flush=True)
         record = {
             "input_key": key, "tar_sha256": sha, "tar_size": tar.stat().st_size, "packages": packages,
             "suite": lock_builder.suite, "variant": lock_builder.variant,
