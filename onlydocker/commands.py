@@ -224,7 +224,7 @@ class Repro(Command):
 
     def execute(self, params, args):
         from . import repro
-        from .stage import load_stages
+        from .decl import load_stages
         try:
             settings = _settings(params, args)
             lk = lock.load(settings.lock_path)
@@ -253,7 +253,7 @@ class LegalInfo(Command):
 
         from . import legal
         from .fetch import Fetcher
-        from .stage import load_stages
+        from .decl import load_stages
         try:
             settings = _settings(params, args)
             lk = lock.load(settings.lock_path)
