@@ -122,3 +122,28 @@ def test_the_repositorys_own_stages_have_the_one_shape():
     assert {d.name for d in stages.values() if d.kconfig} == {"kernel", "busybox"}
     assert {d.name for d in stages.values() if d.kind == "python"} == {"box", "images", "initrd", "rootfs",
                                                                      "rootfs-docker"}
+
+
+def test_stage_py_is_loaded_by_path_under_its_own_name_and_leaves_no_cache(tmp_path):
+    from onlydocker.pystage import load_build
+    d = _stage(tmp_path, "p", 'kind = "python"\n', {"stage.py": "import os\ndef build(ctx):\n    return __name__\n"})
+    build = load_build(d)
+    assert build(None) == "onlydocker-stage:p"
+    assert not (d / "__pycache__").exists()
+    load_stage(d)       # still the one shape
+
+
+@pytest.mark.parametrize("code, words", [
+    ("def build(ctx)\n", ["does not load", "SyntaxError"]),
+    ("import no_such_module_here\n", ["does not load", "no_such_module_here"]),
+    ("def other(ctx):\n    pass\n", ["defines no build(ctx)"]),
+])
+def test_a_broken_stage_py_is_one_line_naming_it(tmp_path, code, words):
+    from onlydocker.errors import BuildError
+    from onlydocker.pystage import load_build
+    d = _stage(tmp_path, "p", 'kind = "python"\n', {"stage.py": code})
+    with pytest.raises(BuildError) as e:
+        load_build(d)
+    assert str(e.value).startswith(str(d / "stage.py")) and "\n" not in str(e.value)
+    for w in words:
+        assert w in str(e.value)
