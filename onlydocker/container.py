@@ -13,7 +13,7 @@ from .canon import rfc2822
 from .config import Variation
 from .errors import BuildError
 from .paths import LanePaths
-from .progress import Heartbeat
+from .progress import for_stage
 from .sources import LaneSources
 if TYPE_CHECKING:
     from .decl import StageDecl
@@ -46,10 +46,6 @@ def container_env(decl: StageDecl, lane: Lane, v: Variation) -> dict[str, str]:
         env["FAKETIME"] = v.faketime
         env["ONLYDOCKER_FAKETIME"] = "1"
     return env
-
-
-def heartbeat(decl: StageDecl) -> Heartbeat:
-    return Heartbeat(lambda text: print(f"{decl.name} {text}", flush=True))
 
 
 @dataclass(frozen=True)
@@ -88,7 +84,7 @@ class ContainerRunner:
             log_path = self.paths.log_path(decl.name)
             log_path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                with heartbeat(decl) as beat:
+                with for_stage(decl.name) as beat:
                     engine.run(client, spec, output_tar=raw_tar, log_path=log_path,
                                name_prefix=f"onlydocker-{self.lane.name}-{decl.name}", on_line=beat.note)
             except BuildError as e:

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from .decl import KINDS
-from .container import heartbeat
 from .errors import BuildError, OnlyDockerError
 from .paths import LanePaths
+from .progress import for_stage
 from .sources import LaneSources
 if TYPE_CHECKING:
     from .decl import StageDecl
@@ -81,7 +81,7 @@ class PythonRunner:
         log_path = self.paths.log_path(decl.name)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with heartbeat(decl):
+            with for_stage(decl.name):
                 fn(ctx)
         except OnlyDockerError as e:
             log_path.write_text(f"{e}\n")
