@@ -70,7 +70,11 @@ def _module_imports(path: Path) -> list[str]:
     source = path.read_bytes()
     digest = hashlib.sha256(source).hexdigest()
     if digest not in _parsed:
-        _parsed[digest] = sorted(set(_imports_of(ast.parse(source, str(path)))))
+        try:
+            tree = ast.parse(source, str(path))
+        except SyntaxError as e:       # a stage.py being edited: one line, as any bad input
+            raise BuildError(f"{path}: line {e.lineno}: {e.msg}") from None
+        _parsed[digest] = sorted(set(_imports_of(tree)))
     return _parsed[digest]
 
 

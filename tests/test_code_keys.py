@@ -47,6 +47,13 @@ def test_a_missing_stage_py_is_named(tmp_path):
         stagekey.code_closure(tmp_path / "stage.py")
 
 
+def test_a_stage_py_that_does_not_parse_is_one_line(tmp_path):
+    (tmp_path / "stage.py").write_text("def build(ctx)\n")
+    with pytest.raises(BuildError) as e:
+        stagekey.code_closure(tmp_path / "stage.py")
+    assert str(e.value).startswith(f"{tmp_path / 'stage.py'}: line 1: ") and "\n" not in str(e.value)
+
+
 def test_the_real_python_stages_do_not_take_in_the_engine():
     closures = {n: stagekey.code_closure(REPO / "stages" / n / "stage.py")
                 for n in ("box", "images", "initrd", "rootfs", "rootfs-docker")}
