@@ -234,7 +234,7 @@ class Repro(LaneCommand):
 
     def run(self, settings, lk, params, args):
         from . import repro
-        from .stage import load_stages
+        from .decl import load_stages
         stages = load_stages(settings.root / "stages")
         unknown = [a for a in args if a not in stages]
         if unknown:
@@ -255,7 +255,7 @@ class LegalInfo(LaneCommand):
 
         from . import legal
         from .fetch import Fetcher
-        from .stage import load_stages
+        from .decl import load_stages
         stages = load_stages(settings.root / "stages")
         shipped = legal.shipped_sources(stages)
         out = settings.out_root / lk.lane.name

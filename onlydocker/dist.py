@@ -49,11 +49,11 @@ def public_key_path(settings) -> Path:
 def _inputs(ws, stages, settings) -> dict:
     key = settings.signing_key
     try:
-        builder = ws.builder().get("tar_sha256")
+        builder = ws.paths.builder().get("tar_sha256")
     except BuildError:
         builder = None
     return {
-        "stages": {n: (ws.read_manifest(n) or {}).get("digest") for n in stages},
+        "stages": {n: (ws.paths.read_manifest(n) or {}).get("digest") for n in stages},
         # The SBOM also says what the lock (licenses, URLs) and the builder say.
         "lock": sha256_file(ws.lock.path),
         "builder": builder,
@@ -84,7 +84,7 @@ def artifacts(ws, stages) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for decl in stages.values():
         for output, name in decl.artifacts:
-            path = ws.stage_dir(decl.name) / output
+            path = ws.paths.stage_dir(decl.name) / output
             if not path.is_file():
                 raise BuildError(f"stage {decl.name}: artifact {output} is missing from {path.parent}")
             if name in found:
@@ -97,7 +97,7 @@ def _materials(ws) -> list[dict]:
     mats = [{"name": s.name, "uri": s.urls[0], "digest": {"sha256": s.sha256},
              "annotations": {"file": s.file, "version": s.version, "size": s.size, "license": s.license}}
             for s in ws.lock.sources if s.pinned]
-    b = ws.builder()
+    b = ws.paths.builder()
     mats.append({"name": "builder-image", "uri": f"mmdebstrap:{ws.lock.builder.suite}",
                  "digest": {"sha256": b["tar_sha256"]},
                  "annotations": {"packages": b["packages"], "tag": b["tag"]}})
@@ -133,7 +133,7 @@ def _layers(ws, stages) -> list[Path]:
     `tree/` when it brings its initrd piece ready-made (Docker's layer)."""
     trees = []
     for name in stages[IMAGE_STAGE].needs:
-        d = ws.stage_dir(name)
+        d = ws.paths.stage_dir(name)
         trees.append(d / "tree" if (d / "initrd-piece").is_file() else d)
     return trees
 
@@ -147,18 +147,18 @@ def image_files(ws, stages) -> tuple[sbom.ImageFile, ...]:
     .debs, the images stage's archive) from that stage; the rest the pipeline
     wrote."""
     from .legal import deb_file_hashes
-    from .stage import manifest_of_tree
+    from .manifest import manifest_of_tree
     if IMAGE_STAGE not in stages or not all(t.is_dir() for t in _layers(ws, stages)):
         return ()
     empty = hashlib.sha256(b"").hexdigest()       # an empty file says nothing about where it came from
     by_hash: dict[str, tuple[tuple[str, ...], str | None]] = {}
     layer_stages = set(stages[IMAGE_STAGE].needs)
     for name in reversed([n for n in _upstream(stages, IMAGE_STAGE) if n not in layer_stages]):  # nearer win
-        srcs = [s for s in ws.sources_of(stages[name]) if s.pinned]
+        srcs = [s for s in ws.sources.of(stages[name]) if s.pinned]
         debs = [s for s in srcs if s.file.endswith((".deb", ".udeb"))]
         tars = tuple(s.name for s in srcs if s not in debs)
         deb_of = {h: s.name for s in debs for h in deb_file_hashes(ws.fetcher.fetch(s, progress=False), s.file)}
-        for rel, f in manifest_of_tree(ws.stage_dir(name)).items():
+        for rel, f in manifest_of_tree(ws.paths.stage_dir(name)).items():
             if f["type"] == "file" and f["sha256"] != empty:
                 by_hash[f["sha256"]] = ((deb_of[f["sha256"]],), None) if f["sha256"] in deb_of else \
                     (tars, None) if tars else ((), name)
@@ -190,11 +190,11 @@ def sbom_inputs(ws, stages, sums: dict[str, str], settings) -> sbom.Inputs:
                                       sha1=hashlib.sha1(p.read_bytes()).hexdigest()))
     infos = []
     for decl in stages.values():
-        m = ws.read_manifest(decl.name) or {}
+        m = ws.paths.read_manifest(decl.name) or {}
         infos.append(sbom.StageInfo(name=decl.name, key=m.get("key"), digest=m.get("digest"), needs=decl.needs,
-                                    sources=tuple(s.name for s in ws.sources_of(decl)),
+                                    sources=tuple(s.name for s in ws.sources.of(decl)),
                                     container=decl.kind == "container"))
-    record = ws.builder()
+    record = ws.paths.builder()
     return sbom.Inputs(
         lane=ws.lane, epoch=ws.lock.lane.source_date_epoch, tool=f"onlydocker-{__version__}",
         sources=sources, locations={s.name: _location(s.urls[0]) for s in sources},
@@ -229,7 +229,7 @@ def publish(ws, stages, settings, log=print) -> None:
     # The Vagrant catalog: written here, not in the box stage, so that its
     # URLs follow the configured base URL without rebuilding (or re-keying) a box.
     for decl in stages.values():
-        template = ws.stage_dir(decl.name) / box.CATALOG_TEMPLATE
+        template = ws.paths.stage_dir(decl.name) / box.CATALOG_TEMPLATE
         if template.is_file():
             if box.CATALOG in sums:
                 raise BuildError(f"artifact name {box.CATALOG!r} is published by two stages")
@@ -242,7 +242,7 @@ def publish(ws, stages, settings, log=print) -> None:
     sums_text = "".join(f"{h}  {n}\n" for n, h in sorted(sums.items()))
     (tmp / SUMS).write_text(sums_text)
 
-    stage_keys = {n: (ws.read_manifest(n) or {}).get("key") for n in stages}
+    stage_keys = {n: (ws.paths.read_manifest(n) or {}).get("key") for n in stages}
     statement = provenance.statement(
         subjects=sums, materials=_materials(ws),
         builder={"id": "https://onlydocker.invalid/pipeline", "version": {"onlydocker": _engine_version()}},
@@ -266,7 +266,7 @@ def publish(ws, stages, settings, log=print) -> None:
     # not their bytes (just hashed): their snapshots take the new stat.
     for src, sha, before in relinked:
         ws.refresh_snapshot(src, sha, before)
-    from .stage import manifest_of_tree
+    from .manifest import manifest_of_tree
     before = snapshot.take(final)
     snapshot.write(_snapshot_path(ws), final, manifest_of_tree(final), before)
     state = _inputs(ws, stages, settings)
@@ -284,5 +284,5 @@ def publish(ws, stages, settings, log=print) -> None:
 
 
 def _engine_version() -> str:
-    from .stage import engine_version
+    from .stagekey import engine_version
     return engine_version()

@@ -41,3 +41,8 @@ class Heartbeat:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def for_stage(name: str) -> Heartbeat:
+    """A stage's heartbeat: each line starts with the stage's name."""
+    return Heartbeat(lambda text: print(f"{name} {text}", flush=True))

@@ -19,7 +19,8 @@ from . import lock as lock_mod
 from .errors import OnlyDockerError
 from .report import run_reporting
 from .fetch import Fetcher
-from .stage import Workspace, load_stages
+from .decl import load_stages
+from .stage import Workspace
 from .store import StageStore
 
 
@@ -103,19 +104,19 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
             "doc": f"fetch and verify {s.file}, and check it as an archive",
             # Checked as an archive right after the fetch, off the kernel's
             # critical path (beside the builder's bootstrap).
-            "actions": [_guard(run_lock, lambda s=s: ws.check_source(s, ws.fetcher.fetch(s)),
-                               f"fetch {s.file}", ws.log_path("fetch"))],
+            "actions": [_guard(run_lock, lambda s=s: ws.sources.check(s, ws.fetcher.fetch(s)),
+                               f"fetch {s.file}", ws.paths.log_path("fetch"))],
             "uptodate": [_unless_failing(lambda s=s: s.pinned and ws.fetcher.cache_path(s).exists()
-                                          and ws.source_checked(s))],
+                                          and ws.sources.checked(s))],
             "verbosity": 2,
         }
 
-    record = ws.out / "builder.json"
+    record = ws.paths.builder_record
 
     def make_builder():
         from . import engine
         img = builder_mod.ensure(engine.connect(), ws.lock.builder, settings,
-                                 ws.lock.lane.source_date_epoch, ws.log_path("builder"))
+                                 ws.lock.lane.source_date_epoch, ws.paths.log_path("builder"))
         record.parent.mkdir(parents=True, exist_ok=True)
         atomic.write_json(record, {"tag": img.tag, "tar_sha256": img.tar_sha256,
                                    "input_key": img.input_key, "packages": img.packages})
@@ -132,7 +133,7 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
     yield {
         "name": "builder",
         "doc": f"the builder image ({ws.lock.builder.suite}, made with mmdebstrap)",
-        "actions": [_guard(run_lock, make_builder, "builder", ws.log_path("builder"))],
+        "actions": [_guard(run_lock, make_builder, "builder", ws.paths.log_path("builder"))],
         "targets": [str(record)],
         "uptodate": [_unless_failing(builder_uptodate)],
         "verbosity": 2,
@@ -141,28 +142,28 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
 
     for decl in stages.values():
         file_dep = [str(p) for _, p in decl.files(ws.lane)]
-        file_dep += [str(p) for s in ws.sources_of(decl) for _, p in ws.patches(s)]
-        file_dep += [str(ws.manifest_path(n)) for n in decl.needs]
-        task_dep = [f"build:fetch:{s.name}" for s in ws.sources_of(decl)]
+        file_dep += [str(p) for s in ws.sources.of(decl) for _, p in ws.sources.patches(s)]
+        file_dep += [str(ws.paths.manifest_path(n)) for n in decl.needs]
+        task_dep = [f"build:fetch:{s.name}" for s in ws.sources.of(decl)]
         if decl.kind == "container":
             file_dep.append(str(record))
         yield {
             "name": decl.name,
             "doc": decl.description,
-            "actions": [_guard(run_lock, lambda d=decl: ws.run(d, stages), f"stage {decl.name}", ws.log_path(decl.name))],
+            "actions": [_guard(run_lock, lambda d=decl: ws.run(d), f"stage {decl.name}", ws.paths.log_path(decl.name))],
             "file_dep": file_dep,
             "task_dep": task_dep,
-            "targets": [str(ws.manifest_path(decl.name))],
-            "uptodate": [_unless_failing(lambda d=decl: ws.materialised(d, stages))],
+            "targets": [str(ws.paths.manifest_path(decl.name))],
+            "uptodate": [_unless_failing(lambda d=decl: ws.materialised(d))],
             "verbosity": 2,
             "meta": {"cost": decl.cost},
         }
 
-    manifests = [str(ws.manifest_path(n)) for n in stages]
+    manifests = [str(ws.paths.manifest_path(n)) for n in stages]
     yield {
         "name": "dist",
         "doc": "publish the artifacts to out/<lane>/dist with SHA256SUMS, signatures and provenance",
-        "actions": [_guard(run_lock, lambda: dist_mod.publish(ws, stages, settings), "dist", ws.log_path("dist"))],
+        "actions": [_guard(run_lock, lambda: dist_mod.publish(ws, stages, settings), "dist", ws.paths.log_path("dist"))],
         "file_dep": manifests,
         "uptodate": [_unless_failing(lambda: dist_mod.is_current(ws, stages, settings))],
         "verbosity": 2,

@@ -130,7 +130,7 @@ def test_libvirt_vagrantfile_boots_box_img_on_virtio():
 
 
 def test_the_guest_plugin_parses_and_has_its_capabilities():
-    plugin = STAGES / "box" / box.GUEST_PLUGIN
+    plugin = STAGES / "box" / "files" / box.GUEST_PLUGIN
     ruby_syntax_ok(plugin)
     text = plugin.read_text()
     assert 'guest(:onlydocker, :linux)' in text

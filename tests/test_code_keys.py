@@ -1,17 +1,29 @@
 """A python stage's key holds the code it runs, not the whole package:
-code_closure follows our imports (top level and inside functions), skips
-`if TYPE_CHECKING:` (types only) and names a missing module."""
+code_closure follows the imports of its stage.py (loaded by path) into our
+modules (top level and inside functions), skips `if TYPE_CHECKING:` (types
+only) and names a missing stage.py; the key covers the stage.py itself."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
-from onlydocker import stage
+from onlydocker import stagekey
+from onlydocker.decl import load_stage
 from onlydocker.errors import BuildError
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_closure_follows_every_kind_of_import_and_skips_types_only(tmp_path, monkeypatch):
     pkg = tmp_path / "onlydocker"
     pkg.mkdir()
+    (tmp_path / "stage.py").write_text(
+        "from __future__ import annotations\n"
+        "from typing import TYPE_CHECKING\n"
+        "from onlydocker import a\n"
+        "if TYPE_CHECKING:\n"
+        "    from onlydocker.pystage import StageContext\n")
     (pkg / "a.py").write_text(
         "from __future__ import annotations\n"
         "from typing import TYPE_CHECKING\n"
@@ -24,23 +36,57 @@ def test_closure_follows_every_kind_of_import_and_skips_types_only(tmp_path, mon
         "def later():\n"
         "    from .c import x\n")
     (pkg / "b.py").write_text("from .errors import E\n")
-    for name in ("c", "d", "e", "f", "h", "errors", "unrelated"):
+    for name in ("c", "d", "e", "f", "h", "errors", "unrelated", "pystage"):
         (pkg / f"{name}.py").write_text("")
-    monkeypatch.setattr(stage, "PACKAGE", pkg)
-    assert stage.code_closure("onlydocker.a") == {"a", "b", "c", "e", "f", "h", "errors"}
+    monkeypatch.setattr(stagekey, "PACKAGE", pkg)
+    assert stagekey.code_closure(tmp_path / "stage.py") == {"a", "b", "c", "e", "f", "h", "errors"}
 
 
-def test_a_missing_stage_module_is_named(tmp_path, monkeypatch):
-    monkeypatch.setattr(stage, "PACKAGE", tmp_path)
-    with pytest.raises(BuildError, match="onlydocker.nothing"):
-        stage.code_closure("onlydocker.nothing")
+def test_a_missing_stage_py_is_named(tmp_path):
+    with pytest.raises(BuildError, match=str(tmp_path / "stage.py")):
+        stagekey.code_closure(tmp_path / "stage.py")
+
+
+def test_a_stage_py_that_does_not_parse_is_one_line(tmp_path):
+    (tmp_path / "stage.py").write_text("def build(ctx)\n")
+    with pytest.raises(BuildError) as e:
+        stagekey.code_closure(tmp_path / "stage.py")
+    assert str(e.value).startswith(f"{tmp_path / 'stage.py'}: line 1: ") and "\n" not in str(e.value)
 
 
 def test_the_real_python_stages_do_not_take_in_the_engine():
-    artifacts = stage.code_closure("onlydocker.artifacts")
-    assert {"artifacts", "cpio", "compress", "dockerimage", "box", "tarball"} <= artifacts
-    rootfs = stage.code_closure("onlydocker.rootfs")
-    assert {"rootfs", "elfdeps"} <= rootfs
+    closures = {n: stagekey.code_closure(REPO / "stages" / n / "stage.py")
+                for n in ("box", "images", "initrd", "rootfs", "rootfs-docker")}
+    assert {"cpio", "compress"} <= closures["initrd"]
+    assert {"dockerimage", "tarball", "layout"} <= closures["images"]
+    assert {"box", "hashing"} <= closures["box"]
+    assert {"layout", "elfdeps"} <= closures["rootfs"] and {"layout", "cpio", "compress"} <= closures["rootfs-docker"]
     # Editing the fetcher, the engine or the task graph rebuilds no initrd.
-    for closure in (artifacts, rootfs):
-        assert not closure & {"stage", "engine", "fetch", "tasks", "commands"}
+    for closure in closures.values():
+        assert not closure & {"stage", "stagekey", "pystage", "container", "engine", "fetch", "tasks", "commands"}
+
+
+def test_a_python_stage_key_covers_its_stage_py_and_the_modules_it_imports(tmp_path, monkeypatch):
+    import types
+    pkg = tmp_path / "onlydocker"
+    pkg.mkdir()
+    (pkg / "writer.py").write_text("X = 1\n")
+    (pkg / "tarball.py").write_text("")
+    monkeypatch.setattr(stagekey, "PACKAGE", pkg)
+    d = tmp_path / "stages" / "p"
+    d.mkdir(parents=True)
+    (d / "stage.toml").write_text('description = "p"\nkind = "python"\noutputs = ["x"]\n')
+    (d / "stage.py").write_text("from onlydocker import writer\ndef build(ctx):\n    pass\n")
+    decl = load_stage(d)
+    lane = types.SimpleNamespace(name="l", source_date_epoch=1)
+
+    def key() -> str:
+        return stagekey.key(stagekey.key_inputs(decl, lane, [], [], {}, None, tmp_path / "memo.json"))
+
+    first = key()
+    assert "stage.py" in dict(decl.files("l"))
+    (d / "stage.py").write_text("from onlydocker import writer\ndef build(ctx):\n    pass  # changed\n")
+    second = key()
+    (pkg / "writer.py").write_text("X = 2\n")
+    third = key()
+    assert len({first, second, third}) == 3

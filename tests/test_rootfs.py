@@ -1,7 +1,7 @@
 """The rootfs stage on real binaries: stage outputs are built here from the
 host's own files (a static BusyBox; /usr/bin/ls standing in for each Docker
 binary, with its real libraries in a sysroot) laid out as the upstream
-stages lay theirs out, then assembled with the lanes' real rootfs.toml."""
+stages lay theirs out, then assembled with the lanes' real lane.toml."""
 from __future__ import annotations
 
 import hashlib
@@ -15,12 +15,15 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from onlydocker import cpio, elfdeps, rootfs
+from onlydocker import cpio, elfdeps
 from onlydocker.errors import BuildError
-from onlydocker.stage import StageContext
+from onlydocker.pystage import StageContext, load_build
 from tests.conftest import require_tool
 
-STAGE_DIR = Path(__file__).resolve().parent.parent / "stages" / "rootfs"
+STAGES = Path(__file__).resolve().parent.parent / "stages"
+STAGE_DIR = STAGES / "rootfs"
+# The stages' own code, loaded by path as the engine loads it.
+build_rootfs, build_layer, build_initrd = (load_build(STAGES / n) for n in ("rootfs", "rootfs-docker", "initrd"))
 EPOCH = 1700000000
 DYNAMIC = Path("/usr/bin/ls")
 DOCKER_BINARIES = ("usr/sbin/dockerd", "usr/bin/docker", "usr/sbin/docker-proxy", "usr/bin/containerd",
@@ -104,7 +107,7 @@ def build_image(tmp: Path, lane: str = "bookworm", **kw) -> Path:
     """The image's tree as the initrd unpacks it: the rootfs stage's tree,
     then the rootfs-docker stage's layer over it (their real lane files)."""
     ctx = make_ctx(tmp, lane, **kw)
-    rootfs.build(ctx)
+    build_rootfs(ctx)
     layer = layer_stage(tmp, ctx.deps["docker"], lane)
     shutil.copytree(layer / "tree", ctx.out, symlinks=True, dirs_exist_ok=True)
     return ctx.out
@@ -114,7 +117,7 @@ def layer_stage(tmp: Path, docker: Path, lane: str = "bookworm") -> Path:
     out = tmp / "layer-out"
     out.mkdir()
     lock = types.SimpleNamespace(lane=types.SimpleNamespace(initrd_compression="zstd"))
-    rootfs.layer(StageContext(name="rootfs-docker", out=out, deps={"docker": docker}, stage_dir=LAYER_DIR,
+    build_layer(StageContext(name="rootfs-docker", out=out, deps={"docker": docker}, stage_dir=LAYER_DIR,
                               lane_dir=LAYER_DIR / "lanes" / lane, lane=lane, source_date_epoch=EPOCH,
                               lock=lock))
     return out
@@ -142,14 +145,13 @@ def _cpio_paths(data: bytes) -> list[str]:
 
 
 def test_the_initrd_is_its_layers_one_after_another(tmp_path):
-    from onlydocker import artifacts
     ctx = make_ctx(tmp_path)
-    rootfs.build(ctx)
+    build_rootfs(ctx)
     layer = layer_stage(tmp_path, ctx.deps["docker"])
     out = tmp_path / "initrd-out"
     out.mkdir()
     lock = types.SimpleNamespace(lane=types.SimpleNamespace(initrd_compression="zstd"))
-    artifacts.initrd(StageContext(name="initrd", out=out, deps={"rootfs": ctx.out, "rootfs-docker": layer},
+    build_initrd(StageContext(name="initrd", out=out, deps={"rootfs": ctx.out, "rootfs-docker": layer},
                                   stage_dir=STAGE_DIR, lane_dir=STAGE_DIR, lane="bookworm",
                                   source_date_epoch=EPOCH, lock=lock))
     data = (out / "initrd.img").read_bytes()
@@ -217,7 +219,7 @@ def test_system_files_and_scripts(built):
     for p in ("init", "usr/bin/console-container.sh", "usr/bin/onlydocker-selftest",
               "usr/bin/onlydocker-featuretest", "usr/bin/onlydocker-sshd", "usr/bin/onlydocker-docker-tcp"):
         assert (built / p).stat().st_mode & 0o777 == 0o755, p
-    assert (built / "init").read_bytes() == (STAGE_DIR / "init").read_bytes()
+    assert (built / "init").read_bytes() == (STAGE_DIR / "files" / "init").read_bytes()
     lane = (built / "etc/onlydocker/lane.conf").read_text()
     assert "DOCKER_DAEMON='/usr/bin/dockerd --storage-driver=overlay2" in lane
     assert "IMAGE_ARCHIVE='/usr/share/onlydocker/images/busybox.tar'" in lane
@@ -232,7 +234,7 @@ def test_system_files_and_scripts(built):
 def test_dropbear_and_vagrants_public_key(tmp_path, lane):
     ctx = make_ctx(tmp_path, lane=lane, provider="kmod" if lane == "bookworm" else "busybox",
                    docker_static=_static_busybox() if lane == "2015" else None)
-    rootfs.build(ctx)
+    build_rootfs(ctx)
     out = ctx.out
     assert elfdeps.is_static(out / "usr/bin/dropbearmulti")
     for name in ("dropbear", "dropbearkey", "scp", "dbclient"):
@@ -287,7 +289,7 @@ def test_2015_lane_static_docker_and_busybox_modprobe(tmp_path):
 def _lane(tmp: Path, text: str) -> Path:
     d = tmp / "lane"
     d.mkdir(exist_ok=True)
-    (d / "rootfs.toml").write_text(text)
+    (d / "lane.toml").write_text(text)
     return d
 
 
@@ -307,7 +309,7 @@ def test_a_missing_library_fails_naming_binary_and_library(tmp_path):
     libc = elfdeps.resolve_in(ctx.deps["docker"] / "sysroot", "lib/x86_64-linux-gnu/libc.so.6")
     libc.unlink()
     with pytest.raises(BuildError) as e:
-        rootfs.build(ctx)
+        build_rootfs(ctx)
     assert "dockerd" in str(e.value) and "libc.so.6" in str(e.value)
 
 
@@ -322,12 +324,12 @@ def test_a_missing_library_fails_naming_binary_and_library(tmp_path):
     ('[[install]]\nfrom = "dropbear"\npath = "share/vagrant-insecure.pub"\nto = "k"\nmode = "0777"\n',
      ["#1", "'mode'", "0777"]),
 ])
-def test_bad_rootfs_toml_is_named(tmp_path, extra, words):
+def test_bad_lane_toml_is_named(tmp_path, extra, words):
     text = GOOD_LANE + extra if extra.startswith("[[") else extra + GOOD_LANE
     ctx = make_ctx(tmp_path, lane_dir=_lane(tmp_path, text))
     with pytest.raises(BuildError) as e:
-        rootfs.build(ctx)
-    assert "rootfs.toml" in str(e.value)
+        build_rootfs(ctx)
+    assert "lane.toml" in str(e.value)
     for w in words:
         assert w in str(e.value), (w, str(e.value))
 
@@ -342,7 +344,7 @@ def test_bad_rootfs_toml_is_named(tmp_path, extra, words):
 def test_bad_lane_table_is_named(tmp_path, text, words):
     ctx = make_ctx(tmp_path, lane_dir=_lane(tmp_path, text))
     with pytest.raises(BuildError) as e:
-        rootfs.build(ctx)
+        build_rootfs(ctx)
     for w in words:
         assert w in str(e.value), (w, str(e.value))
 
@@ -351,7 +353,7 @@ def test_dynamic_kmod_is_refused(tmp_path):
     ctx = make_ctx(tmp_path)
     shutil.copy(DYNAMIC, ctx.deps["modprobe"] / "bin/kmod")
     with pytest.raises(BuildError, match="kmod is dynamically linked"):
-        rootfs.build(ctx)
+        build_rootfs(ctx)
 
 
 @pytest.mark.parametrize("script", ["init", "console-container.sh", "onlydocker-selftest",
@@ -360,12 +362,11 @@ def test_dynamic_kmod_is_refused(tmp_path):
 def test_scripts_parse(script, shell):
     tool = require_tool(shell)
     cmd = [tool, "sh", "-n"] if shell == "busybox" else [tool, "-n"]
-    r = subprocess.run(cmd + [str(STAGE_DIR / script)], capture_output=True, text=True)
+    r = subprocess.run(cmd + [str(STAGE_DIR / "files" / script)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
 
 def test_layers_that_would_put_a_link_over_a_folder_are_refused(tmp_path):
-    from onlydocker import artifacts
     base, layer = tmp_path / "rootfs", tmp_path / "layer"
     _put(base / "lib/modules/6.1.0/modules.dep", b"")
     _put(layer / "tree/usr/lib/x86_64-linux-gnu/libc.so.6", b"\x7fELF")
@@ -377,7 +378,7 @@ def test_layers_that_would_put_a_link_over_a_folder_are_refused(tmp_path):
     ctx = StageContext(name="initrd", out=out, deps={"rootfs": base, "rootfs-docker": layer}, stage_dir=STAGE_DIR,
                        lane_dir=STAGE_DIR, lane="bookworm", source_date_epoch=EPOCH, lock=lock)
     with pytest.raises(BuildError) as e:
-        artifacts.initrd(ctx)
+        build_initrd(ctx)
     assert str(e.value) == ("stage initrd: lib is a dir in stage rootfs's layer and a link in stage "
                             "rootfs-docker's: layers may share directories only")
     assert not (out / "initrd.img").exists()

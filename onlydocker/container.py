@@ -1,0 +1,91 @@
+"""The container runner: a container stage's build.sh run in the builder
+image, its inputs copied in and its outputs copied out through the engine
+API (engine.py), with the environment the design fixes."""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .canon import rfc2822
+from .config import Variation
+from .errors import BuildError
+from .paths import LanePaths
+from .progress import for_stage
+from .sources import LaneSources
+if TYPE_CHECKING:
+    from .decl import StageDecl
+    from .lock import Lane
+
+PRELUDE = Path(__file__).with_name("prelude.sh")
+# Shell helpers shipped to /build/engine/ in every container stage.
+HELPERS = {"check-kconfig": Path(__file__).with_name("check-kconfig.sh")}
+
+
+def container_env(decl: StageDecl, lane: Lane, v: Variation) -> dict[str, str]:
+    epoch = lane.source_date_epoch
+    env = {
+        "SOURCE_DATE_EPOCH": str(epoch),
+        "KBUILD_BUILD_TIMESTAMP": rfc2822(epoch),
+        "KBUILD_BUILD_USER": "onlydocker",
+        "KBUILD_BUILD_HOST": "onlydocker",
+        "KBUILD_BUILD_VERSION": "1",
+        "TZ": v.tz,
+        "LC_ALL": v.locale,
+        "HOME": "/build/home",
+        "XZ_OPT": "-T1",
+        "JOBS": str(v.jobs or os.cpu_count() or 1),
+        "LANE": lane.name,
+        "STAGE": decl.name,
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "ONLYDOCKER_UMASK": v.umask,
+    }
+    if v.faketime:
+        env["FAKETIME"] = v.faketime
+        env["ONLYDOCKER_FAKETIME"] = "1"
+    return env
+
+
+@dataclass(frozen=True)
+class ContainerRunner:
+    lane: Lane
+    paths: LanePaths
+    sources: LaneSources
+    variation: Variation
+
+    def build(self, decl: StageDecl, raw_tar: Path) -> None:
+        """Run the stage's build.sh; its /build/out as a tar at `raw_tar`."""
+        from . import engine
+        from .unpack import kind_of
+        v = self.variation
+        sources = self.sources.verified(decl)
+        inputs: list[tuple[Path, str]] = [(PRELUDE, "/build/engine/prelude.sh")]
+        inputs += [(path, f"/build/engine/{name}") for name, path in HELPERS.items()]
+        # The prelude unpacks what the host checked as a tar: one decision.
+        listing = "".join(f"{s.name} {s.file} {s.version} {kind_of(s.file)}\n" for s, _ in sources)
+        with tempfile.TemporaryDirectory(prefix="inputs-", dir=self.paths.tmp()) as tmp:
+            (Path(tmp) / "sources.txt").write_text(listing)
+            inputs.append((Path(tmp) / "sources.txt", "/build/engine/sources.txt"))
+            for rel, path in decl.files(self.lane.name):
+                inputs.append((path, f"/build/stage/{rel}"))
+            for s, path in sources:
+                inputs.append((path, f"/build/sources/{s.file}"))
+                for rel, p in self.sources.patches(s):
+                    inputs.append((p, f"/build/patches/{rel}"))
+            for need in decl.needs:
+                inputs.append((self.paths.stage_dir(need), f"/build/deps/{need}"))
+            env = container_env(decl, self.lane, v)
+            spec = engine.RunSpec(image=self.paths.builder()["tag"], command=["sh", "/build/engine/prelude.sh"],
+                                  env=env, workdir="/build", hostname=v.hostname, inputs=inputs,
+                                  user=v.user, root=decl.root, memory=engine.memory_for(int(env["JOBS"])))
+            client = engine.connect()
+            log_path = self.paths.log_path(decl.name)
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with for_stage(decl.name) as beat:
+                    engine.run(client, spec, output_tar=raw_tar, log_path=log_path,
+                               name_prefix=f"onlydocker-{self.lane.name}-{decl.name}", on_line=beat.note)
+            except BuildError as e:
+                raise BuildError(f"stage {decl.name} failed: {e}") from None

@@ -1,0 +1,73 @@
+"""A lane's sources as stages use them: which a stage asks for (by group),
+their patches, and their bytes re-hashed and checked as archives before use."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import atomic
+from .errors import HashMismatch
+from .hashing import sha256_file
+from .paths import LanePaths
+if TYPE_CHECKING:
+    from .decl import StageDecl
+    from .fetch import Fetcher
+    from .lock import Lock, Source
+
+PACKAGE = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class LaneSources:
+    root: Path                      # the project tree (patches/)
+    lock: Lock
+    fetcher: Fetcher
+    paths: LanePaths
+
+    def of(self, decl: StageDecl) -> list[Source]:
+        return [s for group in decl.sources for s in self.lock.group(group)]
+
+    def patches(self, source: Source) -> list[tuple[str, Path]]:
+        d = self.root / "patches" / source.name / source.version
+        if not d.is_dir():
+            return []
+        return [(f"{source.name}/{p.name}", p) for p in sorted(d.iterdir()) if p.is_file()]
+
+    def verified(self, decl: StageDecl) -> list[tuple[Source, Path]]:
+        """The stage's sources, re-hashed now (the cache is untrusted too),
+        and checked as archives before anything uses them."""
+        out = []
+        for s in self.of(decl):
+            path = self.fetcher.fetch(s, progress=False)
+            actual = sha256_file(path)
+            if actual != s.sha256:
+                raise HashMismatch(f"cached {s.file} ({path})", "sha256", s.sha256, actual)
+            self.check(s, path)
+            out.append((s, path))
+        return out
+
+    @staticmethod
+    def _verdict(source: Source) -> str:
+        # The verdict holds for these bytes (the marker's name), under this
+        # file name (which says tar, .deb or plain) and this checker's code.
+        return f"{source.file} {sha256_file(PACKAGE / 'unpack.py')}\n"
+
+    def checked(self, source: Source) -> bool:
+        try:
+            return self.paths.checked_marker(source.sha256).read_text() == self._verdict(source)
+        except OSError:
+            return False
+
+    def check(self, source: Source, path: Path) -> None:
+        """Check every member of a tar or .deb source on the host (unpack.py):
+        once per tree for given bytes, since a 140 MB kernel tarball takes
+        about 10 s. The verdict is kept in out/, not in the shared cache:
+        whoever can write the cache must not be able to vouch for an archive."""
+        from .unpack import check_source
+        if self.checked(source):
+            return
+        check_source(path, source.file)
+        marker = self.paths.checked_marker(source.sha256)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(marker, self._verdict(source))

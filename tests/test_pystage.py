@@ -1,0 +1,64 @@
+"""A Python stage run for real by the engine (no container, no mocks): its
+stage.py loaded by path builds into out/, the output is stored and restored
+by key, an edit to stage.py or to a files/ file rebuilds it, and an edit to a
+module it does not import (the fetcher) does not."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from onlydocker import config, lock, stagekey
+from onlydocker.decl import load_stages
+from onlydocker.fetch import Fetcher
+from onlydocker.stage import Workspace
+from onlydocker.store import StageStore
+
+STAGE_PY = '''from onlydocker import cpio
+def build(ctx):
+    text = (ctx.files / "greeting").read_text() + (ctx.lane_dir / "lane.toml").read_text()
+    (ctx.out / "said").write_text(text + str(ctx.source_date_epoch) + "\\n")
+'''
+
+
+def _workspace(tmp_path: Path) -> tuple[Workspace, dict]:
+    lk_path = tmp_path / "t.lock"
+    lk_path.write_text('[lane]\nname = "tiny"\nsource_date_epoch = 1686355200\ninitrd_compression = "zstd"\n'
+                       '[builder]\nsuite = "bookworm"\nmirror = "debian:"\npackages = []\n')
+    d = tmp_path / "stages" / "hello"
+    (d / "files").mkdir(parents=True)
+    (d / "lanes" / "tiny").mkdir(parents=True)
+    (d / "stage.toml").write_text('description = "hello"\nkind = "python"\noutputs = ["said"]\n')
+    (d / "stage.py").write_text(STAGE_PY)
+    (d / "files" / "greeting").write_text("hello\n")
+    (d / "lanes" / "tiny" / "lane.toml").write_text('x = 1\n')
+    settings = config.Settings(root=tmp_path, lock_path=lk_path, cache_dir=tmp_path / "cache",
+                               downloads_dir=tmp_path / "dl", signing_key=tmp_path / "no.key")
+    ws = Workspace(root=tmp_path, out=tmp_path / "out" / "tiny", store=StageStore(tmp_path / "cache" / "stages"),
+                   lock=lock.load(lk_path), fetcher=Fetcher(settings))
+    return ws, load_stages(tmp_path / "stages")
+
+
+def test_a_python_stage_builds_restores_and_rebuilds_on_its_own_code(tmp_path):
+    ws, stages = _workspace(tmp_path)
+    hello = stages["hello"]
+    said = ws.paths.stage_dir("hello") / "said"
+    assert ws.run(hello, log=lambda _: None) == "built"
+    assert said.read_text() == "hello\nx = 1\n1686355200\n"
+    assert ws.run(hello, log=lambda _: None) == "up-to-date"
+    first = ws.key(hello)
+    # Its outputs gone from out/: restored from the store by key, not built.
+    said.unlink()
+    assert ws.run(hello, log=lambda _: None) == "restored" and said.read_text().startswith("hello\n")
+    # stage.py is among its files: an edit is a new key and a new build.
+    (hello.dir / "stage.py").write_text(STAGE_PY.replace('"\\n")', '"!\\n")'))
+    assert ws.key(hello) != first
+    assert ws.run(hello, log=lambda _: None) == "built" and said.read_text().endswith("!\n")
+    (hello.dir / "files" / "greeting").write_text("hi\n")
+    assert ws.run(hello, log=lambda _: None) == "built" and said.read_text().startswith("hi\n")
+    inputs = ws.key_inputs(hello)
+    assert {"cpio.py", "tarball.py"} <= set(inputs["code"]) and "compression" not in inputs
+    assert not set(inputs["code"]) & {"fetch.py", "stage.py", "stagekey.py", "pystage.py", "engine.py"}
+    assert {"stage.py", "stage.toml", "files/greeting", "lane/lane.toml"} == set(inputs["files"])
+    assert json.loads(ws.paths.manifest_path("hello").read_text())["key"] == stagekey.key(inputs)
+    # No bytecode cache in the stage folder (it would break its shape).
+    assert not (hello.dir / "__pycache__").exists()
