@@ -88,7 +88,16 @@ def test_builds_every_stage_then_has_nothing_to_do(tiny):
     assert first == {"hello": "built", "pkg": "built", "other": "built"}
     said = tiny.out(tiny.lane) / "stages" / "pkg" / "said"
     assert said.read_text() == "hello, patched\n"
-    assert wsmod.events(tiny.doit("lock=test.lock")) == {}
+    again = tiny.doit("lock=test.lock")
+    assert wsmod.events(again) == {}
+    # The run record says so for every task, with each stage's key as out/ holds it.
+    assert {t["name"]: t["result"] for t in again.record["tasks"]} == {
+        "build:fetch:hello": "up-to-date", "build:builder": "up-to-date", "build:hello": "up-to-date",
+        "build:pkg": "up-to-date", "build:other": "up-to-date", "build:dist": "up-to-date"}
+    for t in again.record["tasks"]:
+        if t["name"] in ("build:hello", "build:pkg", "build:other"):
+            manifest = tiny.out(tiny.lane) / "stages" / f"{t['name'][6:]}.manifest.json"
+            assert t["key"] == json.loads(manifest.read_text())["key"]
 
 
 def test_touching_a_file_without_changing_it_rebuilds_nothing(tiny):
@@ -126,6 +135,9 @@ def test_a_failing_build_names_the_stage_keeps_the_log_and_caches_nothing(tiny):
     assert r.returncode != 0
     text = r.stdout + r.stderr
     assert "stage other failed" in text and "the last words of a failing build" in text
+    assert r.record["ok"] is False
+    assert [(t["name"], t["result"]) for t in r.record["tasks"] if t["name"] == "build:other"] == [
+        ("build:other", "failed")]
     log = tiny.out(tiny.lane) / "logs" / "other.log"
     assert "the last words of a failing build" in log.read_text()
     cache = Path(tiny.env["ONLYDOCKER_STAGE_CACHE"])

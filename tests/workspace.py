@@ -11,6 +11,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from onlydocker.report import RUN_RECORD, read_run_record
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -21,8 +23,14 @@ class Workspace:
     log: Path | None = None
 
     def doit(self, *args: str, check: bool = True, timeout: float = 3600) -> subprocess.CompletedProcess:
+        """Run doit; the result's `record` is the run record it wrote
+        (out/<lane>/last-run.json, report.py), or None when it wrote none."""
         cmd = [sys.executable, "-m", "doit", *args]
+        before = self._records()
         r = subprocess.run(cmd, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout)
+        written = [p for p, ident in self._records().items() if before.get(p) != ident]
+        assert len(written) <= 1, f"one doit run wrote several run records: {written}"
+        r.record = read_run_record(written[0]) if written else None
         if self.log:
             with open(self.log, "a") as f:
                 f.write(f"$ doit {' '.join(args)}\n{r.stdout}\n{r.stderr}\nexit {r.returncode}\n")
@@ -33,6 +41,14 @@ class Workspace:
 
     def out(self, lane: str) -> Path:
         return self.root / "out" / lane
+
+    def _records(self) -> dict[Path, tuple[int, int]]:
+        """Each lane's run record, by identity (a new record is a new file, renamed into place)."""
+        found = {}
+        for p in (self.root / "out").glob(f"*/{RUN_RECORD}"):
+            st = p.stat()
+            found[p] = (st.st_ino, st.st_mtime_ns)
+        return found
 
 
 def make(root: Path, *, copy_project: bool = False, cache: Path | None = None) -> Workspace:
@@ -63,13 +79,11 @@ def make(root: Path, *, copy_project: bool = False, cache: Path | None = None) -
 
 
 def events(result) -> dict[str, str]:
-    """stage -> "built" | "restored", from the engine's own log lines."""
-    out = {}
-    for line in (result.stdout + result.stderr).splitlines():
-        for word in ("built", "restored"):
-            if f": {word}" in line:
-                out[line.split(":")[0].strip().split()[-1]] = word
-    return out
+    """stage -> "built" | "restored": the stages a doit run built or
+    restored, from its run record (report.py)."""
+    assert result.record is not None, f"doit wrote no run record:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+    return {t["name"].rpartition(":")[2]: t["result"] for t in result.record["tasks"]
+            if "key" in t and t["result"] in ("built", "restored")}
 
 
 def builder_tables() -> str:
