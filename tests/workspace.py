@@ -3,6 +3,7 @@ dodo.py and pyproject.toml, with either the real stages and locks (the
 end-to-end lane test) or a few tiny stages of a test's own."""
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -84,6 +85,25 @@ def events(result) -> dict[str, str]:
     assert result.record is not None, f"doit wrote no run record:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
     return {t["name"].rpartition(":")[2]: t["result"] for t in result.record["tasks"]
             if "key" in t and t["result"] in ("built", "restored")}
+
+
+def add_stage(root: Path, name: str, toml: str, script: str) -> Path:
+    """stages/<name>/ in the tree at `root`, with its stage.toml and build.sh (replaced if there)."""
+    d = root / "stages" / name
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "stage.toml").write_text(toml)
+    (d / "build.sh").write_text(script)
+    return d
+
+
+def source_entry(name: str, file: str, url: str, body: bytes | None = None, *, version: str = "1",
+                 license: str = "MIT", group: str | None = None) -> str:
+    """A lock's [[source]] table; pinned to `body`'s sha256 and size when
+    `body` is given, else unpinned (with a comment saying so)."""
+    pin = (f'sha256 = "{hashlib.sha256(body).hexdigest()}"\nsize = {len(body)}\n' if body is not None
+           else "# no hash known yet: `doit lock` pins it\n")
+    return (f'\n[[source]]\nname = "{name}"\n' + (f'group = "{group}"\n' if group else "")
+            + f'version = "{version}"\nfile = "{file}"\nurls = ["{url}"]\n{pin}license = "{license}"\n')
 
 
 def builder_tables() -> str:
