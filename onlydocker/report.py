@@ -101,20 +101,19 @@ class Reporter(ConsoleReporter):
         self._tasks: dict[str, dict] = {}
         self._objects: dict = {}
 
-    def _note(self, task, result: str | None = None, started: bool = False) -> None:
+    def _note(self, task, result: str | None = None) -> None:
+        """The task starts now (its first note), or ends now with `result`."""
         if not task.actions:      # a group task (`build`): its members are in the record
             return
         now = round(time.monotonic() - self._t0, 3)
         with self._mutex:
             entry = self._tasks.setdefault(task.name, {"name": task.name, "start": now})
             self._objects[task.name] = task
-            if started:
-                entry["start"] = now
             if result is not None:
                 entry.update(result=result, end=now)
 
     def execute_task(self, task):
-        self._note(task, started=True)
+        self._note(task)
         super().execute_task(task)
 
     def add_success(self, task):
