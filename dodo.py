@@ -23,6 +23,7 @@ except OnlyDockerError as e:
     raise InvalidDodoFile(str(e)) from None
 workspace.out.mkdir(parents=True, exist_ok=True)
 Reporter.log_dir = workspace.out / "logs"
+Reporter.out_dir = workspace.out     # its last-run.json
 
 DOIT_CONFIG = {
     "default_tasks": ["build"],

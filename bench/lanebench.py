@@ -1,25 +1,19 @@
 """Shared by bench/cold and bench/incremental: run `doit` in a throw-away
-copy of the project, with a cache of the bench's own, and time every task
-from the moment doit starts it (". build:X") to the moment it says it is
-done ("X: built|restored ... in N s", or the next task's start for tasks that
-say nothing), then find the critical path through the stages' needs."""
+copy of the project (tests/workspace.py's), with a cache of the bench's own,
+and take every task's start, end and result from the run record doit
+writes (out/<lane>/last-run.json, onlydocker/report.py); then find the
+critical path through the stages' needs."""
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import subprocess
 import sys
-import threading
 import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-START = re.compile(r"^[.-] +build:(\S+)")
-DONE = re.compile(r"^(\S+): (built|restored)")
-BOOTSTRAPPED = re.compile(r"^builder: bootstrapped in")
+sys.path.insert(0, str(ROOT))
+from tests import workspace as wsmod  # noqa: E402
 
 
 @dataclass
@@ -28,61 +22,37 @@ class Run:
     start: dict[str, float] = field(default_factory=dict)
     end: dict[str, float] = field(default_factory=dict)
     how: dict[str, str] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)      # stages only
     output: str = ""
 
     def seconds(self, task: str) -> float:
         return self.end.get(task, self.start.get(task, 0.0)) - self.start.get(task, 0.0)
 
 
-def copy_project(dest: Path) -> Path:
-    files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], check=True,
-                           capture_output=True).stdout.decode().split("\0")
-    for f in filter(None, files):
-        src = ROOT / f
-        if src.is_file():
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / f)
-    return dest
+def copy_project(dest: Path, cache: Path) -> wsmod.Workspace:
+    """A copy of every tracked file at `dest`, its builds using `cache`."""
+    ws = wsmod.make(dest, copy_project=True, cache=cache)
+    ws.env.pop("ONLYDOCKER_STAGE_CACHE", None)
+    return ws
 
 
-def doit(tree: Path, cache: Path, args: list[str]) -> Run:
-    env = dict(os.environ, ONLYDOCKER_CACHE=str(cache), ONLYDOCKER_OUT=str(tree / "out"), PYTHONPATH=str(tree))
-    env.pop("ONLYDOCKER_STAGE_CACHE", None)
+def doit(ws: wsmod.Workspace, args: list[str]) -> Run:
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "doit", *args], cwd=tree, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    run = Run(wall=0.0)
-    lines = []
-
-    def read():
-        for line in proc.stdout:
-            now = time.monotonic() - t0
-            lines.append(line)
-            if m := START.match(line):
-                run.start[m.group(1)] = now
-            elif m := DONE.match(line):
-                run.end[m.group(1)] = now
-                run.how[m.group(1)] = m.group(2)
-            elif BOOTSTRAPPED.match(line):
-                run.end["builder"] = now
-    reader = threading.Thread(target=read)
-    reader.start()
-    code = proc.wait()
-    reader.join()
-    run.wall = time.monotonic() - t0
-    run.output = "".join(lines)
-    if code != 0:
-        sys.exit(f"doit {' '.join(args)} failed ({code}):\n{run.output[-4000:]}")
-    # Tasks that print no "done" line (fetches, dist) end when doit is done with them:
-    # at the latest, when the run ends.
-    for task in run.start:
-        run.end.setdefault(task, run.wall if task == "dist" else run.start[task])
+    r = ws.doit(*args, check=False, timeout=7200)
+    run = Run(wall=time.monotonic() - t0, output=r.stdout + r.stderr)
+    if r.returncode != 0 or r.record is None:
+        sys.exit(f"doit {' '.join(args)} failed ({r.returncode}):\n{run.output[-4000:]}")
+    for t in r.record["tasks"]:
+        name = t["name"].removeprefix("build:")
+        run.start[name], run.end[name], run.how[name] = t["start"], t["end"], t["result"]
+        if "key" in t:
+            run.keys[name] = t["key"]
     return run
 
 
-def stage_needs(tree: Path) -> dict[str, list[str]]:
+def stage_needs(ws: wsmod.Workspace) -> dict[str, list[str]]:
     needs = {}
-    for d in sorted((tree / "stages").iterdir()):
+    for d in sorted((ws.root / "stages").iterdir()):
         decl = tomllib.loads((d / "stage.toml").read_text())
         kind = decl.get("kind", "container")
         needs[d.name] = list(decl.get("needs", [])) + (["builder"] if kind == "container" else [])

@@ -17,7 +17,7 @@ from . import atomic
 from . import config as config_mod
 from . import lock as lock_mod
 from .errors import OnlyDockerError
-from .report import run_reporting
+from .report import RESULTS, run_reporting
 from .fetch import Fetcher
 from .decl import load_stages
 from .stage import Workspace
@@ -67,12 +67,19 @@ def workspace_from_env(lock_path: str | None = None, root: Path | None = None) -
 def _guard(run_lock: RunLock, fn, what: str, log_path: Path):
     """A doit python-action: take the run lock, then run `fn`; a failure is
     said in one line (see report.py), an unexpected one with its traceback
-    appended to `log_path`."""
+    appended to `log_path`. What `fn` returns, when it is one of
+    report.RESULTS (a stage's "built", "restored", "up-to-date"), becomes
+    the task's result, which the reporter writes to the run record."""
     def action():
+        returned = []
+
         def body():
             run_lock.acquire()
-            fn()
-        return run_reporting(what, body, log_path)
+            returned.append(fn())
+        failed = run_reporting(what, body, log_path)
+        if failed is not None:
+            return failed
+        return returned[0] if returned[0] in RESULTS else None
     action.__name__ = getattr(fn, "__name__", "action")
     return action
 
@@ -156,7 +163,8 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
             "targets": [str(ws.paths.manifest_path(decl.name))],
             "uptodate": [_unless_failing(lambda d=decl: ws.materialised(d))],
             "verbosity": 2,
-            "meta": {"cost": decl.cost},
+            "meta": {"cost": decl.cost,
+                     "stage_key": lambda d=decl: (ws.read_manifest(d.name) or {}).get("key")},
         }
 
     manifests = [str(ws.paths.manifest_path(n)) for n in stages]

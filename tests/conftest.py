@@ -25,6 +25,8 @@ def docker_client():
 
 
 def require_tool(name: str) -> str:
+    """The tool's path; without it the test skips, which fails the test
+    under ONLYDOCKER_NO_SKIP=1 (as CI sets: setup.sh installs every tool)."""
     path = shutil.which(name)
     if path is None:
         pytest.skip(f"{name} is not installed")

@@ -30,16 +30,8 @@ def setup_lane(tmp_path, httpserver, pinned: bool):
     ws = wsmod.make(tmp_path / "ws")
     ws.env.update({"ONLYDOCKER_CACHE": str(tmp_path / "cache"), "ONLYDOCKER_CONFIG": "/nonexistent",
                    "ONLYDOCKER_DOWNLOADS": str(tmp_path / "dl")})
-    pin = f'sha256 = "{hashlib.sha256(BODY).hexdigest()}"\nsize = {len(BODY)}\n' if pinned else \
-        "# no hash known yet: `doit lock` pins it\n"
-    (ws.root / "t.lock").write_text(wsmod.builder_tables() + f"""
-[[source]]
-name = "src"
-version = "1"
-file = "src.tar.gz"
-urls = ["{httpserver.url_for('/src.tar.gz')}"]
-{pin}license = "MIT"
-""")
+    (ws.root / "t.lock").write_text(wsmod.builder_tables() + wsmod.source_entry(
+        "src", "src.tar.gz", httpserver.url_for("/src.tar.gz"), BODY if pinned else None))
     return ws
 
 
@@ -148,16 +140,7 @@ variant = "minbase"
 packages = ["hello"]   # what the builder needs
 # pinned by `doit lock --builder`
 debs = {debs}
-
-[[source]]
-name = "src"
-version = "1"
-file = "src.tar.gz"
-urls = ["debian:pool/main/s/src/src.tar.gz"]
-sha256 = "{hashlib.sha256(BODY).hexdigest()}"
-size = {len(BODY)}
-license = "MIT"
-""")
+""" + wsmod.source_entry("src", "src.tar.gz", "debian:pool/main/s/src/src.tar.gz", BODY))
     return ws
 
 

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import io
+import os
 import random
 import subprocess
+import threading
+import time
 
 import pytest
 import zstandard
@@ -46,11 +49,55 @@ def test_bytes_and_a_file_give_the_same_output(fmt, data, tmp_path):
         assert packed(f, fmt) == packed(data, fmt)
 
 
-def test_zstd_frame_has_the_content_size_and_no_threads(data):
+def test_zstd_frame_has_the_content_size(data):
     frame = packed(data, "zstd")
     params = zstandard.get_frame_parameters(frame)
     assert params.content_size == len(data)
     assert zstandard.ZstdDecompressor().decompress(frame) == data
+
+
+class _Unseekable(io.RawIOBase):
+    """A pipe-like stream: its size is unknown, the case where zstd would
+    start its workers (it compresses a small input of known size alone)."""
+    def __init__(self, data: bytes):
+        self._data = io.BytesIO(data)
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        return self._data.readinto(b)
+
+
+def _threads_started_during(work) -> set[str]:
+    """The threads of this process (/proc/self/task) that a watcher saw
+    during `work` and not before it: the ones that started meanwhile."""
+    seen, done = set(), threading.Event()
+
+    def watch():
+        while not done.is_set():
+            seen.update(os.listdir("/proc/self/task"))
+    before = set(os.listdir("/proc/self/task"))
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    time.sleep(0.05)
+    before |= seen      # the watcher itself
+    try:
+        work()
+    finally:
+        done.set()
+        watcher.join()
+    return seen - before
+
+
+def test_zstd_runs_no_worker_threads(data):
+    # The bytes of zstd's multi-threaded mode depend on its settings, so ours
+    # is single-threaded: seen for real, while it compresses.
+    started = _threads_started_during(lambda: compress.compress(_Unseekable(data), "zstd", io.BytesIO()))
+    assert not started, f"{len(started)} thread(s) started while compress() worked"
+    # The watcher does see zstd's workers when there are some.
+    cctx = zstandard.ZstdCompressor(level=compress.ZSTD_LEVEL, threads=2, write_content_size=True)
+    assert len(_threads_started_during(lambda: cctx.copy_stream(_Unseekable(data), io.BytesIO()))) >= 2
 
 
 def test_xz_uses_crc32_as_the_kernel_needs(data, tmp_path):

@@ -1,10 +1,8 @@
 """cpio.py: the initramfs writer, read back by GNU cpio."""
 from __future__ import annotations
 
-import io
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -12,21 +10,16 @@ import pytest
 from onlydocker import cpio
 from onlydocker.errors import UnsafeArchive
 from tests.conftest import require_tool
-from tests.test_tarball import make_tree
-
-EPOCH = 1686355200
+from tests.trees import EPOCH, assert_refuses_setuid_files_and_fifos, two_trees, written
 
 
 def newc(root: Path, **kw) -> bytes:
-    buf = io.BytesIO()
-    cpio.write_newc(root, buf, mtime=EPOCH, **kw)
-    return buf.getvalue()
+    return written(cpio.write_newc, root, **kw)
 
 
 @pytest.fixture
 def trees(tmp_path):
-    return (make_tree(tmp_path / "a", 0o022, time.time()),
-            make_tree(tmp_path / "b", 0o077, 1e9, reverse=True))
+    return two_trees(tmp_path)
 
 
 def parse(data: bytes) -> list[dict]:
@@ -124,12 +117,4 @@ def test_a_device_under_a_symlink_is_refused(tmp_path):
 
 
 def test_setuid_files_and_fifos_are_refused(tmp_path):
-    (tmp_path / "r").mkdir()
-    (tmp_path / "r" / "su").write_bytes(b"x")
-    (tmp_path / "r" / "su").chmod(0o4755)
-    with pytest.raises(UnsafeArchive, match="setuid"):
-        newc(tmp_path / "r")
-    (tmp_path / "r" / "su").unlink()
-    os.mkfifo(tmp_path / "r" / "fifo")
-    with pytest.raises(UnsafeArchive, match="fifo"):
-        newc(tmp_path / "r")
+    assert_refuses_setuid_files_and_fifos(cpio.write_newc, tmp_path)

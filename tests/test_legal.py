@@ -11,7 +11,7 @@ from pathlib import Path
 
 from onlydocker import legal, lock
 from tests import workspace as wsmod
-from tests.test_unpack import make_tar
+from tests.test_unpack import make_deb, make_tar
 
 COPYING = b"GNU GENERAL PUBLIC LICENSE\nVersion 2, June 1991\n"
 ZLIB = b"zlib license text\n"
@@ -20,21 +20,8 @@ PATCH_A = b"--- a/hello.c\n+++ b/hello.c\n@@ -1 +1 @@\n-a\n+b\n"
 PATCH_B = b"--- a/hello.c\n+++ b/hello.c\n@@ -1 +1 @@\n-b\n+c\n"
 
 
-def make_deb(path: Path, members) -> Path:
-    data = make_tar(path.with_name("data.tar.gz"), members).read_bytes()
-    with open(path, "wb") as f:
-        f.write(b"!<arch>\n")
-        for name, body in ((b"debian-binary", b"2.0\n"), (b"data.tar.gz", data)):
-            f.write(name.ljust(16) + b"0".ljust(12) + b"0".ljust(6) + b"0".ljust(6) + b"100644".ljust(8)
-                    + str(len(body)).encode().ljust(10) + b"`\n")
-            f.write(body + (b"\n" if len(body) % 2 else b""))
-    return path
-
-
 def entry(name, file, body, url, license, group=None) -> str:
-    return (f'\n[[source]]\nname = "{name}"\n' + (f'group = "{group}"\n' if group else "")
-            + f'version = "1.0"\nfile = "{file}"\nurls = ["{url}"]\n'
-            f'sha256 = "{hashlib.sha256(body).hexdigest()}"\nsize = {len(body)}\nlicense = "{license}"\n')
+    return wsmod.source_entry(name, file, url, body, version="1.0", license=license, group=group)
 
 
 def setup_lane(tmp_path, httpserver, extra: str = ""):

@@ -17,10 +17,7 @@ def lane(tmp_path, docker_client):
     ws = wsmod.make(tmp_path / "ws")
     ws.env["ONLYDOCKER_STAGE_CACHE"] = str(tmp_path / "stage-cache")
     (ws.root / "test.lock").write_text(wsmod.builder_tables())
-    d = ws.root / "stages" / "other"
-    d.mkdir(parents=True)
-    (d / "stage.toml").write_text('description = "other"\noutputs = ["other"]\n')
-    (d / "build.sh").write_text("echo other > /build/out/other\n")
+    wsmod.add_stage(ws.root, "other", 'description = "other"\noutputs = ["other"]\n', "echo other > /build/out/other\n")
     ws.lane = wsmod.lane_name()
     return ws
 
@@ -60,10 +57,8 @@ def test_an_error_while_deciding_up_to_date_is_one_line_naming_the_log(lane):
 
 def test_a_stage_not_run_because_another_failed_is_one_line(lane):
     (lane.root / "stages" / "other" / "build.sh").write_text("echo 'it broke'; exit 3\n")
-    d = lane.root / "stages" / "pkg"
-    d.mkdir()
-    (d / "stage.toml").write_text('description = "pkg"\nneeds = ["other"]\noutputs = ["x"]\n')
-    (d / "build.sh").write_text("echo x > /build/out/x\n")
+    wsmod.add_stage(lane.root, "pkg", 'description = "pkg"\nneeds = ["other"]\noutputs = ["x"]\n',
+                    "echo x > /build/out/x\n")
     r = lane.doit("--continue", "lock=test.lock", check=False)
     text = r.stdout + r.stderr
     assert r.returncode != 0

@@ -223,7 +223,7 @@ def test_publish_puts_the_sbom_in_sha256sums_and_the_provenance_and_verify_agree
     from onlydocker.fetch import Fetcher
     from onlydocker.stage import Workspace
     from onlydocker.verify import parse_sums, verify_dist
-    from tests.test_legal import make_deb
+    from tests.test_unpack import make_deb
     so = b"\x7fELF libfoo"
     deb = make_deb(tmp_path / "libfoo_1.0_amd64.deb", [("./usr/lib/libfoo.so.1", "file", so)])
     lk_path = tmp_path / "t.lock"

@@ -2,7 +2,6 @@
 the cache, patches, failures, kills and concurrent runs."""
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -31,7 +30,7 @@ PATCH = """--- a/hello.c
 """
 
 
-def _source_tarball(path: Path) -> tuple[str, int]:
+def _source_tarball(path: Path) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.GNU_FORMAT) as tf:
         for name, data in (("hello-1.0/", None), ("hello-1.0/hello.c", HELLO_C)):
@@ -44,14 +43,10 @@ def _source_tarball(path: Path) -> tuple[str, int]:
                 info.size, info.mode = len(data), 0o644
                 tf.addfile(info, io.BytesIO(data))
     path.write_bytes(buf.getvalue())
-    return hashlib.sha256(buf.getvalue()).hexdigest(), len(buf.getvalue())
+    return buf.getvalue()
 
 
-def _stage(root: Path, name: str, toml: str, script: str) -> None:
-    d = root / "stages" / name
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "stage.toml").write_text(toml)
-    (d / "build.sh").write_text(script)
+_stage = wsmod.add_stage
 
 
 @pytest.fixture
@@ -59,17 +54,8 @@ def tiny(tmp_path, docker_client):
     ws = wsmod.make(tmp_path / "ws")
     ws.env["ONLYDOCKER_STAGE_CACHE"] = str(tmp_path / "stage-cache")
     tarball = tmp_path / "hello-1.0.tar.gz"
-    sha, size = _source_tarball(tarball)
-    (ws.root / "test.lock").write_text(wsmod.builder_tables() + f"""
-[[source]]
-name = "hello"
-version = "1.0"
-file = "hello-1.0.tar.gz"
-urls = ["file://{tarball}"]
-sha256 = "{sha}"
-size = {size}
-license = "MIT"
-""")
+    (ws.root / "test.lock").write_text(wsmod.builder_tables() + wsmod.source_entry(
+        "hello", "hello-1.0.tar.gz", f"file://{tarball}", _source_tarball(tarball), version="1.0"))
     patches = ws.root / "patches" / "hello" / "1.0"
     patches.mkdir(parents=True)
     (patches / "0001-greeting.patch").write_text(PATCH % "hello, patched")
@@ -88,7 +74,16 @@ def test_builds_every_stage_then_has_nothing_to_do(tiny):
     assert first == {"hello": "built", "pkg": "built", "other": "built"}
     said = tiny.out(tiny.lane) / "stages" / "pkg" / "said"
     assert said.read_text() == "hello, patched\n"
-    assert wsmod.events(tiny.doit("lock=test.lock")) == {}
+    again = tiny.doit("lock=test.lock")
+    assert wsmod.events(again) == {}
+    # The run record says so for every task, with each stage's key as out/ holds it.
+    assert {t["name"]: t["result"] for t in again.record["tasks"]} == {
+        "build:fetch:hello": "up-to-date", "build:builder": "up-to-date", "build:hello": "up-to-date",
+        "build:pkg": "up-to-date", "build:other": "up-to-date", "build:dist": "up-to-date"}
+    for t in again.record["tasks"]:
+        if t["name"] in ("build:hello", "build:pkg", "build:other"):
+            manifest = tiny.out(tiny.lane) / "stages" / f"{t['name'][6:]}.manifest.json"
+            assert t["key"] == json.loads(manifest.read_text())["key"]
 
 
 def test_touching_a_file_without_changing_it_rebuilds_nothing(tiny):
@@ -126,6 +121,9 @@ def test_a_failing_build_names_the_stage_keeps_the_log_and_caches_nothing(tiny):
     assert r.returncode != 0
     text = r.stdout + r.stderr
     assert "stage other failed" in text and "the last words of a failing build" in text
+    assert r.record["ok"] is False
+    assert [(t["name"], t["result"]) for t in r.record["tasks"] if t["name"] == "build:other"] == [
+        ("build:other", "failed")]
     log = tiny.out(tiny.lane) / "logs" / "other.log"
     assert "the last words of a failing build" in log.read_text()
     cache = Path(tiny.env["ONLYDOCKER_STAGE_CACHE"])

@@ -6,7 +6,6 @@ import io
 import os
 import subprocess
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -14,45 +13,16 @@ import pytest
 from onlydocker import tarball
 from onlydocker.errors import UnsafeArchive
 from tests.conftest import require_tool
-
-EPOCH = 1686355200
-
-
-def make_tree(root: Path, umask: int, mtime: float, reverse: bool = False) -> Path:
-    """One tree, made under another umask, with other dates, and its files
-    created in another order (so the directory order differs too)."""
-    old = os.umask(umask)
-    try:
-        for d in ("bin", "etc/ssl", "usr/share/a-b", "usr/share/a"):
-            (root / d).mkdir(parents=True, exist_ok=True)
-        files = [("bin/tool", b"#!/bin/sh\necho hi\n", True), ("etc/conf", b"x=1\n", False),
-                 ("etc/ssl/cert.pem", b"PEM\n" * 100, False), ("usr/share/a-b/z", b"z", False),
-                 ("usr/share/a/y", b"y", False), ("init", b"#!/bin/sh\n", True),
-                 ("big", bytes(range(256)) * 1200, False)]
-        for name, data, x in (reversed(files) if reverse else files):
-            (root / name).write_bytes(data)
-            if x:
-                (root / name).chmod(0o777 & ~umask)
-        (root / "sbin").symlink_to("bin")
-        (root / "lib64").symlink_to("/lib/x86_64-linux-gnu")
-        os.link(root / "bin" / "tool", root / "bin" / "tool-hardlink")
-    finally:
-        os.umask(old)
-    for p in root.rglob("*"):
-        os.utime(p, (mtime, mtime), follow_symlinks=False)
-    return root
+from tests.trees import EPOCH, assert_refuses_setuid_files_and_fifos, two_trees, written
 
 
 def tar_bytes(src: Path, **kw) -> bytes:
-    buf = io.BytesIO()
-    tarball.write_tree(src, buf, mtime=EPOCH, **kw)
-    return buf.getvalue()
+    return written(tarball.write_tree, src, **kw)
 
 
 @pytest.fixture
 def trees(tmp_path):
-    return (make_tree(tmp_path / "a", 0o022, time.time()),
-            make_tree(tmp_path / "b", 0o077, 1e9, reverse=True))
+    return two_trees(tmp_path)
 
 
 def test_same_tree_same_bytes_whatever_umask_dates_and_order(trees):
@@ -87,19 +57,8 @@ def test_gnu_tar_lists_and_extracts_it(trees, tmp_path):
     assert os.readlink(dest / "out" / "sbin") == "bin"
 
 
-def test_setuid_files_are_refused(tmp_path):
-    (tmp_path / "t").mkdir()
-    (tmp_path / "t" / "su").write_bytes(b"x")
-    (tmp_path / "t" / "su").chmod(0o4755)
-    with pytest.raises(UnsafeArchive, match="setuid"):
-        tar_bytes(tmp_path / "t")
-
-
-def test_fifos_are_refused(tmp_path):
-    (tmp_path / "t").mkdir()
-    os.mkfifo(tmp_path / "t" / "pipe")
-    with pytest.raises(UnsafeArchive, match="pipe"):
-        tar_bytes(tmp_path / "t")
+def test_setuid_files_and_fifos_are_refused(tmp_path):
+    assert_refuses_setuid_files_and_fifos(tarball.write_tree, tmp_path)
 
 
 def test_in_memory_entries_in_any_order_give_one_archive():

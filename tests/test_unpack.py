@@ -38,6 +38,18 @@ def make_tar(path: Path, members) -> Path:
     return path
 
 
+def make_deb(path: Path, members) -> Path:
+    """A .deb (an ar archive) whose data.tar.gz holds `members` (see make_tar)."""
+    data = make_tar(path.with_name("data.tar.gz"), members).read_bytes()
+    with open(path, "wb") as f:
+        f.write(b"!<arch>\n")
+        for name, body in ((b"debian-binary", b"2.0\n"), (b"data.tar.gz", data)):
+            f.write(name.ljust(16) + b"0".ljust(12) + b"0".ljust(6) + b"0".ljust(6) + b"100644".ljust(8)
+                    + str(len(body)).encode().ljust(10) + b"`\n")
+            f.write(body + (b"\n" if len(body) % 2 else b""))
+    return path
+
+
 @pytest.mark.parametrize("members, words", [
     ([("/etc/passwd", "file", None)], "absolute path"),
     ([("a/../../escape", "file", None)], "'..'"),
@@ -88,16 +100,7 @@ def test_the_same_archive_gives_the_same_tree(tmp_path):
 
 
 def test_a_deb_is_checked_inside(tmp_path):
-    data = tmp_path / "data.tar.gz"
-    make_tar(data, [("./usr", "dir", None), ("./usr/../../x", "file", None)])
-    payload = data.read_bytes()
-    deb = tmp_path / "evil.deb"
-    with open(deb, "wb") as f:
-        f.write(b"!<arch>\n")
-        for name, body in ((b"debian-binary", b"2.0\n"), (b"data.tar.gz", payload)):
-            f.write(name.ljust(16) + b"0".ljust(12) + b"0".ljust(6) + b"0".ljust(6) + b"100644".ljust(8)
-                    + str(len(body)).encode().ljust(10) + b"`\n")
-            f.write(body + (b"\n" if len(body) % 2 else b""))
+    deb = make_deb(tmp_path / "evil.deb", [("./usr", "dir", None), ("./usr/../../x", "file", None)])
     with pytest.raises(UnsafeArchive, match="evil.deb"):
         check_archive(deb)
 

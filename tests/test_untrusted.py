@@ -87,8 +87,6 @@ def _lane(tmp_path: Path, file_name: str, payload: bytes, *, in_downloads: bool 
     """A workspace whose lock pins `payload` as the source of stage `evil`."""
     ws = wsmod.make(tmp_path / "ws")
     ws.env["ONLYDOCKER_STAGE_CACHE"] = str(tmp_path / "stage-cache")
-    import hashlib
-    sha = hashlib.sha256(payload).hexdigest()
     if in_downloads:
         downloads = ws.root / "downloads"
         downloads.mkdir()
@@ -98,20 +96,10 @@ def _lane(tmp_path: Path, file_name: str, payload: bytes, *, in_downloads: bool 
     else:
         (tmp_path / file_name).write_bytes(payload)
         url = f"file://{tmp_path / file_name}"
-    (ws.root / "test.lock").write_text(wsmod.builder_tables() + f"""
-[[source]]
-name = "evil"
-version = "1.0"
-file = "{file_name}"
-urls = ["{url}"]
-sha256 = "{sha}"
-size = {len(payload)}
-license = "MIT"
-""")
-    d = ws.root / "stages" / "evil"
-    d.mkdir(parents=True)
-    (d / "stage.toml").write_text('description = "evil"\nsources = ["evil"]\noutputs = ["x"]\n')
-    (d / "build.sh").write_text("set -eu\nls -R /build/src > /build/out/x\n")
+    (ws.root / "test.lock").write_text(wsmod.builder_tables() + wsmod.source_entry(
+        "evil", file_name, url, payload, version="1.0"))
+    wsmod.add_stage(ws.root, "evil", 'description = "evil"\nsources = ["evil"]\noutputs = ["x"]\n',
+                    "set -eu\nls -R /build/src > /build/out/x\n")
     ws.lane = wsmod.lane_name()
     return ws
 
@@ -215,10 +203,7 @@ def test_a_stage_cache_entry_with_a_member_that_climbs_out_is_rejected_and_rebui
 # --- inside the container ----------------------------------------------------------
 
 def _probe_stage(ws, name: str, toml_extra: str = "") -> None:
-    d = ws.root / "stages" / name
-    d.mkdir(parents=True)
-    (d / "stage.toml").write_text(f'description = "{name}"\noutputs = ["facts"]\n{toml_extra}')
-    (d / "build.sh").write_text("""set -eu
+    wsmod.add_stage(ws.root, name, f'description = "{name}"\noutputs = ["facts"]\n{toml_extra}', """set -eu
 {
   echo "uid $(id -u) gid $(id -g)"
   grep -E '^(CapEff|NoNewPrivs):' /proc/self/status

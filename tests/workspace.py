@@ -3,6 +3,7 @@ dodo.py and pyproject.toml, with either the real stages and locks (the
 end-to-end lane test) or a few tiny stages of a test's own."""
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -10,6 +11,8 @@ import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from onlydocker.report import RUN_RECORD, read_run_record
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -21,8 +24,14 @@ class Workspace:
     log: Path | None = None
 
     def doit(self, *args: str, check: bool = True, timeout: float = 3600) -> subprocess.CompletedProcess:
+        """Run doit; the result's `record` is the run record it wrote
+        (out/<lane>/last-run.json, report.py), or None when it wrote none."""
         cmd = [sys.executable, "-m", "doit", *args]
+        before = self._records()
         r = subprocess.run(cmd, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout)
+        written = [p for p, ident in self._records().items() if before.get(p) != ident]
+        assert len(written) <= 1, f"one doit run wrote several run records: {written}"
+        r.record = read_run_record(written[0]) if written else None
         if self.log:
             with open(self.log, "a") as f:
                 f.write(f"$ doit {' '.join(args)}\n{r.stdout}\n{r.stderr}\nexit {r.returncode}\n")
@@ -33,6 +42,14 @@ class Workspace:
 
     def out(self, lane: str) -> Path:
         return self.root / "out" / lane
+
+    def _records(self) -> dict[Path, tuple[int, int]]:
+        """Each lane's run record, by identity (a new record is a new file, renamed into place)."""
+        found = {}
+        for p in (self.root / "out").glob(f"*/{RUN_RECORD}"):
+            st = p.stat()
+            found[p] = (st.st_ino, st.st_mtime_ns)
+        return found
 
 
 def make(root: Path, *, copy_project: bool = False, cache: Path | None = None) -> Workspace:
@@ -63,13 +80,30 @@ def make(root: Path, *, copy_project: bool = False, cache: Path | None = None) -
 
 
 def events(result) -> dict[str, str]:
-    """stage -> "built" | "restored", from the engine's own log lines."""
-    out = {}
-    for line in (result.stdout + result.stderr).splitlines():
-        for word in ("built", "restored"):
-            if f": {word}" in line:
-                out[line.split(":")[0].strip().split()[-1]] = word
-    return out
+    """stage -> "built" | "restored": the stages a doit run built or
+    restored, from its run record (report.py)."""
+    assert result.record is not None, f"doit wrote no run record:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+    return {t["name"].rpartition(":")[2]: t["result"] for t in result.record["tasks"]
+            if "key" in t and t["result"] in ("built", "restored")}
+
+
+def add_stage(root: Path, name: str, toml: str, script: str) -> Path:
+    """stages/<name>/ in the tree at `root`, with its stage.toml and build.sh (replaced if there)."""
+    d = root / "stages" / name
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "stage.toml").write_text(toml)
+    (d / "build.sh").write_text(script)
+    return d
+
+
+def source_entry(name: str, file: str, url: str, body: bytes | None = None, *, version: str = "1",
+                 license: str = "MIT", group: str | None = None) -> str:
+    """A lock's [[source]] table; pinned to `body`'s sha256 and size when
+    `body` is given, else unpinned (with a comment saying so)."""
+    pin = (f'sha256 = "{hashlib.sha256(body).hexdigest()}"\nsize = {len(body)}\n' if body is not None
+           else "# no hash known yet: `doit lock` pins it\n")
+    return (f'\n[[source]]\nname = "{name}"\n' + (f'group = "{group}"\n' if group else "")
+            + f'version = "{version}"\nfile = "{file}"\nurls = ["{url}"]\n{pin}license = "{license}"\n')
 
 
 def builder_tables() -> str:
