@@ -40,7 +40,7 @@ KINDS = {"container", "python"}
 PRELUDE = Path(__file__).with_name("prelude.sh")
 # Shell helpers shipped to /build/engine/ in every container stage.
 PACKAGE = Path(__file__).parent
-HELPERS = {"check-kconfig": Path(__file__).with_name("check-kconfig.sh")}
+HELPERS = {"kconfig-fragment": Path(__file__).with_name("kconfig-fragment.sh")}
 
 
 def _imports_of(tree: ast.AST) -> Iterable[str]:
@@ -379,7 +379,7 @@ class Workspace:
             env = self._container_env(decl, Variation())
             del env["JOBS"]
             inputs["container"] = {"env": env, "user": "0:0" if decl.root else Variation().user,
-                                   "code": {m: sha256_file(PACKAGE / m) for m in ("engine.py", "tarball.py")}}
+                                   "code": {m: sha256_file(PACKAGE / m) for m in ("engine.py", "tarball.py", "lanedata.py")}}
         else:
             # A python stage's code is an input too: its function's module and
             # every module of ours that it imports, and the tar writer that
@@ -577,7 +577,7 @@ class Workspace:
         atomic.write_text(self._checked_marker(source), self._checker_verdict(source))
 
     def _build_container(self, decl: StageDecl, raw_tar: Path) -> None:
-        from . import engine
+        from . import engine, lanedata
         v = self.variation
         sources = self._verified_sources(decl)
         inputs: list[tuple[Path, str]] = [(PRELUDE, "/build/engine/prelude.sh")]
@@ -590,6 +590,7 @@ class Workspace:
             inputs.append((Path(tmp) / "sources.txt", "/build/engine/sources.txt"))
             for rel, path in decl.files(self.lane):
                 inputs.append((path, f"/build/stage/{rel}"))
+            inputs += lanedata.container_inputs(decl.lane_dir(self.lane), Path(tmp))   # lane.toml -> lane.env
             for s, path in sources:
                 inputs.append((path, f"/build/sources/{s.file}"))
                 for rel, p in self.patches(s):
