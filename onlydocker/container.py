@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 PRELUDE = Path(__file__).with_name("prelude.sh")
 # Shell helpers shipped to /build/engine/ in every container stage.
-HELPERS = {"check-kconfig": Path(__file__).with_name("check-kconfig.sh")}
+HELPERS = {"kconfig-fragment": Path(__file__).with_name("kconfig-fragment.sh")}
 
 
 def container_env(decl: StageDecl, lane: Lane, v: Variation) -> dict[str, str]:
@@ -57,7 +57,7 @@ class ContainerRunner:
 
     def build(self, decl: StageDecl, raw_tar: Path) -> None:
         """Run the stage's build.sh; its /build/out as a tar at `raw_tar`."""
-        from . import engine
+        from . import engine, lanedata
         from .unpack import kind_of
         v = self.variation
         sources = self.sources.verified(decl)
@@ -70,6 +70,7 @@ class ContainerRunner:
             inputs.append((Path(tmp) / "sources.txt", "/build/engine/sources.txt"))
             for rel, path in decl.files(self.lane.name):
                 inputs.append((path, f"/build/stage/{rel}"))
+            inputs += lanedata.container_inputs(decl.lane_dir(self.lane.name), Path(tmp))   # lane.toml -> lane.env
             for s, path in sources:
                 inputs.append((path, f"/build/sources/{s.file}"))
                 for rel, p in self.sources.patches(s):

@@ -66,7 +66,8 @@ if [ -n "${FAKETIME:-}" ]; then
         echo "prelude: no libfaketime in the builder image: clock not shifted"
     fi
 fi
-run="$preload sh /build/stage/build.sh"
+# bash: build.sh sources lane.env, whose lists are bash arrays.
+run="$preload bash /build/stage/build.sh"
 unpacked=$(date +%s)
 echo "prelude: running build.sh (stage $STAGE, lane $LANE, $JOBS jobs, uid $(id -u))"
 cd /build/work

@@ -5,7 +5,7 @@ built twice.
 A container stage's inputs: its declaration and files, its sources and
 patches, the needed stages' output digests, the builder image, the engine's
 version, and how the container is made (its environment and user as the
-canonical build makes them, the code of engine.py and tarball.py). A Python
+canonical build makes them, the code of engine.py, lanedata.py and tarball.py). A Python
 stage's: the same without the builder and the container, and with its code:
 its stage.py (one of its files) and every module of ours that stage.py
 imports, followed through the source (`if TYPE_CHECKING:` imports left out),
@@ -156,7 +156,7 @@ def key_inputs(decl: StageDecl, lane: Lane, sources: Sequence[Source], patches: 
         env = container_env(decl, lane, Variation())
         del env["JOBS"]
         inputs["container"] = {"env": env, "user": "0:0" if decl.root else Variation().user,
-                               "code": {m: sha256_file(PACKAGE / m) for m in ("engine.py", "tarball.py")}}
+                               "code": {m: sha256_file(PACKAGE / m) for m in ("engine.py", "tarball.py", "lanedata.py")}}
     else:
         # A python stage's code is an input too: its stage.py (in "files")
         # and every module of ours that it imports, and the tar writer that

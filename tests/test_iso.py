@@ -95,7 +95,7 @@ def test_without_source_date_epoch_it_refuses(tmp_path):
 
 
 def test_isolinux_cfg_boots_the_kernel_on_both_consoles_and_has_a_selftest_label():
-    lines = [line.strip() for line in (STAGE / "isolinux.cfg").read_text().splitlines()]
+    lines = [line.strip() for line in (STAGE / "files" / "isolinux.cfg").read_text().splitlines()]
     assert lines[:2] == ["# Serial first, so a test (or a headless server) reads the console on ttyS0.",
                          "serial 0 115200"]
     assert "default onlydocker" in lines and "label selftest" in lines

@@ -1,4 +1,4 @@
-"""The kernel stage's Docker check (stages/kernel/docker-check-config): the
+"""The kernel stage's Docker check (stages/kernel/files/docker-check-config): the
 modern lane's own contrib/check-config.sh, taken from its docker.io package
 as the stage takes it, run on configs made here. The built kernel's verdict
 is checked in test_modern_lane.py."""
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,8 @@ from onlydocker.fetch import Fetcher
 from tests.conftest import MODERN_LOCK, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
-CHECKER = ROOT / "stages/kernel/docker-check-config"
-WAIVERS = ROOT / "stages/kernel/lanes/bookworm/docker-check-config-waivers"
+CHECKER = ROOT / "stages/kernel/files/docker-check-config"
+LANE_TOML = ROOT / "stages/kernel/lanes/bookworm/lane.toml"
 RELEASE = "6.1.176"
 
 
@@ -34,6 +35,16 @@ def check_script(tmp_path_factory) -> Path:
                             check=True, capture_output=True).stdout
     out.write_bytes(script)
     return out
+
+
+@pytest.fixture
+def waivers(tmp_path) -> Path:
+    """The lane's waivers as the kernel's build.sh hands them to the checker:
+    one "OPTION why" a line, sorted, from lane.toml's docker_check_config_waivers."""
+    table = tomllib.loads(LANE_TOML.read_text())["docker_check_config_waivers"]
+    path = tmp_path / "waivers"
+    path.write_text("".join(f"{opt} {why}\n" for opt, why in sorted(table.items())))
+    return path
 
 
 def run(script: Path, cfg: Path, tmp_path: Path, waivers: Path | None = None, srcdir: Path | None = None):
@@ -84,21 +95,21 @@ def test_everything_set_passes_and_one_missing_is_named(check_script, tmp_path):
     assert r.returncode == 1 and named(r.stdout) == ["CONFIG_IPVLAN"], r.stdout[-2000:]
 
 
-def test_a_waiver_holds_only_for_a_symbol_the_kernel_does_not_define(check_script, tmp_path):
+def test_a_waiver_holds_only_for_a_symbol_the_kernel_does_not_define(check_script, tmp_path, waivers):
     opts = judged_options(check_script, tmp_path)
     cfg = tmp_path / "no-memcg-swap.config"
     cfg.write_text("".join(f"{o}=y\n" for o in opts if o != "CONFIG_MEMCG_SWAP"))
     src = tmp_path / "src"
     (src / "mm").mkdir(parents=True)
     (src / "mm" / "Kconfig").write_text("config SWAP\n\tbool \"swap\"\n")
-    r = run(check_script, cfg, tmp_path, WAIVERS, src)
+    r = run(check_script, cfg, tmp_path, waivers, src)
     assert r.returncode == 0, r.stdout[-2000:]
     assert re.search(r"CONFIG_MEMCG_SWAP waived: Linux 6\.1 removed it", r.stdout)
     assert "waived: CONFIG_MEMCG_SWAP" in (tmp_path / "report.txt").read_text()
     # A kernel that still has the option: the waiver does not hold.
     (src / "init").mkdir()
     (src / "init" / "Kconfig").write_text("config MEMCG_SWAP\n\tbool\n")
-    r = run(check_script, cfg, tmp_path, WAIVERS, src)
+    r = run(check_script, cfg, tmp_path, waivers, src)
     assert r.returncode == 1 and named(r.stdout) == ["CONFIG_MEMCG_SWAP"]
     assert "but this kernel's Kconfig defines it" in r.stdout
 

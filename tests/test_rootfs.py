@@ -245,7 +245,7 @@ def test_dropbear_and_vagrants_public_key(tmp_path, lane):
 
 
 def test_vagrants_key_in_the_stage_is_the_one_vagrant_ships():
-    ours = (STAGE_DIR.parent / "dropbear" / "vagrant-insecure.pub").read_text()
+    ours = (STAGE_DIR.parent / "dropbear" / "files" / "vagrant-insecure.pub").read_text()
     keys = [line for line in ours.splitlines() if line and not line.startswith("#")]
     assert len(keys) == 1 and keys[0].startswith("ssh-rsa AAAAB3NzaC1yc2EAAAABIwAAAQEA6NF8iallvQVp22WDkTkyrtvp9eWW6A8YV")
     shipped = list(Path("/usr/share/rubygems-integration/all/gems").glob("vagrant-*/keys/vagrant.pub"))

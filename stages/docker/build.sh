@@ -1,16 +1,19 @@
 # Docker as the lane ships it: .deb files are unpacked into a sysroot (the
 # rootfs stage takes the binaries and their library closure from it); tar
 # sources are copied into it at the place the lane's `layout` names (the
-# 2015 static binary: docker-1.5.0.tgz holds usr/local/bin/docker).
+# 2015 static binary: docker-1.5.0.tgz holds usr/local/bin/docker). Which
+# binaries the image takes is the rootfs-docker layer's list (layer.toml):
+# it fails naming one the sysroot lacks.
 set -eu
+. /build/stage/lane/lane.env
 sysroot=/build/out/sysroot
 mkdir -p "$sysroot"
 for deb in /build/sources/*.deb; do
     [ -e "$deb" ] || continue
     dpkg-deb -x "$deb" "$sysroot"
 done
-grep -v '^#' /build/stage/lane/layout | while read -r name dir; do
-    [ -n "$name" ] || continue
+for name in $(printf '%s\n' ${LAYOUT[@]+"${!LAYOUT[@]}"} | LC_ALL=C sort); do
+    dir=${LAYOUT[$name]}
     mkdir -p "$sysroot/$dir"
     cp -a "/build/src/$name/." "$sysroot/$dir/"
 done
@@ -32,9 +35,3 @@ else
     cp /etc/ssl/certs/ca-certificates.crt /build/out/etc/ssl/certs/ca-certificates.crt
 fi
 grep -c 'BEGIN CERTIFICATE' /build/out/etc/ssl/certs/ca-certificates.crt | sed 's/^/docker stage: certificates in the bundle: /'
-
-grep -v '^#' /build/stage/lane/binaries | while read -r bin; do
-    [ -n "$bin" ] || continue
-    [ -f "$sysroot/$bin" ] && [ -x "$sysroot/$bin" ] || {
-        echo "docker stage: $bin is not in the sysroot (lanes/$LANE/binaries)"; exit 1; }
-done

@@ -3,10 +3,10 @@
 # Which programs and configure options: the lane's data. Password logins stay
 # compiled in (`dropbear -s` only exists then): init runs it with -s.
 set -eu
+. /build/stage/lane/lane.env
 cd /build/src/dropbear
-./configure --prefix=/usr --enable-static $(grep -v '^#' /build/stage/lane/configure-options) >/dev/null
-programs=$(grep -v '^#' /build/stage/lane/programs | tr '\n' ' ')
-make -s -j"$JOBS" PROGRAMS="$programs" MULTI=1 STATIC=1
+./configure --prefix=/usr --enable-static ${CONFIGURE_OPTIONS[@]+"${CONFIGURE_OPTIONS[@]}"} >/dev/null
+make -s -j"$JOBS" PROGRAMS="${PROGRAMS[*]}" MULTI=1 STATIC=1
 mkdir -p /build/out/bin /build/out/share
 cp dropbearmulti /build/out/bin/dropbearmulti
 strip /build/out/bin/dropbearmulti
@@ -15,7 +15,7 @@ if readelf -l /build/out/bin/dropbearmulti | grep -q INTERP; then echo "dropbear
 # dropbear, dropbearkey, scp, dbclient to it), or from argv[1].
 # Run bare, it lists the programs it holds.
 listing=$(/build/out/bin/dropbearmulti 2>&1 || true)
-for p in $programs; do
+for p in "${PROGRAMS[@]}"; do
     echo "$listing" | grep -q "'$p'" || { echo "dropbearmulti has no $p: $listing"; exit 1; }
 done
-cp /build/stage/vagrant-insecure.pub /build/out/share/vagrant-insecure.pub
+cp /build/stage/files/vagrant-insecure.pub /build/out/share/vagrant-insecure.pub

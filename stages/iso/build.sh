@@ -17,7 +17,7 @@ cp "$build/deps/kernel/bzImage" "$iso/boot/vmlinuz"
 cp "$build/deps/initrd/initrd.img" "$iso/boot/initrd"
 cp /usr/lib/ISOLINUX/isolinux.bin "$iso/boot/isolinux/"
 cp /usr/lib/syslinux/modules/bios/ldlinux.c32 "$iso/boot/isolinux/"
-cp "$build/stage/isolinux.cfg" "$iso/boot/isolinux/"
+cp "$build/stage/files/isolinux.cfg" "$iso/boot/isolinux/"
 TZ=UTC LC_ALL=C xorriso -preparer_id ONLYDOCKER \
     -volume_date c "=$epoch" -volume_date m "=$epoch" -volume_date uuid "$uuid" \
     -volume_date all_file_dates "=$epoch" \

@@ -1,33 +1,35 @@
 # The kernel: tinyconfig, the lane's fragment merged, olddefconfig, then a
 # check that every option the fragment asks for survived (Kconfig drops an
-# option silently when a dependency is missing), and Docker's own
-# check-config on top. Built in-tree at the fixed path /build/src/linux
-# (3.18 has no -ffile-prefix-map); never `make clean`: Debian's repacked
-# orig tarball breaks mrproper.
+# option silently when a dependency is missing): the engine's kconfig-fragment,
+# as for BusyBox. Docker's own check-config on top. Built in-tree at the
+# fixed path /build/src/linux (3.18 has no -ffile-prefix-map); never `make
+# clean`: Debian's repacked orig tarball breaks mrproper.
 set -eu
 cd /build/src/linux
-fragment=/build/stage/lane/config
+. /build/stage/lane/lane.env
 
 make -s tinyconfig
-scripts/kconfig/merge_config.sh -m .config "$fragment" >/dev/null
-make -s olddefconfig
+sh /build/engine/kconfig-fragment /build/stage/lane/config make -s olddefconfig
 
-sh /build/engine/check-kconfig "$fragment" .config
 # Docker's own check, before minutes of compiling. The lane's Docker package
 # (the docker.io source group) ships contrib/check-config.sh: it is run on
 # this .config. A lane whose Docker brings no script (2015: a static binary)
-# checks its docker-required-options list, Docker 1.5.0's, instead.
+# checks its docker_required_options list (lane.toml), Docker 1.5.0's, instead.
 report=/build/out/docker-check-config.txt
 set -- /build/sources/docker.io_*.deb
 if [ -e "$1" ]; then
     [ "$#" = 1 ] || { echo "kernel stage: more than one docker.io package among the sources: $*"; exit 1; }
     dpkg-deb --fsys-tarfile "$1" | tar -xO ./usr/share/docker.io/contrib/check-config.sh > /build/work/check-config.sh
-    sh /build/stage/docker-check-config /build/work/check-config.sh .config "$(make -s kernelrelease)" "$report" \
-        /build/stage/lane/docker-check-config-waivers .
+    # The lane's waivers, one "OPTION why" a line, as the checker reads them.
+    for opt in ${DOCKER_CHECK_CONFIG_WAIVERS[@]+"${!DOCKER_CHECK_CONFIG_WAIVERS[@]}"}; do
+        printf '%s %s\n' "$opt" "${DOCKER_CHECK_CONFIG_WAIVERS[$opt]}"
+    done | LC_ALL=C sort > /build/work/docker-check-config-waivers
+    sh /build/stage/files/docker-check-config /build/work/check-config.sh .config "$(make -s kernelrelease)" "$report" \
+        /build/work/docker-check-config-waivers .
 else
     missing=0
     : > "$report"
-    for opt in $(grep -v '^#' /build/stage/lane/docker-required-options); do
+    for opt in ${DOCKER_REQUIRED_OPTIONS[@]+"${DOCKER_REQUIRED_OPTIONS[@]}"}; do
         if grep -Eq "^CONFIG_$opt=(y|m)$" .config; then
             echo "- CONFIG_$opt: enabled" >> "$report"
         else

@@ -1,10 +1,10 @@
-# Which modprobe the lane uses is data: lanes/<lane>/provider is "kmod"
+# Which modprobe the lane uses is data: lane.toml's provider is "kmod"
 # (a static kmod built here) or "busybox" (BusyBox's applets, as in 2015).
 set -eu
-provider=$(cat /build/stage/lane/provider)
+. /build/stage/lane/lane.env
 mkdir -p /build/out/bin
-echo "$provider" > /build/out/bin/modprobe-provider
-[ "$provider" = kmod ] || exit 0
+echo "$PROVIDER" > /build/out/bin/modprobe-provider
+[ "$PROVIDER" = kmod ] || exit 0
 
 cd /build/src/kmod
 # Debian's orig is a git snapshot: no configure yet.
