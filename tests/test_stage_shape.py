@@ -116,7 +116,6 @@ def test_order_unknown_needs_and_cycles(tmp_path):
     assert " -> ".join(chain[:3] * 2).find(" -> ".join(["d", "e", "f"])) >= 0
 
 
-@pytest.mark.xfail(strict=False, reason="passes once h-lane merges (the container stages' folders take the one shape)")
 def test_the_repositorys_own_stages_have_the_one_shape():
     stages = load_stages(REPO / "stages")
     assert {d.name for d in stages.values() if d.kconfig} == {"kernel", "busybox"}
