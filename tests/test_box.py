@@ -83,6 +83,8 @@ def test_ovf_is_well_formed_and_fixed():
     # The generic section: two IDE controllers and one SATA, the CD-ROM on IDE, the disk on SATA.
     kinds = [i.findtext("rasd:ResourceType", namespaces=NS) for i in root.iter(f"{{{NS['ovf']}}}Item")]
     assert kinds.count("5") == 2 and kinds.count("20") == 1 and "15" in kinds and "17" in kinds
+    with pytest.raises(ValueError, match="disk file name"):
+        box.box_ovf("o/o", ['x".vmdk'], EPOCH)
 
 
 
