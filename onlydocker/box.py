@@ -8,9 +8,7 @@ written at publishing time, from the configured base URL."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import struct
 import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -246,67 +244,6 @@ def write_box(files: dict[str, Path], out: BinaryIO, mtime: int) -> None:
         if "/" in name or name in ("", ".", ".."):
             raise ValueError(f"box member {name!r}: a plain file name")
     write_entries([(name, "file", 0o644, Path(path)) for name, path in files.items()], out, mtime)
-
-
-# --- the data disk -----------------------------------------------------------
-
-DISK_NAME = "data-disk.vmdk"
-FIXED_CID = "0d0c4e72"
-
-
-def vmdk_commands(size_gb: int = DATA_DISK_GB, out: str = DISK_NAME) -> list[list[str]]:
-    """qemu-img commands (for the builder container) making the empty,
-    sparse data disk as a streamOptimized VMDK; then fix_vmdk_cid(out).
-    The extent line of the descriptor holds the file's base name: keep `out`'s
-    name fixed."""
-    return [["qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=streamOptimized", out, f"{int(size_gb)}G"]]
-
-
-def _descriptor_region(f: BinaryIO, path) -> tuple[int, int]:
-    header = f.read(512)
-    if len(header) < 64 or header[:4] != b"KDMV":
-        raise BuildError(f"{path}: not a sparse VMDK (magic {header[:4]!r}, expected b'KDMV')")
-    # SparseExtentHeader: magic, version, flags, capacity, grainSize,
-    # descriptorOffset, descriptorSize (sectors).
-    _version, _flags, _capacity, _grain, offset, size = struct.unpack_from("<IIQQQQ", header, 4)
-    if offset == 0 or size == 0:
-        raise BuildError(f"{path}: VMDK without an embedded descriptor")
-    return offset * 512, size * 512
-
-
-def fix_vmdk_cid(path: Path, cid: str = FIXED_CID) -> None:
-    """Overwrite the random `CID=` of the VMDK's embedded descriptor with a
-    constant. qemu-img writes it unpadded (1 to 8 hex digits), so the text
-    is rewritten and re-padded with NULs inside its fixed-size region:
-    nothing else in the file moves."""
-    if not re.fullmatch(r"[0-9a-f]{1,8}", cid):
-        raise ValueError(f"CID {cid!r}: 1 to 8 lower-case hex digits")
-    with open(path, "r+b") as f:
-        offset, size = _descriptor_region(f, path)
-        f.seek(offset)
-        region = f.read(size)
-        text, nul, _ = region.partition(b"\0")
-        new, n = re.subn(rb"(?m)^CID=[0-9a-fA-F]{1,8}$", b"CID=" + cid.encode(), text)
-        if n != 1:
-            raise BuildError(f"{path}: expected one CID= line in the VMDK descriptor, found {n}")
-        if len(new) > size:
-            raise BuildError(f"{path}: the descriptor outgrows its {size}-byte region")
-        f.seek(offset)
-        f.write(new + b"\0" * (size - len(new)))
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def vmdk_cid(path: Path) -> str:
-    """The CID of a VMDK's embedded descriptor."""
-    with open(path, "rb") as f:
-        offset, size = _descriptor_region(f, path)
-        f.seek(offset)
-        text = f.read(size).partition(b"\0")[0]
-    m = re.search(rb"(?m)^CID=([0-9a-fA-F]+)$", text)
-    if not m:
-        raise BuildError(f"{path}: no CID= line in the VMDK descriptor")
-    return m.group(1).decode()
 
 
 def catalog_json(name: str, version: str, providers: list[tuple[str, str, str]]) -> str:
