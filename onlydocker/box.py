@@ -2,19 +2,17 @@
 metadata.json, a Vagrantfile, box.ovf and the disk, with the ISO inside and
 attached as a DVD by the box's Vagrantfile. libvirt: metadata.json, a
 Vagrantfile and box.img, the qcow2 disk it boots from (stages/libvirt). Both
-carry the guest plugin (stages/box/onlydocker_guest.rb). Every id, MAC and
+carry the guest plugin (stages/box/files/onlydocker_guest.rb). Every id, MAC and
 date is fixed, so the bytes are reproducible; the catalog that names both is
 written at publishing time, from the configured base URL."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import struct
 import uuid
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import BinaryIO
-from xml.sax.saxutils import escape, quoteattr
 
 from .canon import rfc3339
 from .errors import BuildError
@@ -107,6 +105,55 @@ def _vm_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "onlydocker"
 
 
+# box.ovf's namespaces, declared as VirtualBox's exports declare them: the
+# envelope's namespace is also the default one (the vbox:Machine's own
+# elements are unprefixed) and xsi is declared unused. Names are written with
+# these prefixes as plain names, not as ElementTree's {uri}name, which would
+# choose its own prefixes and declare them in another order.
+OVF_NAMESPACES = {
+    "xmlns": "http://schemas.dmtf.org/ovf/envelope/1",
+    "xmlns:ovf": "http://schemas.dmtf.org/ovf/envelope/1",
+    "xmlns:rasd": "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData",
+    "xmlns:vssd": "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData",
+    "xmlns:xsi": "http://www.w3.org/2001/XMLSchema-instance",
+    "xmlns:vbox": "http://www.virtualbox.org/ovf/machine",
+}
+VMDK_FORMAT = "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"
+OS_TYPE = "Linux26_64"
+
+
+def _items(cpus: int, memory_mb: int, disks: int) -> list[dict[str, object]]:
+    """The generic hardware section's Items (rasd fields): CPUs, memory, two
+    IDE controllers and a SATA one, the NAT adapter, the CD-ROM on IDE
+    (InstanceID 3) and the disks on SATA (InstanceID 5)."""
+    def item(caption, **fields):
+        return {"Caption": caption, "ElementName": caption, **fields}
+    return [
+        item(f"{cpus} virtual CPU", Description="Number of virtual CPUs", InstanceID=1, ResourceType=3,
+             VirtualQuantity=cpus),
+        item(f"{memory_mb} MB of memory", AllocationUnits="MegaBytes", Description="Memory Size", InstanceID=2,
+             ResourceType=4, VirtualQuantity=memory_mb),
+        item("ideController0", Address=0, Description="IDE Controller", InstanceID=3, ResourceSubType="PIIX4",
+             ResourceType=5),
+        item("ideController1", Address=1, Description="IDE Controller", InstanceID=4, ResourceSubType="PIIX4",
+             ResourceType=5),
+        item("sataController0", Address=0, Description="SATA Controller", InstanceID=5, ResourceSubType="AHCI",
+             ResourceType=20),
+        item("Ethernet adapter on 'NAT'", AutomaticAllocation="true", Connection="NAT", InstanceID=6,
+             ResourceSubType="E1000", ResourceType=10),
+        item("cdrom1", AddressOnParent=0, AutomaticAllocation="true", Description="CD-ROM Drive", InstanceID=7,
+             Parent=3, ResourceType=15),
+    ] + [item(f"disk{i + 1}", AddressOnParent=i, Description="Disk Image", HostResource=f"/disk/vmdisk{i + 1}",
+              InstanceID=10 + i, Parent=5, ResourceType=17) for i in range(disks)]
+
+
+def _sub(parent: ET.Element, tag: str, attrs: dict[str, object] | None = None, text: object = None) -> ET.Element:
+    e = ET.SubElement(parent, tag, {k: str(v) for k, v in (attrs or {}).items()})
+    if text is not None:
+        e.text = str(text)
+    return e
+
+
 def box_ovf(name: str, disk_files: list[str], epoch: int, memory_mb: int = 1024, cpus: int = 1,
             disk_gb: int = DATA_DISK_GB) -> str:
     """The box's OVF 1.0 descriptor, as VirtualBox exports one: the generic
@@ -116,173 +163,78 @@ def box_ovf(name: str, disk_files: list[str], epoch: int, memory_mb: int = 1024,
     with the disks, the first being the data disk that init mounts. Ids,
     MAC and date are constants or derived from `name`, `disk_files` and
     `epoch`."""
+    for f in disk_files:
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", f):
+            raise ValueError(f"disk file name {f!r}: letters, digits, . _ - only")
     vm = _vm_name(name)
-    a = quoteattr
-    capacity = disk_gb * 1024 ** 3
-    refs, disks, items, attached, media = [], [], [], [], []
-    for i, f in enumerate(disk_files):
-        n = i + 1
-        disk_uuid = fixed_uuid(f"{name}/{f}")
-        refs.append(f'    <File ovf:id="file{n}" ovf:href={a(f)}/>')
-        disks.append(f'    <Disk ovf:capacity="{capacity}" ovf:diskId="vmdisk{n}" ovf:fileRef="file{n}" '
-                     f'ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized" '
-                     f'vbox:uuid="{disk_uuid}"/>')
-        items.append(f"""      <Item>
-        <rasd:AddressOnParent>{i}</rasd:AddressOnParent>
-        <rasd:Caption>disk{n}</rasd:Caption>
-        <rasd:Description>Disk Image</rasd:Description>
-        <rasd:ElementName>disk{n}</rasd:ElementName>
-        <rasd:HostResource>/disk/vmdisk{n}</rasd:HostResource>
-        <rasd:InstanceID>{10 + i}</rasd:InstanceID>
-        <rasd:Parent>5</rasd:Parent>
-        <rasd:ResourceType>17</rasd:ResourceType>
-      </Item>""")
-        attached.append(f"""          <AttachedDevice type="HardDisk" hotpluggable="false" port="{i}" device="0">
-            <Image uuid="{{{disk_uuid}}}"/>
-          </AttachedDevice>""")
-        media.append(f'          <HardDisk uuid="{{{disk_uuid}}}" location={a(f)} format="VMDK" type="Normal"/>')
-    nl = "\n"
-    return f"""<?xml version="1.0"?>
-<Envelope ovf:version="1.0" xml:lang="en-US" xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:vbox="http://www.virtualbox.org/ovf/machine">
-  <References>
-{nl.join(refs)}
-  </References>
-  <DiskSection>
-    <Info>List of the virtual disks used in the package</Info>
-{nl.join(disks)}
-  </DiskSection>
-  <NetworkSection>
-    <Info>Logical networks used in the package</Info>
-    <Network ovf:name="NAT">
-      <Description>Logical network used by this appliance.</Description>
-    </Network>
-  </NetworkSection>
-  <VirtualSystem ovf:id={a(vm)}>
-    <Info>A virtual machine</Info>
-    <OperatingSystemSection ovf:id="101">
-      <Info>The kind of installed guest operating system</Info>
-      <Description>Linux26_64</Description>
-      <vbox:OSType ovf:required="false">Linux26_64</vbox:OSType>
-    </OperatingSystemSection>
-    <VirtualHardwareSection>
-      <Info>Virtual hardware requirements for a virtual machine</Info>
-      <System>
-        <vssd:ElementName>Virtual Hardware Family</vssd:ElementName>
-        <vssd:InstanceID>0</vssd:InstanceID>
-        <vssd:VirtualSystemIdentifier>{escape(vm)}</vssd:VirtualSystemIdentifier>
-        <vssd:VirtualSystemType>virtualbox-2.2</vssd:VirtualSystemType>
-      </System>
-      <Item>
-        <rasd:Caption>{cpus} virtual CPU</rasd:Caption>
-        <rasd:Description>Number of virtual CPUs</rasd:Description>
-        <rasd:ElementName>{cpus} virtual CPU</rasd:ElementName>
-        <rasd:InstanceID>1</rasd:InstanceID>
-        <rasd:ResourceType>3</rasd:ResourceType>
-        <rasd:VirtualQuantity>{cpus}</rasd:VirtualQuantity>
-      </Item>
-      <Item>
-        <rasd:AllocationUnits>MegaBytes</rasd:AllocationUnits>
-        <rasd:Caption>{memory_mb} MB of memory</rasd:Caption>
-        <rasd:Description>Memory Size</rasd:Description>
-        <rasd:ElementName>{memory_mb} MB of memory</rasd:ElementName>
-        <rasd:InstanceID>2</rasd:InstanceID>
-        <rasd:ResourceType>4</rasd:ResourceType>
-        <rasd:VirtualQuantity>{memory_mb}</rasd:VirtualQuantity>
-      </Item>
-      <Item>
-        <rasd:Address>0</rasd:Address>
-        <rasd:Caption>ideController0</rasd:Caption>
-        <rasd:Description>IDE Controller</rasd:Description>
-        <rasd:ElementName>ideController0</rasd:ElementName>
-        <rasd:InstanceID>3</rasd:InstanceID>
-        <rasd:ResourceSubType>PIIX4</rasd:ResourceSubType>
-        <rasd:ResourceType>5</rasd:ResourceType>
-      </Item>
-      <Item>
-        <rasd:Address>1</rasd:Address>
-        <rasd:Caption>ideController1</rasd:Caption>
-        <rasd:Description>IDE Controller</rasd:Description>
-        <rasd:ElementName>ideController1</rasd:ElementName>
-        <rasd:InstanceID>4</rasd:InstanceID>
-        <rasd:ResourceSubType>PIIX4</rasd:ResourceSubType>
-        <rasd:ResourceType>5</rasd:ResourceType>
-      </Item>
-      <Item>
-        <rasd:Address>0</rasd:Address>
-        <rasd:Caption>sataController0</rasd:Caption>
-        <rasd:Description>SATA Controller</rasd:Description>
-        <rasd:ElementName>sataController0</rasd:ElementName>
-        <rasd:InstanceID>5</rasd:InstanceID>
-        <rasd:ResourceSubType>AHCI</rasd:ResourceSubType>
-        <rasd:ResourceType>20</rasd:ResourceType>
-      </Item>
-      <Item>
-        <rasd:AutomaticAllocation>true</rasd:AutomaticAllocation>
-        <rasd:Caption>Ethernet adapter on 'NAT'</rasd:Caption>
-        <rasd:Connection>NAT</rasd:Connection>
-        <rasd:ElementName>Ethernet adapter on 'NAT'</rasd:ElementName>
-        <rasd:InstanceID>6</rasd:InstanceID>
-        <rasd:ResourceSubType>E1000</rasd:ResourceSubType>
-        <rasd:ResourceType>10</rasd:ResourceType>
-      </Item>
-      <Item>
-        <rasd:AddressOnParent>0</rasd:AddressOnParent>
-        <rasd:AutomaticAllocation>true</rasd:AutomaticAllocation>
-        <rasd:Caption>cdrom1</rasd:Caption>
-        <rasd:Description>CD-ROM Drive</rasd:Description>
-        <rasd:ElementName>cdrom1</rasd:ElementName>
-        <rasd:InstanceID>7</rasd:InstanceID>
-        <rasd:Parent>3</rasd:Parent>
-        <rasd:ResourceType>15</rasd:ResourceType>
-      </Item>
-{nl.join(items)}
-    </VirtualHardwareSection>
-    <vbox:Machine ovf:required="false" version="1.16-linux" uuid="{{{fixed_uuid(name)}}}" name={a(vm)} OSType="Linux26_64" snapshotFolder="Snapshots" lastStateChange="{_date(epoch)}">
-      <ovf:Info>Complete VirtualBox machine configuration in VirtualBox format</ovf:Info>
-      <MediaRegistry>
-        <HardDisks>
-{nl.join(media)}
-        </HardDisks>
-      </MediaRegistry>
-      <Hardware>
-        <CPU count="{cpus}">
-          <PAE enabled="true"/>
-          <LongMode enabled="true"/>
-          <HardwareVirtExLargePages enabled="false"/>
-        </CPU>
-        <Memory RAMSize="{memory_mb}"/>
-        <Boot>
-          <Order position="1" device="DVD"/>
-          <Order position="2" device="HardDisk"/>
-          <Order position="3" device="None"/>
-          <Order position="4" device="None"/>
-        </Boot>
-        <BIOS>
-          <IOAPIC enabled="true"/>
-        </BIOS>
-        <Network>
-          <Adapter slot="0" enabled="true" MACAddress="{MAC}" type="82540EM">
-            <NAT/>
-          </Adapter>
-        </Network>
-        <RTC localOrUTC="UTC"/>
-      </Hardware>
-      <StorageControllers>
-        <StorageController name="IDE Controller" type="PIIX4" PortCount="2" useHostIOCache="true" Bootable="true">
-          <AttachedDevice passthrough="false" type="DVD" hotpluggable="false" port="0" device="0"/>
-        </StorageController>
-        <StorageController name="SATA Controller" type="AHCI" PortCount="{max(1, len(disk_files))}" useHostIOCache="false" Bootable="true">
-{nl.join(attached)}
-        </StorageController>
-      </StorageControllers>
-    </vbox:Machine>
-  </VirtualSystem>
-</Envelope>
-"""
+    disks = [(n, f, fixed_uuid(f"{name}/{f}")) for n, f in enumerate(disk_files, 1)]
+    envelope = ET.Element("Envelope", {"ovf:version": "1.0", "xml:lang": "en-US", **OVF_NAMESPACES})
+    refs = _sub(envelope, "References")
+    section = _sub(envelope, "DiskSection")
+    _sub(section, "Info", text="List of the virtual disks used in the package")
+    for n, f, disk_uuid in disks:
+        _sub(refs, "File", {"ovf:id": f"file{n}", "ovf:href": f})
+        _sub(section, "Disk", {"ovf:capacity": disk_gb * 1024 ** 3, "ovf:diskId": f"vmdisk{n}",
+                               "ovf:fileRef": f"file{n}", "ovf:format": VMDK_FORMAT, "vbox:uuid": disk_uuid})
+    networks = _sub(envelope, "NetworkSection")
+    _sub(networks, "Info", text="Logical networks used in the package")
+    _sub(_sub(networks, "Network", {"ovf:name": "NAT"}), "Description", text="Logical network used by this appliance.")
 
+    system = _sub(envelope, "VirtualSystem", {"ovf:id": vm})
+    _sub(system, "Info", text="A virtual machine")
+    guest = _sub(system, "OperatingSystemSection", {"ovf:id": 101})
+    _sub(guest, "Info", text="The kind of installed guest operating system")
+    _sub(guest, "Description", text=OS_TYPE)
+    _sub(guest, "vbox:OSType", {"ovf:required": "false"}, OS_TYPE)
+    hardware = _sub(system, "VirtualHardwareSection")
+    _sub(hardware, "Info", text="Virtual hardware requirements for a virtual machine")
+    family = _sub(hardware, "System")
+    for field, value in (("ElementName", "Virtual Hardware Family"), ("InstanceID", 0),
+                         ("VirtualSystemIdentifier", vm), ("VirtualSystemType", "virtualbox-2.2")):
+        _sub(family, f"vssd:{field}", text=value)
+    for fields in _items(cpus, memory_mb, len(disks)):
+        item = _sub(hardware, "Item")
+        for field in sorted(fields):            # the CIM schema's order: alphabetical
+            _sub(item, f"rasd:{field}", text=fields[field])
 
-def _date(epoch: int) -> str:
-    return rfc3339(epoch)
+    machine = _sub(system, "vbox:Machine", {
+        "ovf:required": "false", "version": "1.16-linux", "uuid": f"{{{fixed_uuid(name)}}}", "name": vm,
+        "OSType": OS_TYPE, "snapshotFolder": "Snapshots", "lastStateChange": rfc3339(epoch)})
+    _sub(machine, "ovf:Info", text="Complete VirtualBox machine configuration in VirtualBox format")
+    media = _sub(_sub(machine, "MediaRegistry"), "HardDisks")
+    for _, f, disk_uuid in disks:
+        _sub(media, "HardDisk", {"uuid": f"{{{disk_uuid}}}", "location": f, "format": "VMDK", "type": "Normal"})
+    vbox_hw = _sub(machine, "Hardware")
+    cpu = _sub(vbox_hw, "CPU", {"count": cpus})
+    for feature, enabled in (("PAE", "true"), ("LongMode", "true"), ("HardwareVirtExLargePages", "false")):
+        _sub(cpu, feature, {"enabled": enabled})
+    _sub(vbox_hw, "Memory", {"RAMSize": memory_mb})
+    boot = _sub(vbox_hw, "Boot")
+    for position, device in enumerate(("DVD", "HardDisk", "None", "None"), 1):
+        _sub(boot, "Order", {"position": position, "device": device})
+    _sub(_sub(vbox_hw, "BIOS"), "IOAPIC", {"enabled": "true"})
+    adapter = _sub(_sub(vbox_hw, "Network"), "Adapter",
+                   {"slot": 0, "enabled": "true", "MACAddress": MAC, "type": "82540EM"})
+    _sub(adapter, "NAT")
+    _sub(vbox_hw, "RTC", {"localOrUTC": "UTC"})
+    controllers = _sub(machine, "StorageControllers")
+    ide = _sub(controllers, "StorageController", {"name": "IDE Controller", "type": "PIIX4", "PortCount": 2,
+                                                  "useHostIOCache": "true", "Bootable": "true"})
+    _sub(ide, "AttachedDevice", {"passthrough": "false", "type": "DVD", "hotpluggable": "false", "port": 0,
+                                 "device": 0})
+    sata = _sub(controllers, "StorageController", {"name": "SATA Controller", "type": "AHCI",
+                                                   "PortCount": max(1, len(disks)), "useHostIOCache": "false",
+                                                   "Bootable": "true"})
+    for n, _, disk_uuid in disks:
+        attached = _sub(sata, "AttachedDevice", {"type": "HardDisk", "hotpluggable": "false", "port": n - 1,
+                                                 "device": 0})
+        _sub(attached, "Image", {"uuid": f"{{{disk_uuid}}}"})
+
+    ET.indent(envelope, space="  ")
+    # ElementTree closes an empty element with " />", VirtualBox's exports
+    # (and the bytes we ship) with "/>"; it escapes ">" in every text and
+    # attribute, so " />" stands nowhere else.
+    return '<?xml version="1.0"?>\n' + ET.tostring(envelope, encoding="unicode").replace(" />", "/>") + "\n"
 
 
 def write_box(files: dict[str, Path], out: BinaryIO, mtime: int) -> None:
@@ -292,67 +244,6 @@ def write_box(files: dict[str, Path], out: BinaryIO, mtime: int) -> None:
         if "/" in name or name in ("", ".", ".."):
             raise ValueError(f"box member {name!r}: a plain file name")
     write_entries([(name, "file", 0o644, Path(path)) for name, path in files.items()], out, mtime)
-
-
-# --- the data disk -----------------------------------------------------------
-
-DISK_NAME = "data-disk.vmdk"
-FIXED_CID = "0d0c4e72"
-
-
-def vmdk_commands(size_gb: int = DATA_DISK_GB, out: str = DISK_NAME) -> list[list[str]]:
-    """qemu-img commands (for the builder container) making the empty,
-    sparse data disk as a streamOptimized VMDK; then fix_vmdk_cid(out).
-    The extent line of the descriptor holds the file's base name: keep `out`'s
-    name fixed."""
-    return [["qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=streamOptimized", out, f"{int(size_gb)}G"]]
-
-
-def _descriptor_region(f: BinaryIO, path) -> tuple[int, int]:
-    header = f.read(512)
-    if len(header) < 64 or header[:4] != b"KDMV":
-        raise BuildError(f"{path}: not a sparse VMDK (magic {header[:4]!r}, expected b'KDMV')")
-    # SparseExtentHeader: magic, version, flags, capacity, grainSize,
-    # descriptorOffset, descriptorSize (sectors).
-    _version, _flags, _capacity, _grain, offset, size = struct.unpack_from("<IIQQQQ", header, 4)
-    if offset == 0 or size == 0:
-        raise BuildError(f"{path}: VMDK without an embedded descriptor")
-    return offset * 512, size * 512
-
-
-def fix_vmdk_cid(path: Path, cid: str = FIXED_CID) -> None:
-    """Overwrite the random `CID=` of the VMDK's embedded descriptor with a
-    constant. qemu-img writes it unpadded (1 to 8 hex digits), so the text
-    is rewritten and re-padded with NULs inside its fixed-size region:
-    nothing else in the file moves."""
-    if not re.fullmatch(r"[0-9a-f]{1,8}", cid):
-        raise ValueError(f"CID {cid!r}: 1 to 8 lower-case hex digits")
-    with open(path, "r+b") as f:
-        offset, size = _descriptor_region(f, path)
-        f.seek(offset)
-        region = f.read(size)
-        text, nul, _ = region.partition(b"\0")
-        new, n = re.subn(rb"(?m)^CID=[0-9a-fA-F]{1,8}$", b"CID=" + cid.encode(), text)
-        if n != 1:
-            raise BuildError(f"{path}: expected one CID= line in the VMDK descriptor, found {n}")
-        if len(new) > size:
-            raise BuildError(f"{path}: the descriptor outgrows its {size}-byte region")
-        f.seek(offset)
-        f.write(new + b"\0" * (size - len(new)))
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def vmdk_cid(path: Path) -> str:
-    """The CID of a VMDK's embedded descriptor."""
-    with open(path, "rb") as f:
-        offset, size = _descriptor_region(f, path)
-        f.seek(offset)
-        text = f.read(size).partition(b"\0")[0]
-    m = re.search(rb"(?m)^CID=([0-9a-fA-F]+)$", text)
-    if not m:
-        raise BuildError(f"{path}: no CID= line in the VMDK descriptor")
-    return m.group(1).decode()
 
 
 def catalog_json(name: str, version: str, providers: list[tuple[str, str, str]]) -> str:

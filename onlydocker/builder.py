@@ -340,10 +340,8 @@ def _import(client, entry: Path, sha: str, tag: str) -> None:
     are the bytes imported even if the entry is replaced meanwhile."""
     try:
         with open(entry, "rb") as f:
-            h = hashlib.sha256()
             with zstandard.ZstdDecompressor().stream_reader(f, closefd=False) as reader:
-                while b := reader.read(1 << 20):
-                    h.update(b)
+                h = hashlib.file_digest(reader, "sha256")
             if h.hexdigest() != sha:
                 raise BuildError(f"builder cache entry {entry}: its tar has sha256 {h.hexdigest()}, not {sha} as "
                                  f"its name says; delete it and run again to rebuild")

@@ -169,12 +169,10 @@ def image_files(ws, stages) -> tuple[sbom.ImageFile, ...]:
                 files[rel] = (root, f)
     out = []
     for rel, (root, f) in sorted(files.items()):
-        sha1 = hashlib.sha1()
         with open(root / rel, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                sha1.update(chunk)
+            sha1 = hashlib.file_digest(fh, "sha1").hexdigest()
         origins, stage = by_hash.get(f["sha256"], ((), None))
-        out.append(sbom.ImageFile(path=rel, sha256=f["sha256"], sha1=sha1.hexdigest(), origins=origins,
+        out.append(sbom.ImageFile(path=rel, sha256=f["sha256"], sha1=sha1, origins=origins,
                                   stage=stage))
     return tuple(out)
 

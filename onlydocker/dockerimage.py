@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .canon import compact_json, rfc3339
+from .hashing import sha256_file
 from .tarball import write_entries, write_tree
 
 ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
@@ -31,11 +32,7 @@ def write_image_archive(rootfs: Path, out: BinaryIO, *, tags: list[str], mtime: 
         layer = Path(tmp) / "layer.tar"
         with open(layer, "wb") as f:
             write_tree(rootfs, f, mtime=mtime)
-        h = hashlib.sha256()
-        with open(layer, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-        diff_id = "sha256:" + h.hexdigest()
+        diff_id = "sha256:" + sha256_file(layer)
         run_config = {"Env": ENV, "Cmd": ["/bin/sh"], **(config or {})}
         image_config = {
             "architecture": "amd64", "os": "linux", "created": created, "config": run_config,

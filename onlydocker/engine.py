@@ -7,7 +7,6 @@ Every container runs with no network.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import posixpath
@@ -21,8 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
+import docker.context.config
 import docker.errors
 import docker.tls
+from docker.context import ContextAPI
+from docker.utils.config import find_config_file
 
 from .errors import BuildError, EngineError
 
@@ -38,47 +40,35 @@ class Endpoint:
     tls: docker.tls.TLSConfig | None = None
 
 
-def _docker_config_dir() -> Path:
-    return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
-
-
 def endpoint() -> Endpoint:
     """The engine the usual settings name, in the Docker CLI's order:
     DOCKER_HOST (with DOCKER_TLS_VERIFY / DOCKER_CERT_PATH), then the context
-    named by DOCKER_CONTEXT, then `currentContext` in config.json, then the
-    local socket."""
+    named by DOCKER_CONTEXT, then the current context (`docker context use`),
+    then the local socket. Contexts are read with the Docker SDK's ContextAPI
+    (it reads config.json's currentContext, not DOCKER_CONTEXT)."""
     if os.environ.get("DOCKER_HOST"):
         return Endpoint(None, f"DOCKER_HOST={os.environ['DOCKER_HOST']}")
-    cfg_dir = _docker_config_dir()
     name = os.environ.get("DOCKER_CONTEXT")
     source = "DOCKER_CONTEXT"
     if not name:
-        source = f"currentContext in {cfg_dir / 'config.json'}"
-        try:
-            name = json.loads((cfg_dir / "config.json").read_text()).get("currentContext")
-        except (OSError, ValueError, AttributeError):
-            name = None
-    if not name or name == "default":
+        name, source = docker.context.config.get_current_context_name(), f"currentContext in {find_config_file()}"
+    if name == "default":
         return Endpoint(None, "the default socket (unix:///var/run/docker.sock)")
-    # The CLI stores a context under the sha256 of its name.
-    digest = hashlib.sha256(name.encode()).hexdigest()
-    meta = cfg_dir / "contexts" / "meta" / digest / "meta.json"
+    if not find_config_file():
+        # The SDK finds contexts beside config.json, as the CLI does once it has written one.
+        raise EngineError(f"Docker context {name!r} (from {source}): no Docker config.json in $DOCKER_CONFIG or "
+                          f"~/.docker, beside which contexts are found; `docker context use {name}` writes one")
     try:
-        docker_ep = json.loads(meta.read_text())["Endpoints"]["docker"]
-        host = docker_ep["Host"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise EngineError(f"Docker context {name!r} (from {source}) has no readable endpoint "
-                          f"(expected Endpoints.docker.Host in {meta}); "
-                          f"`docker context ls` lists the contexts") from None
-    tls = None
-    tls_dir = cfg_dir / "contexts" / "tls" / digest / "docker"
-    if tls_dir.is_dir():
-        ca, cert, key = (tls_dir / f for f in ("ca.pem", "cert.pem", "key.pem"))
-        tls = docker.tls.TLSConfig(
-            client_cert=(str(cert), str(key)) if cert.exists() and key.exists() else None,
-            ca_cert=str(ca) if ca.exists() else None,
-            verify=not docker_ep.get("SkipTLSVerify", False))
-    return Endpoint(host, f"Docker context {name!r} ({host})", tls)
+        ctx = ContextAPI.get_context(name)
+    except Exception as e:  # the SDK raises bare Exception and KeyError for a malformed meta.json
+        raise EngineError(f"Docker context {name!r} (from {source}) is unreadable ({type(e).__name__}: {e}) "
+                          f"in {docker.context.config.get_meta_file(name)}; `docker context ls` lists the contexts"
+                          ) from None
+    if ctx is None or not ctx.Host:
+        what = "is not defined (no" if ctx is None else "has no docker endpoint (in"
+        raise EngineError(f"Docker context {name!r} (from {source}) {what} "
+                          f"{docker.context.config.get_meta_file(name)}); `docker context ls` lists the contexts")
+    return Endpoint(ctx.Host, f"Docker context {name!r} ({ctx.Host}, from {source})", ctx.TLSConfig)
 
 
 # One client per endpoint for the life of the process: every stage (and every
@@ -105,7 +95,8 @@ def connect() -> docker.DockerClient:
                 client = docker.from_env(timeout=600, use_ssh_client=ssh, max_pool_size=32)
             client.ping()
         except Exception as e:  # the SDK raises several types for "nobody answers"
-            raise EngineError(f"no Docker engine answers at {ep.source} ({type(e).__name__}: {e}); "
+            why = " ".join(str(e).split())     # one line, whatever the SDK's text
+            raise EngineError(f"no Docker engine answers at {ep.source} ({type(e).__name__}: {why}); "
                               f"{HOW_TO_START}") from None
         _clients[ep.source] = client
         return client

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import os
 import shutil
 import sys
@@ -129,11 +130,8 @@ class Fetcher:
 
     @staticmethod
     def _hash_file(path: Path, source) -> MultiHasher:
-        h = MultiHasher(tuple(source.hashes()))
-        with open(path, "rb") as f:
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
-        return h
+        with open(path, "rb", buffering=0) as f:
+            return hashlib.file_digest(f, lambda: MultiHasher(tuple(source.hashes())))
 
     @staticmethod
     def _mismatch(source, h: MultiHasher) -> tuple[str, str, str] | None:

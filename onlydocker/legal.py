@@ -29,6 +29,7 @@ from pathlib import Path
 
 from . import unpack
 from .errors import HashMismatch, OnlyDockerError
+from .hashing import sha256_file
 
 LICENSE_PREFIXES = ("COPYING", "LICENSE", "LICENCE", "NOTICE")
 MAX_LICENSE_BYTES = 1 << 20     # a license text is small; a bigger "COPYING" is not read into memory
@@ -212,7 +213,7 @@ def write(lock, fetcher, root: Path, dest: Path, in_image: set[str] = frozenset(
             (tmp / "host-manifest.csv").write_text(_csv(host, ("package", "version")))
         (tmp / "README").write_text(
             f"Legal information for lane {lock.lane.name} (lock {lock.path.name}, "
-            f"sha256 {hashlib.sha256(lock.path.read_bytes()).hexdigest()}).\n"
+            f"sha256 {sha256_file(lock.path)}).\n"
             "sources/   every source as fetched, verified against the lock's sha256\n"
             "patches/   the patches of each source, applied in the order of its series file\n"
             "licenses/  license texts from the source archives and the .debs' copyright files\n"

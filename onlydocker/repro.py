@@ -10,7 +10,6 @@ inside the container (libfaketime) as well as the host's.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import Variation
+from .hashing import sha256_file
 
 # What changes in the second build. TZ is a POSIX rule so it needs no tzdata.
 SECOND = Variation(hostname="repro-other-host", user="2000:2000", tz="EST+5",
@@ -74,11 +74,7 @@ def _file_hashes(tree: Path) -> dict[str, str]:
         return out
     for p in sorted(tree.rglob("*")):
         if p.is_file() and not p.is_symlink():
-            h = hashlib.sha256()
-            with open(p, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-            out[p.relative_to(tree).as_posix()] = h.hexdigest()
+            out[p.relative_to(tree).as_posix()] = sha256_file(p)
         elif p.is_symlink():
             out[p.relative_to(tree).as_posix()] = "symlink:" + os.readlink(p)
     return out

@@ -1,10 +1,14 @@
-"""box.py: the Vagrant boxes' parts (VirtualBox and libvirt), their data
-disks (qemu-img on the host), the guest plugin, and the catalog."""
+"""box.py: the Vagrant boxes' parts (VirtualBox and libvirt), the guest
+plugin and the catalog; the boxes' disks (stages/disk and stages/libvirt,
+their build.sh run on the host)."""
 from __future__ import annotations
 
 import io
 import json
+import re
+import struct
 import subprocess
+import sys
 import tarfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -20,44 +24,112 @@ NS = {"ovf": "http://schemas.dmtf.org/ovf/envelope/1", "vbox": "http://www.virtu
       "rasd": "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"}
 
 
-def make_vmdk(dirpath: Path) -> Path:
-    dirpath.mkdir(parents=True, exist_ok=True)
-    (cmd,) = box.vmdk_commands()
-    subprocess.run(cmd, cwd=dirpath, check=True, capture_output=True)
-    return dirpath / box.DISK_NAME
+# --- the VirtualBox box's data disk: stages/disk/build.sh on the host ---------
+
+STAGES = Path(__file__).resolve().parent.parent / "stages"
+DISK_CID = "0d0c4e72"
 
 
-def test_two_data_disks_are_identical_once_their_cid_is_fixed(tmp_path):
-    require_tool("qemu-img")
-    a, b = make_vmdk(tmp_path / "a"), make_vmdk(tmp_path / "b")
-    for p in (a, b):
-        box.fix_vmdk_cid(p)
-        assert box.vmdk_cid(p) == box.FIXED_CID
+def _descriptor(path: Path) -> tuple[int, bytes]:
+    """The offset of a sparse VMDK's embedded descriptor and its region (the
+    text, then NULs): SparseExtentHeader's descriptorOffset/Size, in sectors."""
+    with open(path, "rb") as f:
+        header = f.read(512)
+        assert header[:4] == b"KDMV"
+        offset, size = struct.unpack_from("<QQ", header, 28)
+        f.seek(offset * 512)
+        return offset * 512, f.read(size * 512)
+
+
+def _cids(path: Path) -> tuple[str, str]:
+    text = _descriptor(path)[1].partition(b"\0")[0].decode()
+    return re.search(r"(?m)^CID=(\w+)$", text).group(1), re.search(r"(?m)^parentCID=(\w+)$", text).group(1)
+
+
+def _run_disk_stage(build: Path, path: str = "/usr/bin:/bin") -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", str(STAGES / "disk" / "build.sh")], env={"BUILD": str(build), "PATH": path},
+                          capture_output=True, text=True)
+
+
+def test_the_data_disk_is_a_sparse_streamoptimized_vmdk_with_the_fixed_cid(tmp_path):
+    qemu_img = require_tool("qemu-img")
+    require_tool("perl")
+    disks = []
+    for run in ("a", "b"):
+        r = _run_disk_stage(tmp_path / run)
+        assert r.returncode == 0, r.stdout + r.stderr
+        disks.append(tmp_path / run / "out" / "data-disk.vmdk")
+    a, b = disks
+    assert _cids(a) == (DISK_CID, "ffffffff")
     assert a.read_bytes() == b.read_bytes()
-    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(a)], capture_output=True,
+    info = json.loads(subprocess.run([qemu_img, "info", "--output=json", str(a)], capture_output=True,
                                      text=True, check=True).stdout)
-    assert info["format"] == "vmdk" and info["virtual-size"] == 40 * 1024 ** 3
+    # The box's OVF declares the disk's capacity from box.DATA_DISK_GB: the two agree.
+    assert info["format"] == "vmdk" and info["virtual-size"] == box.DATA_DISK_GB * 1024 ** 3
     assert info["format-specific"]["data"]["create-type"] == "streamOptimized"
-    subprocess.run(["qemu-img", "check", str(a)], check=True, capture_output=True)
+    subprocess.run([qemu_img, "check", str(a)], check=True, capture_output=True)
     assert a.stat().st_size < 8 * 1024 ** 2     # sparse: a few MB for 40 GB
 
 
-def test_a_short_cid_is_fixed_without_moving_anything(tmp_path):
-    # qemu-img prints the CID unpadded: 1 to 8 digits.
-    require_tool("qemu-img")
-    a, b = make_vmdk(tmp_path / "a"), make_vmdk(tmp_path / "b")
-    box.fix_vmdk_cid(a, cid="5")
-    assert box.vmdk_cid(a) == "5"
-    box.fix_vmdk_cid(b)
-    subprocess.run(["qemu-img", "check", str(a)], check=True, capture_output=True)
-    box.fix_vmdk_cid(a)
-    assert a.read_bytes() == b.read_bytes()
+# qemu-img, then its random CID replaced: by 3 digits (as qemu-img writes one
+# below 0x10000000: unpadded, the descriptor's region padded with NULs) for
+# the first SHORT calls, by 8 digits after them (so the count is exact); each
+# call is counted in CALLS.
+FAKE_QEMU_IMG = """#!{python}
+import re, subprocess, sys
+from pathlib import Path
+subprocess.run([{qemu_img!r}, *sys.argv[1:]], check=True)
+calls = Path({calls!r})
+n = len(calls.read_text().splitlines()) + 1 if calls.exists() else 1
+calls.write_text("call\\n" * n)
+if sys.argv[1] == "create":
+    cid = b"5a3" if n <= {short} else b"9e3779b9"
+    disk = Path(sys.argv[-2])
+    with open(disk, "r+b") as f:
+        offset, size = {offset}, {size}
+        f.seek(offset)
+        text = f.read(size).partition(b"\\0")[0]
+        text, k = re.subn(rb"(?m)^CID=[0-9a-f]+$", b"CID=" + cid, text)
+        assert k == 1
+        f.seek(offset)
+        f.write(text + b"\\0" * (size - len(text)))
+"""
 
 
-def test_not_a_vmdk_is_refused(tmp_path):
-    (tmp_path / "x.vmdk").write_bytes(b"\0" * 1024)
-    with pytest.raises(BuildError, match="not a sparse VMDK"):
-        box.fix_vmdk_cid(tmp_path / "x.vmdk")
+def _fake_qemu_img(tmp_path: Path, short: int) -> tuple[str, Path]:
+    qemu_img = require_tool("qemu-img")
+    probe = tmp_path / "probe.vmdk"
+    subprocess.run([qemu_img, "create", "-q", "-f", "vmdk", "-o", "subformat=streamOptimized", str(probe), "40G"],
+                   check=True)
+    offset, region = _descriptor(probe)
+    fake = tmp_path / "bin" / "qemu-img"
+    fake.parent.mkdir()
+    calls = tmp_path / "calls"
+    fake.write_text(FAKE_QEMU_IMG.format(python=sys.executable, qemu_img=qemu_img, calls=str(calls), short=short,
+                                         offset=offset, size=len(region)))
+    fake.chmod(0o755)
+    return f"{fake.parent}:/usr/bin:/bin", calls
+
+
+def test_a_short_cid_is_drawn_again_and_gives_the_same_disk(tmp_path):
+    require_tool("perl")
+    r = _run_disk_stage(tmp_path / "plain")
+    assert r.returncode == 0, r.stdout + r.stderr
+    path, calls = _fake_qemu_img(tmp_path, short=2)
+    r = _run_disk_stage(tmp_path / "short", path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(calls.read_text().splitlines()) == 3       # two short CIDs, then an 8-digit one
+    disk = tmp_path / "short" / "out" / "data-disk.vmdk"
+    assert _cids(disk) == (DISK_CID, "ffffffff")
+    assert disk.read_bytes() == (tmp_path / "plain" / "out" / "data-disk.vmdk").read_bytes()
+
+
+def test_a_qemu_img_that_never_writes_an_8_digit_cid_fails_the_stage(tmp_path):
+    require_tool("perl")
+    path, calls = _fake_qemu_img(tmp_path, short=1000)
+    r = _run_disk_stage(tmp_path / "b", path)
+    assert r.returncode != 0 and "qemu-img never wrote an 8-digit CID" in r.stdout + r.stderr
+    assert len(calls.read_text().splitlines()) == 32
 
 
 def test_ovf_is_well_formed_and_fixed():
@@ -83,9 +155,30 @@ def test_ovf_is_well_formed_and_fixed():
     # The generic section: two IDE controllers and one SATA, the CD-ROM on IDE, the disk on SATA.
     kinds = [i.findtext("rasd:ResourceType", namespaces=NS) for i in root.iter(f"{{{NS['ovf']}}}Item")]
     assert kinds.count("5") == 2 and kinds.count("20") == 1 and "15" in kinds and "17" in kinds
+    with pytest.raises(ValueError, match="disk file name"):
+        box.box_ovf("o/o", ['x".vmdk'], EPOCH)
 
 
-STAGES = Path(__file__).resolve().parent.parent / "stages"
+
+# The box.ovf bytes each lane ships (the shipped onlydocker-virtualbox.box of
+# the modern lane holds exactly these): the OVF writer may change, its output
+# may not. Parameters as the box stage passes them: the lane's box.toml name,
+# the one data disk, the lock's SOURCE_DATE_EPOCH.
+SHIPPED_OVF = {
+    ("bookworm", "locks/bookworm.lock"): "33f51b94593c8842705c1f310e63e40308d6a396222534c2dfce295b89fb91bc",
+    ("2015", "sources.lock"): "04ca779a6c988ab8bc59ce68c3156a21648c930d8b114d8b513b6937a8ddd626",
+}
+
+
+@pytest.mark.parametrize("lane,lock", list(SHIPPED_OVF), ids=[lane for lane, _ in SHIPPED_OVF])
+def test_the_ovf_of_each_lane_is_the_one_it_ships(lane, lock):
+    import hashlib
+    import tomllib
+    root = Path(__file__).resolve().parent.parent
+    name = tomllib.loads((root / "stages" / "box" / "lanes" / lane / "box.toml").read_text())["name"]
+    epoch = tomllib.loads((root / lock).read_text())["lane"]["source_date_epoch"]
+    text = box.box_ovf(name, ["data-disk.vmdk"], epoch)
+    assert hashlib.sha256(text.encode()).hexdigest() == SHIPPED_OVF[(lane, lock)], text
 
 
 def ruby_syntax_ok(path: Path) -> None:
@@ -230,7 +323,6 @@ def _run_libvirt_stage(build: Path) -> Path:
 
 
 def test_libvirt_disk_is_the_iso_then_an_empty_partition_and_reproducible(tmp_path):
-    import struct
     qemu_img = require_tool("qemu-img")
     build = tmp_path / "build"
     iso = build / "deps" / "iso" / "onlydocker.iso"

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from onlydocker import engine
 from onlydocker.errors import BuildError, EngineError
 from onlydocker.tarball import write_tree
+from tests.conftest import require_tool
 
 
 def test_no_engine_says_where_it_looked_and_how_to_start_one(monkeypatch):
@@ -19,20 +22,57 @@ def test_no_engine_says_where_it_looked_and_how_to_start_one(monkeypatch):
     with pytest.raises(EngineError) as e:
         engine.connect()
     assert "unix:///nonexistent/docker.sock" in str(e.value) and "dockerd" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def _docker_cli(config_dir: Path, *args: str) -> None:
+    """The real docker CLI on a config folder of the test's own."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "DOCKER_CONTEXT")}
+    r = subprocess.run([require_tool("docker"), *args], env={**env, "DOCKER_CONFIG": str(config_dir)},
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_a_docker_context_names_the_engine(monkeypatch, tmp_path):
-    import hashlib
-    import json
     monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
-    meta = tmp_path / "contexts" / "meta" / hashlib.sha256(b"far").hexdigest()
-    meta.mkdir(parents=True)
-    (meta / "meta.json").write_text(json.dumps({"Name": "far", "Endpoints": {"docker": {"Host": "tcp://127.0.0.1:9"}}}))
-    (tmp_path / "config.json").write_text(json.dumps({"currentContext": "far"}))
+    _docker_cli(tmp_path, "context", "create", "far", "--docker", "host=tcp://127.0.0.1:9")
+    _docker_cli(tmp_path, "context", "use", "far")
     engine._clients.clear()
-    with pytest.raises(EngineError, match="tcp://127.0.0.1:9"):
+    with pytest.raises(EngineError, match="tcp://127.0.0.1:9") as e:
         engine.connect()
+    assert "'far'" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_docker_context_use_picks_the_engine_as_for_the_docker_cli(docker_client, monkeypatch, tmp_path):
+    # A real second context on the real engine's socket: `docker context use`
+    # makes it the current one, and DOCKER_CONTEXT wins over that.
+    socket = Path("/var/run/docker.sock")
+    if not socket.is_socket():
+        pytest.skip("the engine does not listen on /var/run/docker.sock")
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    _docker_cli(tmp_path, "context", "create", "h-box-second", "--docker", f"host=unix://{socket}")
+    _docker_cli(tmp_path, "context", "create", "nowhere", "--docker", "host=unix:///nonexistent/docker.sock")
+    _docker_cli(tmp_path, "context", "use", "h-box-second")
+    assert engine.endpoint().source == (f"Docker context 'h-box-second' (unix://{socket}, "
+                                        f"from currentContext in {tmp_path / 'config.json'})")
+    engine._clients.clear()
+    client = engine.connect()
+    assert client.version()["Version"] == docker_client.version()["Version"]
+    assert client.info()["ID"] == docker_client.info()["ID"]        # the very same engine
+    monkeypatch.setenv("DOCKER_CONTEXT", "nowhere")
+    with pytest.raises(EngineError, match="'nowhere' .*unix:///nonexistent/docker.sock, from DOCKER_CONTEXT"):
+        engine.connect()
+    monkeypatch.delenv("DOCKER_CONTEXT")
+    _docker_cli(tmp_path, "context", "use", "nowhere")
+    with pytest.raises(EngineError, match="'nowhere' .*nonexistent.*from currentContext in"):
+        engine.connect()
+    _docker_cli(tmp_path, "context", "use", "default")
+    assert engine.endpoint().host is None          # the default: docker.from_env's local socket
+    assert engine.connect().info()["ID"] == docker_client.info()["ID"]
 
 
 @pytest.fixture(scope="module")
@@ -188,16 +228,32 @@ def test_docker_context_env_wins_and_a_broken_context_is_named(monkeypatch, tmp_
     import hashlib
     import json
     monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps({"currentContext": "broken"}))
     engine._clients.clear()
     with pytest.raises(EngineError) as e:
         engine.connect()
-    assert "'broken'" in str(e.value) and hashlib.sha256(b"broken").hexdigest() in str(e.value)
-    meta = tmp_path / "contexts" / "meta" / hashlib.sha256(b"remote").hexdigest()
-    meta.mkdir(parents=True)
-    (meta / "meta.json").write_text(json.dumps({"Endpoints": {"docker": {"Host": "tcp://127.0.0.1:1"}}}))
+    assert "'broken'" in str(e.value) and "not defined" in str(e.value)
+    assert hashlib.sha256(b"broken").hexdigest() in str(e.value) and "\n" not in str(e.value)
+    _docker_cli(tmp_path, "context", "create", "remote", "--docker", "host=tcp://127.0.0.1:1")
     monkeypatch.setenv("DOCKER_CONTEXT", "remote")
     with pytest.raises(EngineError) as e:
         engine.connect()
-    assert "tcp://127.0.0.1:1" in str(e.value) and "sudo dockerd" in str(e.value)
+    assert "tcp://127.0.0.1:1" in str(e.value) and "sudo dockerd" in str(e.value) and "\n" not in str(e.value)
+    meta = tmp_path / "contexts" / "meta" / hashlib.sha256(b"remote").hexdigest() / "meta.json"
+    meta.write_text("{not json")
+    with pytest.raises(EngineError, match="'remote' \\(from DOCKER_CONTEXT\\) is unreadable") as e:
+        engine.connect()
+    assert str(meta) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_docker_context_without_a_config_file_says_so(monkeypatch, tmp_path):
+    # The SDK finds contexts beside config.json; without one it would look in the working directory.
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    _docker_cli(tmp_path, "context", "create", "far", "--docker", "host=tcp://127.0.0.1:9")
+    monkeypatch.setenv("DOCKER_CONTEXT", "far")
+    with pytest.raises(EngineError, match="'far'.*no Docker config.json.*docker context use far"):
+        engine.connect()
