@@ -9,7 +9,6 @@ from doit import get_var
 from doit.exceptions import InvalidDodoFile
 
 from onlydocker.errors import OnlyDockerError
-from onlydocker.hashing import ContentChecker
 from onlydocker.report import Reporter, quiet_on_closed_pipe
 from onlydocker.schedule import install as start_the_longest_chain_first
 from onlydocker.tasks import build_tasks, workspace_from_env
@@ -27,7 +26,6 @@ Reporter.out_dir = workspace.out     # its last-run.json
 
 DOIT_CONFIG = {
     "default_tasks": ["build"],
-    "check_file_uptodate": ContentChecker,
     # One state database per lane, beside that lane's outputs.
     "dep_file": str(workspace.out / ".doit.db"),
     "backend": "sqlite3",

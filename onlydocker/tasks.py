@@ -141,38 +141,36 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
         "name": "builder",
         "doc": f"the builder image ({ws.lock.builder.suite}, made with mmdebstrap)",
         "actions": [_guard(run_lock, make_builder, "builder", ws.paths.log_path("builder"))],
-        "targets": [str(record)],
         "uptodate": [_unless_failing(builder_uptodate)],
         "verbosity": 2,
         "meta": {"cost": builder_mod.COST},
     }
 
+    # One decision per task: its `uptodate`, the engine's own check (see
+    # docs/design.md, "When a task runs"); no file_dep or targets, so doit
+    # neither hashes inputs again nor keeps a second opinion. The order is
+    # task_dep: a stage after its fetches, the builder and the stages it needs.
     for decl in stages.values():
-        file_dep = [str(p) for _, p in decl.files(ws.lane)]
-        file_dep += [str(p) for s in ws.sources.of(decl) for _, p in ws.sources.patches(s)]
-        file_dep += [str(ws.paths.manifest_path(n)) for n in decl.needs]
         task_dep = [f"build:fetch:{s.name}" for s in ws.sources.of(decl)]
+        task_dep += [f"build:{n}" for n in decl.needs]
         if decl.kind == "container":
-            file_dep.append(str(record))
+            task_dep.append("build:builder")
         yield {
             "name": decl.name,
             "doc": decl.description,
             "actions": [_guard(run_lock, lambda d=decl: ws.run(d), f"stage {decl.name}", ws.paths.log_path(decl.name))],
-            "file_dep": file_dep,
             "task_dep": task_dep,
-            "targets": [str(ws.paths.manifest_path(decl.name))],
             "uptodate": [_unless_failing(lambda d=decl: ws.materialised(d))],
             "verbosity": 2,
             "meta": {"cost": decl.cost,
                      "stage_key": lambda d=decl: (ws.read_manifest(d.name) or {}).get("key")},
         }
 
-    manifests = [str(ws.paths.manifest_path(n)) for n in stages]
     yield {
         "name": "dist",
         "doc": "publish the artifacts to out/<lane>/dist with SHA256SUMS, signatures and provenance",
         "actions": [_guard(run_lock, lambda: dist_mod.publish(ws, stages, settings), "dist", ws.paths.log_path("dist"))],
-        "file_dep": manifests,
+        "task_dep": [f"build:{n}" for n in stages],
         "uptodate": [_unless_failing(lambda: dist_mod.is_current(ws, stages, settings))],
         "verbosity": 2,
     }

@@ -162,7 +162,7 @@ def test_ovf_is_well_formed_and_fixed():
 
 # The box.ovf bytes each lane ships (the shipped onlydocker-virtualbox.box of
 # the modern lane holds exactly these): the OVF writer may change, its output
-# may not. Parameters as the box stage passes them: the lane's box.toml name,
+# may not. Parameters as the box stage passes them: the lane's lane.toml name,
 # the one data disk, the lock's SOURCE_DATE_EPOCH.
 SHIPPED_OVF = {
     ("bookworm", "locks/bookworm.lock"): "33f51b94593c8842705c1f310e63e40308d6a396222534c2dfce295b89fb91bc",
@@ -175,7 +175,7 @@ def test_the_ovf_of_each_lane_is_the_one_it_ships(lane, lock):
     import hashlib
     import tomllib
     root = Path(__file__).resolve().parent.parent
-    name = tomllib.loads((root / "stages" / "box" / "lanes" / lane / "box.toml").read_text())["name"]
+    name = tomllib.loads((root / "stages" / "box" / "lanes" / lane / "lane.toml").read_text())["name"]
     epoch = tomllib.loads((root / lock).read_text())["lane"]["source_date_epoch"]
     text = box.box_ovf(name, ["data-disk.vmdk"], epoch)
     assert hashlib.sha256(text.encode()).hexdigest() == SHIPPED_OVF[(lane, lock)], text

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker import lanedata, stage
+from onlydocker import decl, lanedata
 from onlydocker.errors import BuildError
 from tests import workspace as wsmod
 from tests.conftest import require_tool
@@ -109,7 +109,7 @@ def test_the_container_gets_lane_env_only_from_a_lane_toml(tmp_path):
 
 
 def container_stages() -> list:
-    decls = [stage.load_stage(d) for d in sorted((ROOT / "stages").iterdir()) if (d / "stage.toml").is_file()]
+    decls = [decl.load_stage(d) for d in sorted((ROOT / "stages").iterdir()) if (d / "stage.toml").is_file()]
     return [d for d in decls if d.kind == "container"]
 
 

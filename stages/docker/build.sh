@@ -2,7 +2,7 @@
 # rootfs stage takes the binaries and their library closure from it); tar
 # sources are copied into it at the place the lane's `layout` names (the
 # 2015 static binary: docker-1.5.0.tgz holds usr/local/bin/docker). Which
-# binaries the image takes is the rootfs-docker layer's list (layer.toml):
+# binaries the image takes is the rootfs-docker layer's list (its lanes/<lane>/lane.toml):
 # it fails naming one the sysroot lacks.
 set -eu
 . /build/stage/lane/lane.env
