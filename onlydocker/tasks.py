@@ -163,7 +163,7 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
             "uptodate": [_unless_failing(lambda d=decl: ws.materialised(d))],
             "verbosity": 2,
             "meta": {"cost": decl.cost,
-                     "stage_key": lambda d=decl: (ws.read_manifest(d.name) or {}).get("key")},
+                     "stage_key": lambda d=decl: (ws.paths.read_manifest(d.name) or {}).get("key")},
         }
 
     yield {
