@@ -17,6 +17,7 @@ method of `doit.control.TaskControl` that makes it (doit is pinned).
 """
 from __future__ import annotations
 
+import graphlib
 import heapq
 import itertools
 from collections.abc import Mapping
@@ -38,28 +39,16 @@ def weights(tasks: Mapping, targets: Mapping[str, str]) -> dict[str, float]:
         for dep in deps & needed_by.keys():
             needed_by[dep].add(name)
 
-    memo: dict[str, float] = {}
-
-    def weight(name: str) -> float:
-        # Iterative depth-first: a graph of a few hundred tasks, but no
-        # recursion limit to think about. doit refuses cycles before it runs.
-        stack = [name]
-        while stack:
-            top = stack[-1]
-            if top in memo:
-                stack.pop()
-                continue
-            todo = [n for n in needed_by[top] if n not in memo]
-            if todo:
-                stack.extend(todo)
-                continue
-            meta = tasks[top].meta or {}
-            memo[top] = float(meta.get("cost", DEFAULT_COST)) + max(
-                (memo[n] for n in needed_by[top]), default=0.0)
-            stack.pop()
-        return memo[name]
-
-    return {name: weight(name) for name in tasks}
+    # Every task after the tasks that need it, so their weights are known.
+    try:
+        order = list(graphlib.TopologicalSorter(needed_by).static_order())
+    except graphlib.CycleError:
+        return {}       # no order to weigh by: doit handles the cycle as it would without us
+    weight: dict[str, float] = {}
+    for name in order:
+        cost = float((tasks[name].meta or {}).get("cost", DEFAULT_COST))
+        weight[name] = cost + max((weight[n] for n in needed_by[name]), default=0.0)
+    return weight
 
 
 class HeaviestFirst:

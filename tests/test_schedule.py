@@ -1,7 +1,10 @@
 """`doit -n N` starts the ready task with the heaviest chain after it first
 (onlydocker/schedule.py), for real doit runs."""
+import subprocess
+import sys
 import time
 import types
+from pathlib import Path
 
 from doit.cmd_base import ModuleTaskLoader
 from doit.doit_cmd import DoitMain
@@ -75,3 +78,29 @@ def test_a_dependency_of_the_heaviest_task_runs_before_everything_else(tmp_path)
         schedule.control.TaskControl.task_dispatcher = saved
     assert order[:2] == ["fetch-linux", "kernel"] and order[2:] == ["busybox", "iptables"]
     assert set(two[:2]) == {"fetch-linux", "busybox"} and two.index("kernel") < two.index("iptables")
+
+
+def test_a_cycle_gets_no_weights_and_doit_ends_as_plain_doit_does(tmp_path):
+    class T:
+        def __init__(self, deps):
+            self.meta, self.task_dep, self.setup_tasks, self.file_dep = {}, list(deps), [], set()
+
+    assert schedule.weights({"a": T(["b"]), "b": T(["a"])}, {}) == {}
+    # A whole run: it ends (it used to loop for ever), with plain doit's code.
+    code = (
+        "import sys, types\n"
+        "from doit.cmd_base import ModuleTaskLoader\n"
+        "from doit.doit_cmd import DoitMain\n"
+        "from onlydocker import schedule\n"
+        "if sys.argv[1] == 'ours':\n"
+        "    schedule.install()\n"
+        "def task_t():\n"
+        "    yield {'name': 'a', 'actions': [lambda: None], 'task_dep': ['t:b']}\n"
+        "    yield {'name': 'b', 'actions': [lambda: None], 'task_dep': ['t:a']}\n"
+        "m = types.ModuleType('d'); m.task_t = task_t\n"
+        f"m.DOIT_CONFIG = {{'dep_file': {str(tmp_path / 'db')!r}, 'backend': 'json'}}\n"
+        "sys.exit(DoitMain(ModuleTaskLoader(m)).run([]))\n")
+    root = Path(__file__).resolve().parent.parent
+    codes = [subprocess.run([sys.executable, "-c", code, which], cwd=root, capture_output=True,
+                            timeout=60).returncode for which in ("plain", "ours")]
+    assert codes[0] == codes[1] != 0
