@@ -23,6 +23,19 @@ Environment variables (all optional):
                                      never cached (`doit repro`'s second build)
   ONLYDOCKER_VARIATION_FILE          a TOML file of conditions inside the build container (the
                                      Variation fields below; `doit repro`'s second build)
+  ONLYDOCKER_REMOTE_CACHE            a remote cache in Bazel's HTTP cache protocol (/cas/, /ac/):
+                                     bazel-remote, or nginx with WebDAV (remote.py)
+  ONLYDOCKER_REMOTE_CACHE_READONLY=1 only download from it (untrusted branches, laptops)
+  ONLYDOCKER_REMOTE_CACHE_CA         a CA bundle for its https certificate (default: the system's)
+  ONLYDOCKER_REMOTE_CACHE_TIMEOUT    seconds to connect and for each read (default: 5)
+  ONLYDOCKER_REMOTE_CACHE_USER, ONLYDOCKER_REMOTE_CACHE_PASSWORD
+                                     HTTP basic credentials (default: ~/.netrc, or $NETRC)
+  ONLYDOCKER_TRUSTED_KEYS            minisign public keys (base64 lines, or paths of .pub files;
+                                     space-separated) whose signed /ac/ entries are used
+  ONLYDOCKER_ENGINES                 Docker engines that run container stages side by side:
+                                     context names or DOCKER_HOST-style URLs (unix://, tcp://,
+                                     ssh://), space-separated (default: the one engine DOCKER_HOST,
+                                     DOCKER_CONTEXT or the current context names)
 
 The config file is TOML with the same settings in lower case, e.g.
   mirrors = ["http://cache.local/sources"]
@@ -31,6 +44,13 @@ The config file is TOML with the same settings in lower case, e.g.
   security_mirror = "http://mirror.local/debian-security"
   archive_mirror = "http://mirror.local/debian-archive"
   box_base_url = "https://boxes.example.org/onlydocker"
+  engines = ["default", "ssh://builder@big.local"]
+  [remote_cache]
+  url = "https://cache.example.org/onlydocker"
+  readonly = true
+  ca = "/etc/ssl/certs/team-ca.pem"
+  timeout = 5
+  trusted_keys = ["RWQ...", "/etc/onlydocker/ci.pub"]
 """
 from __future__ import annotations
 
@@ -47,6 +67,7 @@ from .errors import ConfigError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LOCK = "sources.lock"
 DEFAULT_BOX_BASE_URL = "https://onlydocker.invalid"
+DEFAULT_REMOTE_TIMEOUT = 5.0
 APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 
 # URL schemes that name a configured mirror rather than a host.
@@ -128,6 +149,83 @@ def apt_debian_mirror(paths=APT_SOURCES, suffix: str = "/debian") -> str | None:
 
 
 @dataclass(frozen=True)
+class RemoteCacheSettings:
+    """A remote cache in Bazel's HTTP protocol (see remote.py)."""
+    url: str
+    readonly: bool = False
+    ca_bundle: Path | None = None          # None: the system's CAs
+    timeout: float = DEFAULT_REMOTE_TIMEOUT
+    user: str | None = None                # None: netrc, if any
+    password: str | None = None
+    trusted_keys: tuple[str, ...] = ()     # minisign public keys (the base64 line each)
+
+
+def _flag(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() not in ("", "0", "no", "false", "off")
+
+
+def _trusted_keys(items, where: str) -> tuple[str, ...]:
+    """Each item a minisign public key's base64 line, or the path of a .pub
+    file (its last line is the key). Each key is parsed here, so a bad one
+    is one clear error before any build."""
+    from .sign import parse_public_key
+    from .errors import SigningError
+    keys = []
+    for item in items:
+        text = item
+        if not item.startswith("RW") and ("/" in item or item.endswith(".pub")):
+            try:
+                text = Path(item).read_text()
+            except OSError as e:
+                raise ConfigError(f"{where}: cannot read the public key file {item}: {e.strerror}") from None
+        try:
+            parse_public_key(text)
+        except SigningError as e:
+            raise ConfigError(f"{where}: {item!r}: {e}") from None
+        keys.append([l for l in text.splitlines() if l.strip()][-1].strip())
+    return tuple(keys)
+
+
+def _remote(env, cfg: dict, cfg_path: Path) -> RemoteCacheSettings | None:
+    rc = cfg.get("remote_cache", {})
+    if not isinstance(rc, dict):
+        raise ConfigError(f"{cfg_path}: [remote_cache] must be a table")
+    url = env.get("ONLYDOCKER_REMOTE_CACHE") or rc.get("url")
+    if not url:
+        return None
+    where = "ONLYDOCKER_REMOTE_CACHE" if env.get("ONLYDOCKER_REMOTE_CACHE") else f"{cfg_path}: remote_cache.url"
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+        raise ConfigError(f"{where}: expected an http:// or https:// URL, got {url!r}")
+    timeout = env.get("ONLYDOCKER_REMOTE_CACHE_TIMEOUT") or rc.get("timeout") or DEFAULT_REMOTE_TIMEOUT
+    try:
+        timeout = float(timeout)
+        if not 0 < timeout <= 600:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"ONLYDOCKER_REMOTE_CACHE_TIMEOUT: expected seconds (0 < t <= 600), got {timeout!r}") from None
+    ca = env.get("ONLYDOCKER_REMOTE_CACHE_CA") or rc.get("ca")
+    if ca and not Path(ca).is_file():
+        raise ConfigError(f"ONLYDOCKER_REMOTE_CACHE_CA: no such CA bundle {ca}")
+    keys_env = env.get("ONLYDOCKER_TRUSTED_KEYS")
+    if keys_env is not None:
+        keys = _trusted_keys(keys_env.split(), "ONLYDOCKER_TRUSTED_KEYS")
+    else:
+        keys = _trusted_keys(rc.get("trusted_keys", ()), f"{cfg_path}: remote_cache.trusted_keys")
+    readonly = env.get("ONLYDOCKER_REMOTE_CACHE_READONLY")
+    return RemoteCacheSettings(
+        url=url.rstrip("/"),
+        readonly=_flag(readonly) if readonly is not None else _flag(rc.get("readonly", False)),
+        ca_bundle=Path(ca) if ca else None,
+        timeout=timeout,
+        user=env.get("ONLYDOCKER_REMOTE_CACHE_USER") or rc.get("user"),
+        password=env.get("ONLYDOCKER_REMOTE_CACHE_PASSWORD"),
+        trusted_keys=keys,
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every setting, as `load` reads it (tests may make one directly)."""
     root: Path
@@ -153,6 +251,8 @@ class Settings:
     def stage_cache(self) -> Path:
         return self.stage_cache_dir or self.cache_dir / "stages"
     box_base_url: str = DEFAULT_BOX_BASE_URL
+    remote: RemoteCacheSettings | None = None     # None: no remote cache
+    engines: tuple[str, ...] = ()                  # (): the one engine the Docker settings name
 
     def mirror_for(self, scheme: str) -> str:
         """Base URL for a mirror scheme such as `debian:`; a clear error if unset."""
@@ -210,4 +310,7 @@ def load(lock: str | os.PathLike | None = None, env=None, root: Path = PROJECT_R
         variation=load_variation(Path(env["ONLYDOCKER_VARIATION_FILE"])) if env.get("ONLYDOCKER_VARIATION_FILE")
         else Variation(),
         box_base_url=box_base_url.rstrip("/"),
+        remote=_remote(env, cfg, cfg_path),
+        engines=tuple(env["ONLYDOCKER_ENGINES"].split()) if env.get("ONLYDOCKER_ENGINES") is not None
+        else tuple(cfg.get("engines", ())),
     )

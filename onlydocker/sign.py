@@ -106,7 +106,7 @@ def minisign_public_key(key: Key) -> str:
     return f"untrusted comment: minisign public key {key.keyid}\n{base64.b64encode(blob).decode()}\n"
 
 
-def _parse_public(pub_text: str) -> tuple[bytes, Ed25519PublicKey]:
+def parse_public_key(pub_text: str) -> tuple[bytes, Ed25519PublicKey]:
     """minisign's public key: an optional untrusted comment line, then
     base64("Ed" || keynum || 32-byte key)."""
     lines = [l for l in pub_text.splitlines() if l.strip()]
@@ -135,7 +135,7 @@ def minisign_sign(key: Key, data: bytes, trusted_comment: str) -> str:
 def minisign_verify(pub_text: str, data: bytes, sig_text: str) -> str:
     """Check a minisign signature of `data` (prehashed "ED" or legacy "Ed")
     and its trusted comment; returns the trusted comment. Raises SigningError."""
-    keynum, pub = _parse_public(pub_text)
+    keynum, pub = parse_public_key(pub_text)
     lines = sig_text.splitlines()
     try:
         if not lines[0].startswith("untrusted comment:"):
@@ -188,7 +188,7 @@ def dsse_sign(key: Key, payload: bytes, payload_type: str) -> dict:
 def dsse_verify(pub_text: str, envelope: dict) -> bytes:
     """The payload of a DSSE envelope, once one of its signatures verifies
     over PAE(payloadType, payload) with the (minisign) public key."""
-    _, pub = _parse_public(pub_text)
+    _, pub = parse_public_key(pub_text)
     try:
         payload = base64.b64decode(envelope["payload"])
         payload_type = envelope["payloadType"]
