@@ -27,12 +27,22 @@ DEBIAN_PACKAGES=(
     dnsmasq-base         # DHCP of vagrant-libvirt's network (inside the test's netns)
     openssh-client       # vagrant ssh, docker -H ssh://
     ruby                 # ruby -c on the boxes' Vagrantfiles and guest plugin
+    nginx-light          # a real WebDAV remote cache for the tests (started by them, on loopback)
     python3-venv
 )
 
 if ! dpkg -s "${DEBIAN_PACKAGES[@]}" >/dev/null 2>&1; then
     "${as_root[@]}" apt-get update -q
+    # No package's daemon starts on its own here (nginx would listen on every
+    # address on port 80): policy-rc.d's 101 says "not now" to invoke-rc.d.
+    policy=/usr/sbin/policy-rc.d
+    made_policy=
+    if [ ! -e "$policy" ]; then
+        "${as_root[@]}" sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy"
+        made_policy=1
+    fi
     "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${DEBIAN_PACKAGES[@]}"
+    if [ -n "$made_policy" ]; then "${as_root[@]}" rm -f "$policy"; fi
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -222,7 +222,7 @@ def resolve(lock_builder, settings, log_path: Path, work: Path) -> list:
 FETCH_WORKERS = 4
 
 
-def fetch_debs(lock_builder, settings, check=None) -> list[tuple[str, Path, str, int]]:
+def fetch_debs(lock_builder, settings, check=None, remote=None) -> list[tuple[str, Path, str, int]]:
     """Every pinned .deb, fetched and verified like any source (its URL, the
     global mirrors, the cache, downloads/), and passed to `check(path, file)`
     when given, several at once; one error lists every file that could not
@@ -234,7 +234,7 @@ def fetch_debs(lock_builder, settings, check=None) -> list[tuple[str, Path, str,
 
     def one(d):
         if not hasattr(local, "fetcher"):
-            local.fetcher = Fetcher(settings)
+            local.fetcher = Fetcher(settings, remote=remote)
         try:
             path = local.fetcher.fetch(d.source(), progress=False)
         except OnlyDockerError as e:
@@ -279,12 +279,13 @@ def _network_isolated(cmd: list[str]) -> list[str]:
     return cmd
 
 
-def _bootstrap(lock_builder, settings, epoch: int, log_path: Path, work: Path) -> tuple[Path, float]:
+def _bootstrap(lock_builder, settings, epoch: int, log_path: Path, work: Path, remote=None) -> tuple[Path, float]:
     _check_options(lock_builder)
     started = time.monotonic()
     # Untrusted like any source, and unpacked as root by dpkg: every member
     # checked first (setuid allowed: su and mount are, by design).
-    files = fetch_debs(lock_builder, settings, check=lambda path, file: check_source(path, file, setuid_ok=True))
+    files = fetch_debs(lock_builder, settings, check=lambda path, file: check_source(path, file, setuid_ok=True),
+                       remote=remote)
     print(f"builder: {len(files)} pinned packages fetched and checked in {time.monotonic() - started:.1f} s",
           file=sys.stderr, flush=True)
     repo = work / "repo"
@@ -368,7 +369,7 @@ def _read_record(path: Path) -> dict | None:
 
 
 def ensure(client, lock_builder, settings, source_date_epoch: int, log_path: Path, *,
-           rebuild: bool = False) -> BuilderImage:
+           rebuild: bool = False, remote=None) -> BuilderImage:
     """The builder image for `lock_builder`: from the cache when an earlier
     bootstrap had the same input key (unless `rebuild`), else bootstrapped with
     mmdebstrap, stored and recorded; imported into the engine when missing.
@@ -391,10 +392,14 @@ def ensure(client, lock_builder, settings, source_date_epoch: int, log_path: Pat
         with atomic.entry_lock(index / "locks" / f"input-{key}.lock", "making the builder", say):
             atomic.clear_leftovers(by_input)
             record = None if rebuild else cached()
+            if record is None and not rebuild and remote is not None:
+                record = _pull(remote, index, key)
             if record is None:
                 record = _bootstrap_and_store(client, lock_builder, settings, source_date_epoch, log_path,
-                                              index, key)
-            else:
+                                              index, key, remote)
+                if remote is not None:
+                    remote.share("builder", key, index / f"{record['tar_sha256']}.tar.zst", record)
+            elif "pulled" not in record:
                 say("another run made it meanwhile: taken from the cache")
 
     sha = record["tar_sha256"]
@@ -405,8 +410,32 @@ def ensure(client, lock_builder, settings, source_date_epoch: int, log_path: Pat
     return BuilderImage(tag=tag, tar_sha256=sha, packages=list(record["packages"]), input_key=key)
 
 
+def _pull(remote, index: Path, key: str) -> dict | None:
+    """The builder of this input key from the remote cache: its entry
+    (signed by a trusted key) names the .tar.zst blob and the record; the
+    tar inside is checked against the record's sha256 when it is imported."""
+    started = time.monotonic()
+    entry = remote.get_entry("builder", key)
+    record = entry.get("record") if entry else None
+    if not (isinstance(record, dict) and record.get("input_key") == key
+            and isinstance(record.get("tar_sha256"), str) and len(record["tar_sha256"]) == 64
+            and all(c in "0123456789abcdef" for c in record["tar_sha256"])
+            and isinstance(record.get("packages"), list)):
+        if entry:
+            remote.say(f"/ac/{key}: not a builder record of this input key: ignored")
+        return None
+    sha = record["tar_sha256"]
+    if not remote.get_blob(entry["blob"]["sha256"], index / f"{sha}.tar.zst", entry["blob"]["size"], hit=True):
+        return None
+    atomic.write_json(index / f"{sha}.json", record)
+    atomic.write_json(index / f"input-{key}.json", record)
+    print(f"builder: taken from the remote cache ({sha[:16]}) in {time.monotonic() - started:.1f} s",
+          file=sys.stderr, flush=True)
+    return dict(record, pulled=True)
+
+
 def _bootstrap_and_store(client, lock_builder, settings, source_date_epoch: int, log_path: Path,
-                         index: Path, key: str) -> dict:
+                         index: Path, key: str, remote=None) -> dict:
     """Bootstrap, then cache the tar (by its sha256) and its record, and
     import the tar just made into the engine while it is compressed for the
     cache (the kernel waits for the image, not for the cache entry). Called
@@ -414,7 +443,7 @@ def _bootstrap_and_store(client, lock_builder, settings, source_date_epoch: int,
     work = index / f".input-{key}.json.{os.getpid()}{atomic.TMP_SUFFIX}"   # cleared as a leftover if we die
     work.mkdir()
     try:
-        tar, seconds = _bootstrap(lock_builder, settings, source_date_epoch, log_path, work)
+        tar, seconds = _bootstrap(lock_builder, settings, source_date_epoch, log_path, work, remote)
         sha = sha256_file(tar)
         packages = packages_in(tar)
         previous = _previous(index, key, sha)

@@ -5,7 +5,10 @@ only when its size and every pinned hash match is it renamed to
 cache/sources/sha256/<hex>. Bytes that do not match are moved to
 cache/sources/rejected/ for inspection and never used. URLs are tried in
 order, then the global mirrors (like Buildroot's BR2_PRIMARY_SITE /
-BR2_BACKUP_SITE or Yocto's MIRRORS); transient errors are retried with
+BR2_BACKUP_SITE or Yocto's MIRRORS), then the remote cache's /cas/<sha256>
+as the mirror of last resort (remote.py; a source fetched from its URLs is
+shared there, so an old lock keeps building when Debian's pool has dropped
+its versions); transient errors are retried with
 backoff and resumed with Range. One process at a time works on a given
 source (an flock beside its partial file); the others wait and then find it
 in the cache.
@@ -23,6 +26,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 import requests
@@ -31,6 +35,8 @@ from .config import MIRROR_SCHEMES, Settings
 from .errors import FetchError, HashMismatch, OnlyDockerError, UnpinnedSource
 from .hashing import CHUNK, MultiHasher
 from .progress import Heartbeat
+if TYPE_CHECKING:
+    from .remote import RemoteCache
 
 CONNECT_TIMEOUT = 15
 READ_TIMEOUT = 60
@@ -85,9 +91,11 @@ def _log(msg: str) -> None:
 
 
 class Fetcher:
-    def __init__(self, settings: Settings, session: requests.Session | None = None):
+    def __init__(self, settings: Settings, session: requests.Session | None = None,
+                 remote: RemoteCache | None = None):
         self.settings = settings
         self.session = session or requests.Session()
+        self.remote = remote
         self.root = settings.cache_dir / "sources"
 
     # --- cache layout -------------------------------------------------------
@@ -211,11 +219,34 @@ class Fetcher:
                              f"fetch it online once, or place it there by hand")
         for url in self._candidates(source, errors):
             try:
-                return self._download(url, source, progress)
+                path = self._download(url, source, progress)
             except (HashMismatch, _Fatal, OnlyDockerError) as e:
                 errors.append(f"{url}: {e}")
+                continue
+            if self.remote is not None:
+                self.remote.put_blob(source.sha256, path)
+            return path
+        if self.remote is not None:
+            found = self._from_remote(source)
+            if found:
+                return found
+            errors.append(f"{self.remote.url}/cas/{source.sha256}: not there (or unusable: see above)")
         raise FetchError(f"source {source.name!r} ({source.file}): no URL gave the pinned bytes; tried:\n  "
                          + "\n  ".join(errors))
+
+    def _from_remote(self, source) -> Path | None:
+        """The mirror of last resort: the remote cache's blob of this sha256,
+        verified like any download (size and every pinned hash)."""
+        part = self._partial(source).with_suffix(".cas")
+        if not self.remote.get_blob(source.sha256, part, source.size):
+            return None
+        with open(part, "rb") as f:
+            h = MultiHasher(tuple(source.hashes()))
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+        digests = self._compare(part, source, f"{self.remote.url}/cas/{source.sha256}", h)
+        _log(f"fetch {source.file}: no URL had it; taken from the remote cache ({self.remote.url}/cas/)")
+        return self._admit(part, digests)
 
     def _from_hand(self, hand: Path, source) -> Path:
         """A file placed in the downloads folder by hand, verified like any

@@ -10,6 +10,11 @@ entry aside.
 Several trees and runs may share one store at once (see atomic.py): entries
 are written under unique temporary names and renamed into place, the record
 first; `producing(key)` lets one process build a key while the others wait.
+
+With a remote cache (remote.py), the store is the same interface over two
+tiers: `has` also looks there and brings a trusted entry into the local
+folder (checked like any local entry when it is restored), and `put` shares
+what was built here.
 """
 from __future__ import annotations
 
@@ -19,11 +24,14 @@ import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zstandard
 
 from . import atomic
 from .errors import BuildError
+if TYPE_CHECKING:
+    from .remote import RemoteCache
 
 ZSTD_LEVEL = 10
 
@@ -36,10 +44,11 @@ def compress_file(tar_path: Path, dest: Path) -> None:
 
 
 class StageStore:
-    """The local stage cache folder."""
+    """The local stage cache folder, and the remote cache behind it if any."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, remote: RemoteCache | None = None):
         self.root = Path(root)
+        self.remote = remote
 
     def entry(self, key: str) -> Path:
         return self.root / f"{key}.tar.zst"
@@ -48,7 +57,24 @@ class StageStore:
         return self.root / f"{key}.json"
 
     def has(self, key: str) -> bool:
-        return self.entry(key).exists()
+        """The entry is here, or was just brought from the remote cache."""
+        return self.entry(key).exists() or self._pull(key)
+
+    def _pull(self, key: str) -> bool:
+        if self.remote is None:
+            return False
+        entry = self.remote.get_entry("stage", key)
+        if entry is None:
+            return False
+        record = entry.get("record")
+        if not isinstance(record, dict) or record.get("key") != key or not isinstance(record.get("files"), dict):
+            # Signed by a trusted key, yet not a record of this entry: refused.
+            self.remote.say(f"/ac/{key}: its record is not of this entry: ignored")
+            return False
+        self.root.mkdir(parents=True, exist_ok=True)
+        # The record first, as `put` does; the blob is hashed as it arrives.
+        atomic.write_text(self._record(key), json.dumps(record, sort_keys=True))
+        return self.remote.get_blob(entry["blob"]["sha256"], self.entry(key), entry["blob"]["size"], hit=True)
 
     def recorded_files(self, key: str) -> dict:
         """What the entry held when it was stored: path -> type and sha256."""
@@ -68,8 +94,11 @@ class StageStore:
         self.root.mkdir(parents=True, exist_ok=True)
         entry = self.entry(key)
         # The record first: an entry without one would be refused on restore.
-        atomic.write_text(self._record(key), json.dumps({"key": key, "files": files}, sort_keys=True))
+        record = {"key": key, "files": files}
+        atomic.write_text(self._record(key), json.dumps(record, sort_keys=True))
         compress_file(tar_path, entry)
+        if self.remote is not None:
+            self.remote.share("stage", key, entry, record)
         return entry
 
     def reject(self, key: str) -> Path:

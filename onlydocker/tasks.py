@@ -16,6 +16,7 @@ from pathlib import Path
 from . import atomic
 from . import config as config_mod
 from . import lock as lock_mod
+from . import remote as remote_mod
 from .errors import OnlyDockerError
 from .report import RESULTS, run_reporting
 from .fetch import Fetcher
@@ -58,8 +59,10 @@ class RunLock:
 def workspace_from_env(lock_path: str | None = None, root: Path | None = None) -> tuple[config_mod.Settings, Workspace]:
     settings = config_mod.load(lock=lock_path, root=root or config_mod.PROJECT_ROOT)
     lock = lock_mod.load(settings.lock_path)
+    remote = remote_mod.from_settings(settings)
     ws = Workspace(root=settings.root, out=settings.out_root / lock.lane.name,
-                   store=StageStore(settings.stage_cache), lock=lock, fetcher=Fetcher(settings),
+                   store=StageStore(settings.stage_cache, remote), lock=lock,
+                   fetcher=Fetcher(settings, remote=remote),
                    variation=settings.variation, rebuild=settings.rebuild)
     return settings, ws
 
@@ -123,7 +126,8 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
     def make_builder():
         from . import engine
         img = builder_mod.ensure(engine.connect(), ws.lock.builder, settings,
-                                 ws.lock.lane.source_date_epoch, ws.paths.log_path("builder"))
+                                 ws.lock.lane.source_date_epoch, ws.paths.log_path("builder"),
+                                 remote=ws.store.remote)
         record.parent.mkdir(parents=True, exist_ok=True)
         atomic.write_json(record, {"tag": img.tag, "tar_sha256": img.tar_sha256,
                                    "input_key": img.input_key, "packages": img.packages})
