@@ -410,11 +410,9 @@ def ensure(client, lock_builder, settings, source_date_epoch: int, log_path: Pat
     return BuilderImage(tag=tag, tar_sha256=sha, packages=list(record["packages"]), input_key=key)
 
 
-def _pull(remote, index: Path, key: str) -> dict | None:
-    """The builder of this input key from the remote cache: its entry
-    (signed by a trusted key) names the .tar.zst blob and the record; the
-    tar inside is checked against the record's sha256 when it is imported."""
-    started = time.monotonic()
+def _remote_record(remote, key: str) -> tuple[dict, dict] | None:
+    """The remote cache's builder entry of this input key and its record,
+    when a trusted key signed them and the record is whole."""
     entry = remote.get_entry("builder", key)
     record = entry.get("record") if entry else None
     if not (isinstance(record, dict) and record.get("input_key") == key
@@ -424,6 +422,18 @@ def _pull(remote, index: Path, key: str) -> dict | None:
         if entry:
             remote.say(f"/ac/{key}: not a builder record of this input key: ignored")
         return None
+    return entry, record
+
+
+def _pull(remote, index: Path, key: str) -> dict | None:
+    """The builder of this input key from the remote cache: its entry names
+    the .tar.zst blob and the record; the tar inside is checked against the
+    record's sha256 when it is imported."""
+    started = time.monotonic()
+    found = _remote_record(remote, key)
+    if found is None:
+        return None
+    entry, record = found
     sha = record["tar_sha256"]
     if not remote.get_blob(entry["blob"]["sha256"], index / f"{sha}.tar.zst", entry["blob"]["size"], hit=True):
         return None
@@ -432,6 +442,22 @@ def _pull(remote, index: Path, key: str) -> dict | None:
     print(f"builder: taken from the remote cache ({sha[:16]}) in {time.monotonic() - started:.1f} s",
           file=sys.stderr, flush=True)
     return dict(record, pulled=True)
+
+
+def known_tar_sha256(lock_builder, settings, source_date_epoch: int, remote=None) -> str | None:
+    """The builder tar's sha256 for this lock, if a cache already knows it
+    (the local one, or a trusted entry of the remote one), before the builder
+    task has run; None when it would have to be bootstrapped."""
+    try:
+        key = input_key(lock_builder, settings, source_date_epoch)
+    except UnpinnedSource:
+        return None
+    index = _index(settings)
+    record = _read_record(index / f"input-{key}.json")
+    if isinstance(record, dict) and (index / f"{record.get('tar_sha256')}.tar.zst").exists():
+        return record["tar_sha256"]
+    found = _remote_record(remote, key) if remote is not None else None
+    return found[1]["tar_sha256"] if found else None
 
 
 def _bootstrap_and_store(client, lock_builder, settings, source_date_epoch: int, log_path: Path,

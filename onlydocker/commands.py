@@ -9,7 +9,7 @@ from pathlib import Path
 from doit.cmd_base import Command, opt_cwd, opt_dodo
 
 from . import config, lock
-from .errors import OnlyDockerError
+from .errors import ConfigError, OnlyDockerError
 from .report import quiet_on_closed_pipe
 
 OPT_LOCK = {
@@ -44,8 +44,15 @@ def _project_root(params) -> Path:
         base = Path(params["cwdPath"])
     else:
         base = Path.cwd()
-    dodo = base / (params.get("dodoFile") or "dodo.py")
-    return dodo.resolve().parent if dodo.exists() else config.PROJECT_ROOT
+    named = params.get("dodoFile")
+    dodo = base / (named or "dodo.py")
+    if dodo.exists():
+        return dodo.resolve().parent
+    if (named and named != "dodo.py") or params.get("cwdPath"):
+        # A project the user named that is not there: say so, rather than
+        # working on another one.
+        raise ConfigError(f"no {dodo}: -f names the project's dodo.py, -d its folder")
+    return config.PROJECT_ROOT
 
 
 class LaneCommand(Command):

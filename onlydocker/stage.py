@@ -61,15 +61,36 @@ class Workspace:
     def forced(self, name: str) -> bool:
         return name in self.rebuild or "all" in self.rebuild
 
-    def key_inputs(self, decl: StageDecl) -> dict:
+    def key_inputs(self, decl: StageDecl, builder_sha: str | None = None) -> dict:
+        """`builder_sha`: the builder tar's sha256 when it is known before the
+        builder task has recorded it (see `cached`)."""
         sources = self.sources.of(decl)
+        if decl.kind == "container":
+            builder_sha = builder_sha or self.paths.builder()["tar_sha256"]
         return stagekey.key_inputs(
             decl, self.lock.lane, sources, [rp for s in sources for rp in self.sources.patches(s)],
             {n: self.paths.output_digest(n) for n in decl.needs},
-            self.paths.builder()["tar_sha256"] if decl.kind == "container" else None, self.paths.code_imports)
+            builder_sha if decl.kind == "container" else None, self.paths.code_imports)
 
-    def key(self, decl: StageDecl) -> str:
-        return stagekey.key(self.key_inputs(decl))
+    def key(self, decl: StageDecl, builder_sha: str | None = None) -> str:
+        return stagekey.key(self.key_inputs(decl, builder_sha))
+
+    def cached(self, decl: StageDecl, builder_sha: str | None) -> bool:
+        """Its outputs can be had without building it: out/ holds them, or
+        the stage store (local, or a trusted entry of the remote cache) has
+        its key. Known before anything is built only for a stage that needs
+        no other stage's outputs, and (a container stage) once the builder's
+        tar is known by its sha256. A fetch whose every user is cached is not
+        needed, as a Nix substituter does not fetch the sources of what it
+        can substitute; a stage that builds after all fetches what it uses."""
+        if decl.needs or (decl.kind == "container" and builder_sha is None):
+            return False
+        if self.materialised(decl):
+            return True
+        try:
+            return self.store.known(self.key(decl, builder_sha))
+        except OnlyDockerError:
+            return False
 
     # --- is it done? --------------------------------------------------------
 

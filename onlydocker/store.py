@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,6 +50,8 @@ class StageStore:
     def __init__(self, root: Path, remote: RemoteCache | None = None):
         self.root = Path(root)
         self.remote = remote
+        self._entries: dict[str, dict | None] = {}     # remote entries read by `known`, kept for `has`
+        self._entries_lock = threading.Lock()
 
     def entry(self, key: str) -> Path:
         return self.root / f"{key}.tar.zst"
@@ -60,10 +63,26 @@ class StageStore:
         """The entry is here, or was just brought from the remote cache."""
         return self.entry(key).exists() or self._pull(key)
 
-    def _pull(self, key: str) -> bool:
+    def known(self, key: str) -> bool:
+        """Here, or named by a trusted entry of the remote cache (its blob
+        is not fetched yet: `has` does that when the stage is restored)."""
+        return self.entry(key).exists() or self._remote_entry(key) is not None
+
+    def _remote_entry(self, key: str) -> dict | None:
         if self.remote is None:
-            return False
+            return None
+        with self._entries_lock:
+            if key in self._entries:
+                return self._entries[key]
         entry = self.remote.get_entry("stage", key)
+        with self._entries_lock:
+            self._entries[key] = entry
+        return entry
+
+    def _pull(self, key: str) -> bool:
+        entry = self._remote_entry(key)
+        with self._entries_lock:
+            self._entries.pop(key, None)      # asked once more next time: a miss may be filled meanwhile
         if entry is None:
             return False
         record = entry.get("record")

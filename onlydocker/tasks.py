@@ -99,6 +99,19 @@ def _unless_failing(check):
     return uptodate
 
 
+def _once(fn):
+    """`fn()`'s value, computed by the first caller (doit's threads share it)."""
+    mutex = threading.Lock()
+    value = []
+
+    def get():
+        with mutex:
+            if not value:
+                value.append(fn())
+            return value[0]
+    return get
+
+
 def build_tasks(settings: config_mod.Settings, ws: Workspace):
     """Yield doit task dicts for the lane of `ws`."""
     from . import builder as builder_mod
@@ -108,14 +121,26 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
     # A killed run may have left half-made stage trees in tmp/: nothing there
     # ever counts (manifests are written last), and the lock says no run owns them.
     run_lock = RunLock(ws.out / ".run.lock", on_acquire=lambda: shutil.rmtree(ws.out / "tmp", ignore_errors=True))
+    builder_sha = _once(lambda: builder_mod.known_tar_sha256(ws.lock.builder, settings,
+                                                            ws.lock.lane.source_date_epoch, ws.store.remote))
+
+    def users_cached(s) -> bool:
+        users = [d for d in stages.values() if s in ws.sources.of(d)]
+        return bool(users) and all(ws.cached(d, builder_sha()) for d in users)
+
+    def fetch(s):
+        if users_cached(s):
+            print(f"fetch {s.file}: not needed: every stage that uses it is in the cache", flush=True)
+            return
+        ws.sources.check(s, ws.fetcher.fetch(s))
+
     for s in ws.lock.sources:
         yield {
             "name": f"fetch:{s.name}",
             "doc": f"fetch and verify {s.file}, and check it as an archive",
             # Checked as an archive right after the fetch, off the kernel's
             # critical path (beside the builder's bootstrap).
-            "actions": [_guard(run_lock, lambda s=s: ws.sources.check(s, ws.fetcher.fetch(s)),
-                               f"fetch {s.file}", ws.paths.log_path("fetch"))],
+            "actions": [_guard(run_lock, lambda s=s: fetch(s), f"fetch {s.file}", ws.paths.log_path("fetch"))],
             "uptodate": [_unless_failing(lambda s=s: s.pinned and ws.fetcher.cache_path(s).exists()
                                           and ws.sources.checked(s))],
             "verbosity": 2,

@@ -45,14 +45,24 @@ MODERN_LANE = "bookworm"
 @pytest.fixture(scope="session")
 def modern_lane(tmp_path_factory, docker_client):
     """The modern lane, built once for real with `doit` in a copy of the
-    project (signing key made first). Shared by the end-to-end tests and the
-    boot tests; its dist/ holds vmlinuz, initrd and the ISO."""
+    project (signing key made first), from a cache of its own, as CI would:
+    uploading to a remote cache (a real nginx with WebDAV on loopback,
+    `ws.remote`) as it builds. Shared by the end-to-end tests and the boot
+    tests; its dist/ holds vmlinuz, initrd and the ISO."""
     from tests import workspace as wsmod
-    ws = wsmod.make(tmp_path_factory.mktemp("lane") / "workspace", copy_project=True)
+    from tests.nginx import Nginx
+    require_tool("nginx")
+    base = tmp_path_factory.mktemp("lane")
+    remote = Nginx(base / "remote-cache").start()
+    ws = wsmod.make(base / "workspace", copy_project=True, cache=base / "cache")
+    ws.env.pop("ONLYDOCKER_STAGE_CACHE", None)
+    ws.env.update(remote.env(write=True))
+    ws.remote = remote
     ws.doit("keygen")
     ws.first = ws.doit("-n", "2", f"lock={MODERN_LOCK}", timeout=5400)
     ws.dist = ws.out(MODERN_LANE) / "dist"
-    return ws
+    yield ws
+    remote.stop()
 
 
 @pytest.hookimpl(hookwrapper=True)

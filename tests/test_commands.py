@@ -70,6 +70,15 @@ def test_commands_name_the_lane_as_builds_do(tmp_path, httpserver):
     assert any(l.split()[:2] == ["OK", "src"] for l in by_word.stdout.splitlines())
 
 
+def test_a_command_on_a_project_that_is_not_there_says_so(tmp_path, httpserver):
+    # -f/-d name the project; a name that is wrong is an error, never another project.
+    ws = setup_lane(tmp_path, httpserver, pinned=True)
+    for args in (("-f", str(tmp_path / "nowhere" / "dodo.py")), ("-d", str(tmp_path / "nowhere"))):
+        r = ws.doit("verify", *args, "--lock", "t.lock", check=False)
+        assert r.returncode != 0 and "Traceback" not in r.stderr
+        assert f"error: no {tmp_path / 'nowhere' / 'dodo.py'}: -f names the project's dodo.py" in r.stderr, r.stderr
+
+
 def test_a_malformed_lock_stops_everything_before_it_runs(tmp_path, httpserver):
     ws = setup_lane(tmp_path, httpserver, pinned=True)
     (ws.root / "t.lock").write_text((ws.root / "t.lock").read_text().replace('size = ', 'size = -'))

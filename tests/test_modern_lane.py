@@ -49,6 +49,30 @@ def test_full_build_publishes_signed_artifacts(lane):
     assert "onlydocker.spdx.json" in names
 
 
+def test_a_fresh_clone_restores_the_whole_lane_from_the_remote_cache_without_building(lane, tmp_path):
+    """A developer's machine: a fresh clone, an empty local cache, read-only,
+    trusting CI's key. Nothing is built, and every artifact is identical to CI's."""
+    fresh = wsmod.make(tmp_path / "fresh", copy_project=True, cache=tmp_path / "empty-cache")
+    fresh.env.pop("ONLYDOCKER_STAGE_CACHE", None)
+    fresh.env.update(lane.remote.env(write=False))
+    fresh.env["ONLYDOCKER_TRUSTED_KEYS"] = lane.env["ONLYDOCKER_SIGNING_KEY"] + ".pub"
+    before = len(lane.remote.requests())
+    r = fresh.doit("-n", "2", f"lock={LOCK}", timeout=1800)
+    results = {t["name"]: t["result"] for t in r.record["tasks"]}
+    stages = [n for n in results if n.startswith("build:") and not n.startswith("build:fetch:")
+              and n not in ("build:builder", "build:dist")]
+    assert len(stages) >= 14 and all(results[n] == "restored" for n in stages), results
+    assert "mmdebstrap" not in r.stdout + r.stderr
+    # No stage was built, so no source was needed to build one: the kernel's
+    # tarball (140 MB) was never fetched. (The SBOM reads Docker's .debs, to
+    # trace the image's files to them.)
+    linux = lock.load(lane.root / LOCK).source("linux")
+    assert not (tmp_path / "empty-cache" / "sources" / "sha256" / linux.sha256).exists()
+    assert f"fetch {linux.file}: not needed" in r.stdout
+    assert (fresh.out(LANE) / "dist" / "SHA256SUMS").read_text() == (dist(lane) / "SHA256SUMS").read_text()
+    assert {m for m, _, _ in lane.remote.requests()[before:]} <= {"GET", "HEAD"}
+
+
 def test_the_sbom_is_valid_spdx_and_names_every_artifact_source_and_deb(lane):
     from spdx_tools.spdx.parser.parse_anything import parse_file
     from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
