@@ -146,7 +146,6 @@ def image_files(ws, stages) -> tuple[sbom.ImageFile, ...]:
     output of a stage without (the CA bundle the docker stage makes from its
     .debs, the images stage's archive) from that stage; the rest the pipeline
     wrote."""
-    from .legal import deb_file_hashes
     from .manifest import manifest_of_tree
     if IMAGE_STAGE not in stages or not all(t.is_dir() for t in _layers(ws, stages)):
         return ()
@@ -157,7 +156,7 @@ def image_files(ws, stages) -> tuple[sbom.ImageFile, ...]:
         srcs = [s for s in ws.sources.of(stages[name]) if s.pinned]
         debs = [s for s in srcs if s.file.endswith((".deb", ".udeb"))]
         tars = tuple(s.name for s in srcs if s not in debs)
-        deb_of = {h: s.name for s in debs for h in deb_file_hashes(ws.fetcher.fetch(s, progress=False), s.file)}
+        deb_of = {h: s.name for s in debs for h in ws.sources.deb_file_hashes(s)}
         for rel, f in manifest_of_tree(ws.paths.stage_dir(name)).items():
             if f["type"] == "file" and f["sha256"] != empty:
                 by_hash[f["sha256"]] = ((deb_of[f["sha256"]],), None) if f["sha256"] in deb_of else \

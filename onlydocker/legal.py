@@ -122,12 +122,6 @@ def license_texts(path: Path, name: str | None = None) -> list[tuple[str, bytes]
     return [("/".join(parts), data) for parts, data in _archive_files(path, name, want)]
 
 
-def deb_file_hashes(path: Path, name: str) -> set[str]:
-    """The sha256 of every regular file a .deb installs (streamed: one file
-    in memory at a time, a binary of the size of dockerd at most)."""
-    return {hashlib.sha256(data).hexdigest() for _, data in _archive_files(path, name, lambda parts, m: True)}
-
-
 def shipped_sources(stages: dict) -> set[str]:
     """Source groups of every stage whose outputs reach a published artifact
     (the stages that publish one, and what they need, transitively)."""

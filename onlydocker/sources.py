@@ -64,10 +64,34 @@ class LaneSources:
         once per tree for given bytes, since a 140 MB kernel tarball takes
         about 10 s. The verdict is kept in out/, not in the shared cache:
         whoever can write the cache must not be able to vouch for an archive."""
-        from .unpack import check_source
+        from .unpack import check_source, kind_of
         if self.checked(source):
             return
-        check_source(path, source.file)
+        hashes: set[str] | None = set() if kind_of(source.file) == "deb" else None
+        check_source(path, source.file, file_hashes=hashes)
         marker = self.paths.checked_marker(source.sha256)
         marker.parent.mkdir(parents=True, exist_ok=True)
+        if hashes is not None:
+            # Before the verdict that vouches for it (see `deb_file_hashes`).
+            atomic.write_text(self._files_memo(source), "".join(f"{h}\n" for h in sorted(hashes)))
         atomic.write_text(marker, self._verdict(source))
+
+    def _files_memo(self, source: Source) -> Path:
+        return self.paths.checked_marker(source.sha256).with_name(f"{source.sha256}.files")
+
+    def deb_file_hashes(self, source: Source) -> set[str]:
+        """The sha256 of every regular file the .deb installs: as its check in
+        this tree found them (the fetch task's, off the critical path), or
+        read now (the source fetched if need be, re-hashed, checked)."""
+        if self.checked(source):
+            try:
+                return set(self._files_memo(source).read_text().split())
+            except OSError:
+                pass
+        path = self.fetcher.fetch(source, progress=False)
+        actual = sha256_file(path)
+        if actual != source.sha256:
+            raise HashMismatch(f"cached {source.file} ({path})", "sha256", source.sha256, actual)
+        self.paths.checked_marker(source.sha256).unlink(missing_ok=True)
+        self.check(source, path)
+        return set(self._files_memo(source).read_text().split())

@@ -23,6 +23,7 @@ checks (which come first because their messages are clearer).
 from __future__ import annotations
 
 import io
+import hashlib
 import os
 import posixpath
 import shutil
@@ -192,14 +193,18 @@ def _magic(head: bytes) -> str:
     return "not an archive"
 
 
-def check_source(path: str | os.PathLike, file_name: str, *, setuid_ok: bool = False) -> str:
+def check_source(path: str | os.PathLike, file_name: str, *, setuid_ok: bool = False,
+                 file_hashes: set[str] | None = None) -> str:
     """Check a source the way it will be used: a tar (any compression) or a
     .deb, as its lock file name says and as its magic bytes must agree, has
     every member checked; a plain file is copied as it is. `path` is where the
     bytes are (the cache names them by hash, which says nothing of their
     kind). `setuid_ok` is for the builder's own packages (su, mount: setuid
-    by design; the builder runs with no-new-privileges). Returns the kind;
-    raises UnsafeArchive naming the file."""
+    by design; the builder runs with no-new-privileges). `file_hashes`, when
+    given, gets the sha256 of every regular file, hashed in the same pass (the
+    decompression is most of the cost: the SBOM's tracing of the image's files
+    to the .debs they come from reads them). Returns the kind; raises
+    UnsafeArchive naming the file."""
     kind = kind_of(file_name)
     if kind == "plain":
         return kind
@@ -225,6 +230,12 @@ def check_source(path: str | os.PathLike, file_name: str, *, setuid_ok: bool = F
             # A package's files form a root filesystem: an absolute link
             # (lib64/ld-linux-x86-64.so.2 -> /lib/...) names a place in it.
             check_member(m, label, absolute_symlinks=kind == "deb", setuid_ok=setuid_ok)
+            if file_hashes is not None and m.isfile():
+                try:
+                    file_hashes.add(hashlib.file_digest(tf.extractfile(m), "sha256").hexdigest())
+                except _CORRUPT as e:
+                    raise UnsafeArchive(f"{label}: corrupt or truncated archive in {m.name!r} "
+                                        f"({type(e).__name__}: {e})") from None
     return kind
 
 
