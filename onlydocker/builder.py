@@ -279,7 +279,8 @@ def _network_isolated(cmd: list[str]) -> list[str]:
     return cmd
 
 
-def _bootstrap(lock_builder, settings, epoch: int, log_path: Path, work: Path, remote=None) -> tuple[Path, float]:
+def _bootstrap(lock_builder, settings, epoch: int, log_path: Path, work: Path,
+               remote=None) -> tuple[Path, float, list[str]]:
     _check_options(lock_builder)
     started = time.monotonic()
     # Untrusted like any source, and unpacked as root by dpkg: every member
@@ -314,7 +315,7 @@ def _bootstrap(lock_builder, settings, epoch: int, log_path: Path, work: Path, r
                          f"lock pins ({'; '.join(changed_packages(want, got))}); re-pin with "
                          f"`doit lock --builder`")
     print(f"builder: bootstrapped in {seconds:.0f} s", file=sys.stderr)
-    return tar, seconds
+    return tar, seconds, got
 
 
 def _previous(index: Path, key: str, sha: str) -> dict | None:
@@ -469,9 +470,8 @@ def _bootstrap_and_store(client, lock_builder, settings, source_date_epoch: int,
     work = index / f".input-{key}.json.{os.getpid()}{atomic.TMP_SUFFIX}"   # cleared as a leftover if we die
     work.mkdir()
     try:
-        tar, seconds = _bootstrap(lock_builder, settings, source_date_epoch, log_path, work, remote)
+        tar, seconds, packages = _bootstrap(lock_builder, settings, source_date_epoch, log_path, work, remote)
         sha = sha256_file(tar)
-        packages = packages_in(tar)
         previous = _previous(index, key, sha)
         changes = changed_packages(previous["packages"], packages) if previous else []
         if previous:

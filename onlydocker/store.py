@@ -34,7 +34,11 @@ from .errors import BuildError
 if TYPE_CHECKING:
     from .remote import RemoteCache
 
-ZSTD_LEVEL = 10
+# zstd's own default level. Entries are written once and read by every
+# restore, on the way to the kernel in a cold build (the builder's 615 MB tar:
+# level 3 in 2.9 s, 199 MB; level 10 in 17.6 s, 175 MB; decompression 0.9 s
+# either way): the CPU a higher level takes is the kernel's, on 2 cores.
+ZSTD_LEVEL = 3
 
 
 def compress_file(tar_path: Path, dest: Path) -> None:
