@@ -296,6 +296,13 @@ def _bootstrap(lock_builder, settings, epoch: int, log_path: Path, work: Path,
         # copy:// copies each .deb into the chroot's apt cache (mmdebstrap's
         # cleanup empties it and apt's lists); the sources.list is fixed text.
         f"--customize-hook=printf %s {shlex.quote(SOURCES_LIST)} > \"$1/etc/apt/sources.list\"",
+        # dpkg's fsyncs keep a live system whole through a power cut; a
+        # bootstrap cut short is thrown away anyway. Without them mmdebstrap
+        # took 65.6 s instead of 82.6 s here, for the same tar (sha256
+        # 402f7145…): mmdebstrap writes the option into the chroot, and this
+        # hook takes it out again before the tar is made.
+        "--dpkgopt=force-unsafe-io",
+        '--customize-hook=rm "$1/etc/dpkg/dpkg.cfg.d/99mmdebstrap"',
     ]
     # The variant chose the set when it was resolved; now the set is the pin:
     # the Essential packages and every pinned one by name. (A variant such as
