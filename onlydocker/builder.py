@@ -302,7 +302,7 @@ def _bootstrap(lock_builder, settings, epoch: int, log_path: Path, work: Path,
         # 402f7145…): mmdebstrap writes the option into the chroot, and this
         # hook takes it out again before the tar is made.
         "--dpkgopt=force-unsafe-io",
-        '--customize-hook=rm "$1/etc/dpkg/dpkg.cfg.d/99mmdebstrap"',
+        '--customize-hook=rm -f "$1/etc/dpkg/dpkg.cfg.d/99mmdebstrap"',
     ]
     # The variant chose the set when it was resolved; now the set is the pin:
     # the Essential packages and every pinned one by name. (A variant such as
