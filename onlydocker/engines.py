@@ -160,7 +160,6 @@ class Member:
     """An engine that answered when the run began."""
     entry: Entry
     client: docker.DockerClient
-    daemon_id: str = ""
     running: int = 0             # container stages leased to it now
     lost: bool = False           # stopped answering during the run: no more leases
 
@@ -208,13 +207,12 @@ class Pool:
         def ask(entry: Entry) -> Member | str:
             try:
                 client = _answering_client(entry, ANSWER_TIMEOUT)
-                daemon_id = client.info().get("ID", "")
             except EngineError:
                 raise
             except Exception as e:        # the SDK raises several types for "nobody answers"
                 return _one_line(e)
             client.api.timeout = WORK_TIMEOUT
-            return Member(entry, client, daemon_id)
+            return Member(entry, client)
 
         with ThreadPoolExecutor(len(self.entries)) as ask_all:
             answers = list(ask_all.map(ask, self.entries))
@@ -223,11 +221,6 @@ class Pool:
         for entry, answer in zip(self.entries, answers):
             if isinstance(answer, str):
                 silent.append((entry.name, answer))
-                continue
-            same = next((m for m in members if answer.daemon_id and m.daemon_id == answer.daemon_id), None)
-            if same is not None:
-                # Two names of one daemon: leases would count its stages twice.
-                _say(f"engine {entry.name} is the same daemon as {same.name} (ID {answer.daemon_id}): used once")
                 continue
             members.append(answer)
         if not members:
