@@ -208,7 +208,7 @@ class Pool:
             try:
                 client = _answering_client(entry, ANSWER_TIMEOUT)
             except EngineError:
-                raise
+                raise                     # a context that cannot be read: a setting to mend, not an engine away
             except Exception as e:        # the SDK raises several types for "nobody answers"
                 return _one_line(e)
             client.api.timeout = WORK_TIMEOUT
@@ -225,7 +225,8 @@ class Pool:
             members.append(answer)
         if not members:
             raise EngineError(f"none of the engines in {SETTING} answers: "
-                              f"{'; '.join(f'{name} ({why})' for name, why in silent)}; {engine.HOW_TO_START}")
+                              f"{'; '.join(f'{name} ({why})' for name, why in silent)}; start one of them (`sudo dockerd &`), "
+                              f"or name running ones")
         for name, why in silent:
             _say(f"engine {name} does not answer ({why}): left out of this run")
         return members
@@ -250,12 +251,9 @@ class Pool:
     def lease(self, stage: str) -> Iterator[Member]:
         """The engine with the fewest container stages running, for the
         stage's container; failures inside name it (see `speaking_for`)."""
-        self._alive()
+        alive = self._alive()
         with self._mutex:
-            alive = [m for m in self._members if not m.lost]
-            if not alive:
-                raise EngineError(f"stage {stage}: every engine of this run has stopped answering")
-            chosen = min(alive, key=lambda m: m.running)     # the first listed among equals
+            chosen = min(alive, key=lambda m: (m.lost, m.running))     # the first listed among equals
             chosen.running += 1
             self.ran_on[stage] = chosen.name
         try:
