@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
@@ -216,6 +217,28 @@ def _tasks(record: dict) -> dict[str, dict]:
 
 def _manifest(ws: wsmod.Workspace, stage: str) -> dict:
     return json.loads((ws.out(wsmod.lane_name()) / "stages" / f"{stage}.manifest.json").read_text())
+
+
+@pytest.mark.docker
+def test_an_engine_without_the_builder_gets_it_from_the_cache_once_whatever_the_threads(
+        tmp_path, second_engine, capfd):
+    ws = _tree(tmp_path / "ws", {}, None)
+    ws.doit("lock=test.lock", "build:builder")        # made or taken from the cache, in the machine's engine
+    builder = json.loads((ws.out(wsmod.lane_name()) / "builder.json").read_text())
+    try:
+        second_engine.client().images.remove(builder["tag"], force=True)
+    except docker.errors.ImageNotFound:
+        pass
+    pool = engines.Pool(engines.parse_all([second_engine.url]), config.load(env=ws.env, root=ws.root))
+    member = pool.first()
+    capfd.readouterr()
+    with ThreadPoolExecutor(3) as threads:
+        tags = list(threads.map(lambda _: pool.provide_builder(member, builder), range(3)))
+    assert tags == [builder["tag"]] * 3
+    said = capfd.readouterr().err
+    assert said.count(f"engines: engine {second_engine.url} has no {builder['tag']}: importing") == 1, said
+    image = second_engine.client().images.get(builder["tag"])
+    assert image.tags == [builder["tag"]]
 
 
 # Each stage takes a few seconds, so that `doit -n 2` has both running at once;
