@@ -517,3 +517,20 @@ def _bootstrap_and_store(client, lock_builder, settings, source_date_epoch: int,
         return record
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def cached_tar(settings, sha: str) -> Path:
+    """The cache entry of the builder tar with this sha256."""
+    return _index(settings) / f"{sha}.tar.zst"
+
+
+def import_cached(client, settings, sha: str) -> str:
+    """docker import of the cached builder tar `sha` into an engine that lacks
+    it (engines.py: each further engine gets the builder when a stage first
+    runs there), checked as every import is. Returns the image's tag."""
+    entry = cached_tar(settings, sha)
+    if not entry.exists():
+        raise BuildError(f"builder cache entry {entry} is missing; run `doit build:builder` to make it again")
+    tag = tag_of(sha)
+    _import(client, entry, sha, tag)
+    return tag

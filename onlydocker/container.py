@@ -57,7 +57,7 @@ class ContainerRunner:
 
     def build(self, decl: StageDecl, raw_tar: Path) -> None:
         """Run the stage's build.sh; its /build/out as a tar at `raw_tar`."""
-        from . import engine, lanedata
+        from . import engine, engines, lanedata
         from .unpack import kind_of
         v = self.variation
         sources = self.sources.verified(decl)
@@ -78,15 +78,23 @@ class ContainerRunner:
             for need in decl.needs:
                 inputs.append((self.paths.stage_dir(need), f"/build/deps/{need}"))
             env = container_env(decl, self.lane, v)
-            spec = engine.RunSpec(image=self.paths.builder()["tag"], command=["sh", "/build/engine/prelude.sh"],
+            builder = self.paths.builder()
+            spec = engine.RunSpec(image=builder["tag"], command=["sh", "/build/engine/prelude.sh"],
                                   env=env, workdir="/build", hostname=v.hostname, inputs=inputs,
                                   user=v.user, root=decl.root, memory=engine.memory_for(int(env["JOBS"])))
-            client = engine.connect()
             log_path = self.paths.log_path(decl.name)
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                with for_stage(decl.name) as beat:
-                    engine.run(client, spec, output_tar=raw_tar, log_path=log_path,
-                               name_prefix=f"onlydocker-{self.lane.name}-{decl.name}", on_line=beat.note)
-            except BuildError as e:
-                raise BuildError(f"stage {decl.name} failed: {e}") from None
+            # The engine with the fewest stages running (engines.py); the
+            # same container on any of them, so the same bytes come out.
+            pool = engines.pool(self.sources.fetcher.settings)
+            with pool.lease(decl.name) as on:
+                pool.provide_builder(on, builder)
+                where = f" on engine {on.name}" if pool.several else ""
+                if where:
+                    print(f"{decl.name}: building{where}", flush=True)
+                try:
+                    with for_stage(decl.name) as beat:
+                        engine.run(on.client, spec, output_tar=raw_tar, log_path=log_path,
+                                   name_prefix=f"onlydocker-{self.lane.name}-{decl.name}", on_line=beat.note)
+                except BuildError as e:
+                    raise BuildError(f"stage {decl.name} failed{where}: {e}") from None

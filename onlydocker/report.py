@@ -24,7 +24,9 @@ dist published), "restored" (a stage taken from the cache), "up-to-date"
 "failed" (including "not run because a task it needs failed"); `start`
 and `end` are seconds on the monotonic clock since doit began running
 tasks; `key` is a stage's key as its manifest in out/ holds it (not for
-failed stages, nor for tasks that are not stages).
+failed stages, nor for tasks that are not stages); `engine` is the Docker
+engine a container stage's container ran on (as ONLYDOCKER_ENGINES names it;
+engines.py), when doit built it in this run.
 """
 from __future__ import annotations
 
@@ -90,7 +92,8 @@ class Reporter(ConsoleReporter):
     """doit's console reporter, with failures said in one line, and the run
     record (see above). `log_dir` and `out_dir` are set by dodo.py to the
     lane's logs folder and the lane's out/ folder. A task's meta "stage_key",
-    when given, is a function that reads the stage's key from out/."""
+    when given, is a function that reads the stage's key from out/; its meta
+    "engine", the engine its container ran on (None if none did)."""
     log_dir: Path | None = None
     out_dir: Path | None = None
 
@@ -137,7 +140,11 @@ class Reporter(ConsoleReporter):
         with self._mutex:
             tasks = [dict(t) for t in self._tasks.values() if "result" in t]
         for t in tasks:
-            stage_key = (self._objects[t["name"]].meta or {}).get("stage_key")
+            meta = self._objects[t["name"]].meta or {}
+            ran_on = meta["engine"]() if meta.get("engine") else None
+            if ran_on:
+                t["engine"] = ran_on
+            stage_key = meta.get("stage_key")
             if stage_key is not None and t["result"] != "failed":
                 try:
                     key = stage_key()

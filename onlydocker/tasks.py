@@ -13,7 +13,7 @@ import shutil
 import threading
 from pathlib import Path
 
-from . import atomic
+from . import atomic, engines
 from . import config as config_mod
 from . import lock as lock_mod
 from . import remote as remote_mod
@@ -58,6 +58,7 @@ class RunLock:
 
 def workspace_from_env(lock_path: str | None = None, root: Path | None = None) -> tuple[config_mod.Settings, Workspace]:
     settings = config_mod.load(lock=lock_path, root=root or config_mod.PROJECT_ROOT)
+    engines.parse_all(settings.engines)       # a bad entry is said before anything runs
     lock = lock_mod.load(settings.lock_path)
     remote = remote_mod.from_settings(settings)
     ws = Workspace(root=settings.root, out=settings.out_root / lock.lane.name,
@@ -148,11 +149,16 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
 
     record = ws.paths.builder_record
 
+    engine_pool = engines.pool(settings)
+
     def make_builder():
-        from . import engine
-        img = builder_mod.ensure(engine.connect(), ws.lock.builder, settings,
-                                 ws.lock.lane.source_date_epoch, ws.paths.log_path("builder"),
-                                 remote=ws.store.remote)
+        # mmdebstrap runs on the host; the image goes into the first engine
+        # that answers, the others get it when a stage first runs there.
+        first = engine_pool.first()
+        with engine_pool.speaking_for(first, "builder"):
+            img = builder_mod.ensure(first.client, ws.lock.builder, settings,
+                                     ws.lock.lane.source_date_epoch, ws.paths.log_path("builder"),
+                                     remote=ws.store.remote)
         record.parent.mkdir(parents=True, exist_ok=True)
         atomic.write_json(record, {"tag": img.tag, "tar_sha256": img.tar_sha256,
                                    "input_key": img.input_key, "packages": img.packages})
@@ -162,7 +168,9 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
             rec = json.loads(record.read_text())
             from . import engine
             key = builder_mod.input_key(ws.lock.builder, settings, ws.lock.lane.source_date_epoch)
-            return rec["input_key"] == key and engine.image_exists(engine.connect(), rec["tag"])
+            # Several engines: the others import the cached tar, so it must be there.
+            return (rec["input_key"] == key and engine.image_exists(engine_pool.first().client, rec["tag"])
+                    and (not engine_pool.several or builder_mod.cached_tar(settings, rec["tar_sha256"]).exists()))
         except (OSError, ValueError, KeyError, OnlyDockerError):
             return False
 
@@ -192,7 +200,8 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
             "uptodate": [_unless_failing(lambda d=decl: ws.materialised(d))],
             "verbosity": 2,
             "meta": {"cost": decl.cost,
-                     "stage_key": lambda d=decl: (ws.paths.read_manifest(d.name) or {}).get("key")},
+                     "stage_key": lambda d=decl: (ws.paths.read_manifest(d.name) or {}).get("key"),
+                     "engine": lambda d=decl: engine_pool.ran_on.get(d.name)},
         }
 
     yield {
