@@ -76,6 +76,12 @@ class LaneCommand(Command):
     def run(self, settings: config.Settings, lk: lock.Lock, params, args: list[str]) -> int:
         raise NotImplementedError
 
+    @staticmethod
+    def stages(settings: config.Settings) -> dict:
+        """The project's stage declarations (decl.py), checked as a build checks them."""
+        from .decl import load_stages
+        return load_stages(settings.root / "stages")
+
 
 def verify_sources(lk: lock.Lock, settings: config.Settings) -> list:
     """Re-hash every cached source of the lock: one SourceStatus each
@@ -241,8 +247,7 @@ class Repro(LaneCommand):
 
     def run(self, settings, lk, params, args):
         from . import repro
-        from .decl import load_stages
-        stages = load_stages(settings.root / "stages")
+        stages = self.stages(settings)
         unknown = [a for a in args if a not in stages]
         if unknown:
             print(f"error: unknown stage(s) {', '.join(unknown)}; stages are {', '.join(stages)}",
@@ -262,8 +267,7 @@ class LegalInfo(LaneCommand):
 
         from . import legal
         from .fetch import Fetcher
-        from .decl import load_stages
-        stages = load_stages(settings.root / "stages")
+        stages = self.stages(settings)
         shipped = legal.shipped_sources(stages)
         out = settings.out_root / lk.lane.name
         try:

@@ -121,19 +121,25 @@ class RemoteCache:
             return None
         return r
 
+    def _found(self, path: str, **kw) -> requests.Response | None:
+        """GET `path`: the response when the server has it; None (a miss) otherwise."""
+        r = self._request("GET", path, **kw)
+        if r is not None and r.status_code != 200:
+            r.close()
+            self._count("misses")
+            return None
+        return r
+
     # --- blobs ------------------------------------------------------------------
 
     def get_blob(self, sha256: str, dest: Path, size: int | None = None, hit: bool = False) -> bool:
         """Download /cas/<sha256> to `dest` (atomically), hashed on the way;
         False on a miss or on bytes that are not what their name says.
         `hit`: it completes an entry's restore (counted as a hit)."""
-        r = self._request("GET", f"cas/{sha256}", stream=True, headers={"Accept-Encoding": "identity"})
+        r = self._found(f"cas/{sha256}", stream=True, headers={"Accept-Encoding": "identity"})
         if r is None:
             return False
         with r:
-            if r.status_code != 200:
-                self._count("misses")
-                return False
             h = hashlib.sha256()
             got = 0
             try:
@@ -185,13 +191,10 @@ class RemoteCache:
     def get_entry(self, kind: str, key: str) -> dict | None:
         """The payload of /ac/<key>, if a trusted key signed it for this
         kind and key; else None (reported)."""
-        r = self._request("GET", f"ac/{key}")
+        r = self._found(f"ac/{key}")
         if r is None:
             return None
         with r:
-            if r.status_code != 200:
-                self._count("misses")
-                return None
             body = r.content
         where = f"/ac/{key}"
         try:
