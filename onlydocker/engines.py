@@ -34,16 +34,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import docker
-import docker.errors
-import docker.tls
-import docker.utils
-from docker.context import ContextAPI
-
-from . import engine
 from .errors import ConfigError, EngineError
 if TYPE_CHECKING:
+    import docker
+    import docker.tls
+
     from .config import Settings
+# The Docker SDK (and engine.py, which imports it) is imported where an engine
+# is asked for, not when the task graph loads: `doit list` need not pay for it.
 
 SETTING = "ONLYDOCKER_ENGINES"
 FORMS = "a Docker context name, or a unix:///path, tcp://host[:port] or ssh://[user@]host[:port] URL"
@@ -110,12 +108,19 @@ def parse_all(names: Sequence[str]) -> tuple[Entry, ...]:
 
 def _usual() -> Entry:
     """The one engine the Docker settings name (engine.endpoint), by its URL."""
+    from . import engine
     ep = engine.endpoint()
     return Entry(ep.host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock", "usual")
 
 
 def _client_args(entry: Entry) -> dict:
     """docker.DockerClient's arguments for the entry: where, TLS, ssh."""
+    import docker.errors
+    import docker.utils
+    from docker.context import ContextAPI
+
+    from . import engine
+
     def tls_from_env() -> docker.tls.TLSConfig | bool:
         try:
             return docker.utils.kwargs_from_env(environment=os.environ).get("tls", False)
@@ -150,6 +155,7 @@ def _one_line(e: BaseException) -> str:
 
 def _answering_client(entry: Entry, timeout: float) -> docker.DockerClient:
     """A client whose engine answered a ping within `timeout` seconds."""
+    import docker
     client = docker.DockerClient(timeout=timeout, max_pool_size=32, **_client_args(entry))
     client.ping()
     return client
@@ -201,6 +207,7 @@ class Pool:
     def _start(self) -> list[Member]:
         if not self.entries:
             # As before there was a list: engine.connect, its errors and its advice.
+            from . import engine
             client = engine.connect()
             return [Member(_usual(), client)]
 
@@ -297,6 +304,7 @@ class Pool:
         with self._mutex:
             importing = self._imports.setdefault((member.name, sha), threading.Lock())
         with importing:
+            from . import engine
             if not engine.image_exists(member.client, tag):
                 _say(f"engine {member.name} has no {tag}: importing the builder from the cache")
                 builder_mod.import_cached(member.client, self.settings, sha)

@@ -7,6 +7,7 @@ the order of everything else survive.
 from __future__ import annotations
 
 import functools
+import json
 import re
 import tomllib
 from dataclasses import dataclass
@@ -32,10 +33,14 @@ def _spdx_licensing():
     return get_spdx_licensing()
 
 
-def spdx_license(path, entry: str, text: str) -> str:
+def spdx_license(path, entry: str, text: str, known: dict[str, str] | None = None) -> str:
     """A source's license as a valid SPDX license expression, in its canonical
     spelling ("gpl-2.0-only" -> "GPL-2.0-only"); anything else is refused,
-    naming the entry: the SBOM and legal-info copy it as a declared license."""
+    naming the entry: the SBOM and legal-info copy it as a declared license.
+    `known`: expressions already found valid (text -> canonical), and where
+    this one goes once it is (see `load`)."""
+    if known is not None and text in known:
+        return known[text]
     from license_expression import ExpressionError
     licensing = _spdx_licensing()
     try:
@@ -48,6 +53,8 @@ def spdx_license(path, entry: str, text: str) -> str:
         if sym.key not in licensing.known_symbols and not LICENSE_REF.match(sym.key):
             raise LockError(path, entry, "license", f"{text!r}: {sym.key!r} is not an SPDX license id "
                                                     f"(see the SPDX license list, or write LicenseRef-<name>)")
+    if known is not None:
+        known[text] = str(parsed)
     return str(parsed)
 
 
@@ -162,7 +169,7 @@ def check_url(path, entry: str, url) -> None:
         raise LockError(path, entry, "urls", f"{url!r} has no host")
 
 
-def _source(path, i: int, t) -> Source:
+def _source(path, i: int, t, known: dict[str, str] | None = None) -> Source:
     if not isinstance(t, dict):
         raise LockError(path, f"#{i + 1}", None, "a [[source]] must be a table")
     name = t.get("name")
@@ -196,7 +203,7 @@ def _source(path, i: int, t) -> Source:
     return Source(name=name, group=group,
                   version=_req(path, t, "version", str, entry), file=file, urls=tuple(urls),
                   sha256=hashes.get("sha256"), size=size,
-                  license=spdx_license(path, entry, _req(path, t, "license", str, entry)),
+                  license=spdx_license(path, entry, _req(path, t, "license", str, entry), known),
                   sha512=hashes.get("sha512"), sha1=hashes.get("sha1"))
 
 
@@ -219,7 +226,25 @@ def _deb(path, i: int, t) -> Deb:
     return Deb(**v)
 
 
-def load(path: str | Path) -> Lock:
+def _read_licenses_memo(memo: Path | None) -> dict[str, str] | None:
+    """Expressions an earlier load in this tree found valid, for this version
+    of the SPDX list and parser. Loading that list takes about 90 ms, the most
+    of any step of a no-op `doit`."""
+    if memo is None:
+        return None
+    from importlib.metadata import version
+    try:
+        data = json.loads(memo.read_text())
+        if data.get("license-expression") == version("license-expression") and isinstance(data["valid"], dict):
+            return {str(k): str(v) for k, v in data["valid"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return {}
+
+
+def load(path: str | Path, licenses_memo: Path | None = None) -> Lock:
+    """The lock at `path`, every field checked. `licenses_memo`: a file of the
+    tree's own (out/), where valid license expressions are remembered."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -267,7 +292,15 @@ def load(path: str | Path) -> Lock:
     raw = data.get("source", [])
     if not isinstance(raw, list):
         raise LockError(path, None, "source", "sources are [[source]] tables")
-    sources = [_source(path, i, t) for i, t in enumerate(raw)]
+    known = _read_licenses_memo(licenses_memo)
+    before = dict(known) if known is not None else None
+    sources = [_source(path, i, t, known) for i, t in enumerate(raw)]
+    if known is not None and known != before:
+        from importlib.metadata import version
+
+        from . import atomic
+        licenses_memo.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(licenses_memo, {"license-expression": version("license-expression"), "valid": known})
     seen: set[str] = set()
     for s in sources:
         if s.name in seen:

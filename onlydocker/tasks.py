@@ -16,7 +16,6 @@ from pathlib import Path
 from . import atomic, engines
 from . import config as config_mod
 from . import lock as lock_mod
-from . import remote as remote_mod
 from .errors import OnlyDockerError
 from .report import RESULTS, run_reporting
 from .fetch import Fetcher
@@ -59,8 +58,13 @@ class RunLock:
 def workspace_from_env(lock_path: str | None = None, root: Path | None = None) -> tuple[config_mod.Settings, Workspace]:
     settings = config_mod.load(lock=lock_path, root=root or config_mod.PROJECT_ROOT)
     engines.parse_all(settings.engines)       # a bad entry is said before anything runs
-    lock = lock_mod.load(settings.lock_path)
-    remote = remote_mod.from_settings(settings)
+    # Valid license expressions are remembered in the tree's own out/ (not
+    # the shared cache: whoever can write that must not vouch for them).
+    lock = lock_mod.load(settings.lock_path, licenses_memo=settings.out_root / ".licenses.json")
+    remote = None
+    if settings.remote is not None:
+        from . import remote as remote_mod     # requests and cryptography: only when one is set
+        remote = remote_mod.from_settings(settings)
     ws = Workspace(root=settings.root, out=settings.out_root / lock.lane.name,
                    store=StageStore(settings.stage_cache, remote), lock=lock,
                    fetcher=Fetcher(settings, remote=remote),
@@ -125,9 +129,22 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
     builder_sha = _once(lambda: builder_mod.known_tar_sha256(ws.lock.builder, settings,
                                                             ws.lock.lane.source_date_epoch, ws.store.remote))
 
+    def users(s) -> list:
+        return [d for d in stages.values() if s in ws.sources.of(d)]
+
     def users_cached(s) -> bool:
-        users = [d for d in stages.values() if s in ws.sources.of(d)]
-        return bool(users) and all(ws.cached(d, builder_sha()) for d in users)
+        return bool(users(s)) and all(ws.cached(d, builder_sha()) for d in users(s))
+
+    # Whether a stage's outputs are in out/, asked once a run for the fetch
+    # tasks' up-to-date checks (doit asks those first, before any stage runs;
+    # several sources share a stage).
+    in_out: dict[str, bool] = {}
+
+    def users_materialised(s) -> bool:
+        for d in users(s):
+            if d.name not in in_out:
+                in_out[d.name] = ws.materialised(d)
+        return bool(users(s)) and all(in_out[d.name] for d in users(s))
 
     def fetch(s):
         if users_cached(s):
@@ -142,8 +159,10 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
             # Checked as an archive right after the fetch, off the kernel's
             # critical path (beside the builder's bootstrap).
             "actions": [_guard(run_lock, lambda s=s: fetch(s), f"fetch {s.file}", ws.paths.log_path("fetch"))],
-            "uptodate": [_unless_failing(lambda s=s: s.pinned and ws.fetcher.cache_path(s).exists()
-                                          and ws.sources.checked(s))],
+            # Up to date when fetched and checked, or when nothing needs it:
+            # every stage that uses it is in out/ (restored, not built here).
+            "uptodate": [_unless_failing(lambda s=s: s.pinned and (
+                (ws.fetcher.cache_path(s).exists() and ws.sources.checked(s)) or users_materialised(s)))],
             "verbosity": 2,
         }
 

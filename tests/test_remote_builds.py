@@ -97,6 +97,10 @@ def test_a_fresh_tree_with_an_empty_cache_restores_everything_and_uploads_nothin
         (ci.out(wsmod.lane_name()) / "stages" / "tiny" / "data").read_bytes()
     sent = server.requests()[before:]
     assert sent and {m for m, _, _ in sent} <= {"GET", "HEAD"}, sent
+    # And then a no-op is a no-op: the fetch it never needed is up to date too.
+    again = dev.doit(f"lock={LOCK}", timeout=900)
+    assert {t["name"]: t["result"] for t in again.record["tasks"]
+            if t["result"] != "up-to-date"} == {}, again.stdout
 
 
 def test_a_corrupted_stage_blob_is_caught_and_the_stage_built_locally(tmp_path, shared):
