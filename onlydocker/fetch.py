@@ -240,11 +240,8 @@ class Fetcher:
         part = self._partial(source).with_suffix(".cas")
         if not self.remote.get_blob(source.sha256, part, source.size):
             return None
-        with open(part, "rb") as f:
-            h = MultiHasher(tuple(source.hashes()))
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
-        digests = self._compare(part, source, f"{self.remote.url}/cas/{source.sha256}", h)
+        digests = self._compare(part, source, f"{self.remote.url}/cas/{source.sha256}",
+                                self._hash_file(part, source))
         _log(f"fetch {source.file}: no URL had it; taken from the remote cache ({self.remote.url}/cas/)")
         return self._admit(part, digests)
 
