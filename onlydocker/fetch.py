@@ -29,14 +29,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-import requests
-
 from .config import MIRROR_SCHEMES, Settings
 from .errors import FetchError, HashMismatch, OnlyDockerError, UnpinnedSource
 from .hashing import CHUNK, MultiHasher
 from .progress import Heartbeat
 if TYPE_CHECKING:
     from .remote import RemoteCache
+    import requests
 
 CONNECT_TIMEOUT = 15
 READ_TIMEOUT = 60
@@ -94,9 +93,18 @@ class Fetcher:
     def __init__(self, settings: Settings, session: requests.Session | None = None,
                  remote: RemoteCache | None = None):
         self.settings = settings
-        self.session = session or requests.Session()
+        self._session = session
         self.remote = remote
         self.root = settings.cache_dir / "sources"
+
+    @property
+    def session(self) -> requests.Session:
+        # requests (about 60 ms to import) is needed by a download only: a
+        # no-op, which downloads nothing, does without it.
+        if self._session is None:
+            import requests
+            self._session = requests.Session()
+        return self._session
 
     # --- cache layout -------------------------------------------------------
 
@@ -315,6 +323,7 @@ class Fetcher:
             with open(src, "rb") as f, open(part, "wb") as out:
                 self._copy(f.read, out, h, source, url)
             return h
+        import requests
         have = part.stat().st_size if part.exists() else 0
         # identity: the bytes as stored, never a transfer-compressed variant
         headers = {"Accept-Encoding": "identity"}

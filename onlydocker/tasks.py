@@ -129,22 +129,30 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
     builder_sha = _once(lambda: builder_mod.known_tar_sha256(ws.lock.builder, settings,
                                                             ws.lock.lane.source_date_epoch, ws.store.remote))
 
+    users_of: dict[str, list] = {}
+    for d in stages.values():
+        for s in ws.sources.of(d):
+            users_of.setdefault(s.name, []).append(d)
+
     def users(s) -> list:
-        return [d for d in stages.values() if s in ws.sources.of(d)]
+        return users_of.get(s.name, [])
 
     def users_cached(s) -> bool:
         return bool(users(s)) and all(ws.cached(d, builder_sha()) for d in users(s))
 
-    # Whether a stage's outputs are in out/, asked once a run for the fetch
-    # tasks' up-to-date checks (doit asks those first, before any stage runs;
-    # several sources share a stage).
-    in_out: dict[str, bool] = {}
+    # Whether a stage will stay as out/ holds it this run: its outputs are
+    # there and so are those of every stage it needs, so none of them runs.
+    # Asked once a run, for the fetch and builder tasks' up-to-date checks
+    # (doit asks those before any stage runs; several tasks share a stage).
+    settled_memo: dict[str, bool] = {}
 
-    def users_materialised(s) -> bool:
-        for d in users(s):
-            if d.name not in in_out:
-                in_out[d.name] = ws.materialised(d)
-        return bool(users(s)) and all(in_out[d.name] for d in users(s))
+    def settled(d) -> bool:
+        if d.name not in settled_memo:
+            settled_memo[d.name] = ws.materialised(d) and all(settled(stages[n]) for n in d.needs)
+        return settled_memo[d.name]
+
+    def users_settled(s) -> bool:
+        return bool(users(s)) and all(settled(d) for d in users(s))
 
     def fetch(s):
         if users_cached(s):
@@ -162,7 +170,7 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
             # Up to date when fetched and checked, or when nothing needs it:
             # every stage that uses it is in out/ (restored, not built here).
             "uptodate": [_unless_failing(lambda s=s: s.pinned and (
-                (ws.fetcher.cache_path(s).exists() and ws.sources.checked(s)) or users_materialised(s)))],
+                (ws.fetcher.cache_path(s).exists() and ws.sources.checked(s)) or users_settled(s)))],
             "verbosity": 2,
         }
 
@@ -185,10 +193,16 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
     def builder_uptodate():
         try:
             rec = json.loads(record.read_text())
-            from . import engine
             key = builder_mod.input_key(ws.lock.builder, settings, ws.lock.lane.source_date_epoch)
+            if rec["input_key"] != key:
+                return False
+            # The image is needed only by a container stage that runs: when
+            # none will, the engine is not asked (the no-op's largest cost).
+            if all(settled(d) for d in stages.values() if d.kind == "container"):
+                return True
+            from . import engine
             # Several engines: the others import the cached tar, so it must be there.
-            return (rec["input_key"] == key and engine.image_exists(engine_pool.first().client, rec["tag"])
+            return (engine.image_exists(engine_pool.first().client, rec["tag"])
                     and (not engine_pool.several or builder_mod.cached_tar(settings, rec["tar_sha256"]).exists()))
         except (OSError, ValueError, KeyError, OnlyDockerError):
             return False

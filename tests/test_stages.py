@@ -86,6 +86,23 @@ def test_builds_every_stage_then_has_nothing_to_do(tiny):
             assert t["key"] == json.loads(manifest.read_text())["key"]
 
 
+def test_a_no_op_does_not_ask_the_engine_and_a_stage_that_must_run_does(tiny):
+    tiny.doit("lock=test.lock")
+    # No engine answers at this socket: a no-op needs none (every stage is in out/).
+    nobody = dict(tiny.env, DOCKER_HOST=f"unix://{tiny.root}/nobody.sock")
+    nobody.pop("ONLYDOCKER_ENGINES", None)
+    noop = wsmod.Workspace(root=tiny.root, env=nobody, log=tiny.log).doit("lock=test.lock")
+    assert {t["name"]: t["result"] for t in noop.record["tasks"]}["build:builder"] == "up-to-date"
+    assert wsmod.events(noop) == {}
+    # A container stage that must run needs the builder image: the builder
+    # task asks the engine, and the run fails naming it.
+    (tiny.root / "stages" / "other" / "build.sh").write_text("set -eu\necho changed > /build/out/other\n")
+    failed = wsmod.Workspace(root=tiny.root, env=nobody, log=tiny.log).doit("lock=test.lock", check=False)
+    assert failed.returncode != 0
+    assert f"no Docker engine answers at DOCKER_HOST=unix://{tiny.root}/nobody.sock" in failed.stdout + failed.stderr
+    assert wsmod.events(tiny.doit("lock=test.lock")) == {"other": "built"}
+
+
 def test_touching_a_file_without_changing_it_rebuilds_nothing(tiny):
     tiny.doit("lock=test.lock")
     script = tiny.root / "stages" / "hello" / "build.sh"
