@@ -30,7 +30,9 @@ from pathlib import Path
 
 import zstandard
 
-from . import atomic, engine
+# engine (the Docker SDK, about 150 ms to import) is imported where an image
+# is imported or looked up: a no-op's up-to-date checks do without it.
+from . import atomic
 from . import debs as debs_mod
 from .errors import BuildError, ConfigError, FetchError, OnlyDockerError, UnpinnedSource
 from .canon import rfc3339
@@ -347,6 +349,7 @@ def _import(client, entry: Path, sha: str, tag: str) -> None:
     to be the tar its name says (cache entries are untrusted: a wrong tar is
     never imported). One open file serves both passes, so the bytes hashed
     are the bytes imported even if the entry is replaced meanwhile."""
+    from . import engine
     try:
         with open(entry, "rb") as f:
             with zstandard.ZstdDecompressor().stream_reader(f, closefd=False) as reader:
@@ -365,6 +368,7 @@ def _import(client, entry: Path, sha: str, tag: str) -> None:
 
 def _import_tar(client, tar: Path, tag: str) -> None:
     """docker import of the tar this process just made and hashed."""
+    from . import engine
     with open(tar, "rb") as f:
         engine.import_image(client, iter(lambda: f.read(1 << 20), b""), tag)
 
@@ -383,6 +387,7 @@ def ensure(client, lock_builder, settings, source_date_epoch: int, log_path: Pat
     mmdebstrap, stored and recorded; imported into the engine when missing.
     Runs that share the cache bootstrap one input key one at a time: the
     others wait, then take the result from the cache."""
+    from . import engine
     key = input_key(lock_builder, settings, source_date_epoch)
     index = _index(settings)
     index.mkdir(parents=True, exist_ok=True)
@@ -474,6 +479,7 @@ def _bootstrap_and_store(client, lock_builder, settings, source_date_epoch: int,
     import the tar just made into the engine while it is compressed for the
     cache (the kernel waits for the image, not for the cache entry). Called
     under the input key's lock."""
+    from . import engine
     work = index / f".input-{key}.json.{os.getpid()}{atomic.TMP_SUFFIX}"   # cleared as a leftover if we die
     work.mkdir()
     try:
