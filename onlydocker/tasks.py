@@ -168,7 +168,8 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
             # critical path (beside the builder's bootstrap).
             "actions": [_guard(run_lock, lambda s=s: fetch(s), f"fetch {s.file}", ws.paths.log_path("fetch"))],
             # Up to date when fetched and checked, or when nothing needs it:
-            # every stage that uses it is in out/ (restored, not built here).
+            # every stage that uses it is settled (in out/, and so is every
+            # stage it needs: none of them runs).
             "uptodate": [_unless_failing(lambda s=s: s.pinned and (
                 (ws.fetcher.cache_path(s).exists() and ws.sources.checked(s)) or users_settled(s)))],
             "verbosity": 2,
