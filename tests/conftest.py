@@ -2,8 +2,11 @@
 such skips into failures (see .ci/run), so a missing engine cannot pass silently."""
 import os
 import shutil
+from pathlib import Path
 
 import pytest
+
+pytest_plugins = ["tests.budget"]     # the table of where CI's minutes went
 
 
 def _engine():
@@ -45,21 +48,27 @@ MODERN_LANE = "bookworm"
 @pytest.fixture(scope="session")
 def modern_lane(tmp_path_factory, docker_client):
     """The modern lane, built once for real with `doit` in a copy of the
-    project (signing key made first), from a cache of its own, as CI would:
-    uploading to a remote cache (a real nginx with WebDAV on loopback,
-    `ws.remote`) as it builds. Shared by the end-to-end tests and the boot
-    tests; its dist/ holds vmlinuz, initrd and the ISO."""
+    project (signing key made first), as CI would: uploading to a remote
+    cache (a real nginx with WebDAV on loopback, `ws.remote`) as it builds.
+    Its local cache is the run's (ONLYDOCKER_CACHE: in CI the builder image
+    is already there, made by the quick tests; the remote cache gets it all
+    the same), else one of its own. The one build of the lane in a run:
+    the end-to-end tests, the boots and Vagrant all read it; its dist/
+    holds vmlinuz, initrd and the ISO."""
+    from tests import budget
     from tests import workspace as wsmod
     from tests.nginx import Nginx
     require_tool("nginx")
     base = tmp_path_factory.mktemp("lane")
     remote = Nginx(base / "remote-cache").start()
-    ws = wsmod.make(base / "workspace", copy_project=True, cache=base / "cache")
+    cache = Path(os.environ["ONLYDOCKER_CACHE"]) if os.environ.get("ONLYDOCKER_CACHE") else base / "cache"
+    ws = wsmod.make(base / "workspace", copy_project=True, cache=cache)
     ws.env.pop("ONLYDOCKER_STAGE_CACHE", None)
     ws.env.update(remote.env(write=True))
     ws.remote = remote
     ws.doit("keygen")
-    ws.first = ws.doit("-n", "2", f"lock={MODERN_LOCK}", timeout=5400)
+    with budget.charge(f"lane build: {MODERN_LANE}"):
+        ws.first = ws.doit("-n", "2", f"lock={MODERN_LOCK}", timeout=5400)
     ws.dist = ws.out(MODERN_LANE) / "dist"
     yield ws
     remote.stop()
