@@ -243,10 +243,21 @@ class Keygen(Command):
 class Repro(LaneCommand):
     name = "repro"
     doc_purpose = "build twice under varied conditions and compare every byte (diffoscope on a difference)"
-    doc_usage = "[--lock PATH | lock=PATH] [STAGE ...]"
+    doc_usage = "[--lock PATH | lock=PATH] [-n N] [STAGE ...]"
+    cmd_options = LaneCommand.cmd_options + ({
+        "name": "process",
+        "short": "n",
+        "long": "process",
+        "type": int,
+        "default": 1,
+        "help": "stages built at once in each of the two builds, as `doit -n N` (default 1)",
+    },)
 
     def run(self, settings, lk, params, args):
         from . import repro
+        if params["process"] < 1:
+            print(f"error: -n {params['process']}: the number of stages at once is 1 or more", file=sys.stderr)
+            return 2
         stages = self.stages(settings)
         unknown = [a for a in args if a not in stages]
         if unknown:
@@ -254,7 +265,7 @@ class Repro(LaneCommand):
                   file=sys.stderr)
             return 2
         return repro.run(settings.root, settings.lock_path, settings.out_root, lk.lane.name,
-                         list(args), list(stages))
+                         list(args), list(stages), processes=params["process"])
 
 
 class LegalInfo(LaneCommand):

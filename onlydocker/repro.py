@@ -57,9 +57,10 @@ def _copy_tree(src: Path, dst: Path) -> None:
         shutil.copy2(s, d, follow_symlinks=False)
 
 
-def _doit(root: Path, lock: Path, tasks: list[str], env: dict, log, umask: int | None = None) -> int:
+def _doit(root: Path, lock: Path, tasks: list[str], env: dict, log, umask: int | None = None,
+          processes: int = 1) -> int:
     cmd = [sys.executable, "-m", "doit", "-f", str(root / "dodo.py"), "-d", str(root),
-           f"lock={lock}", *tasks]
+           *(["-n", str(processes)] if processes > 1 else []), f"lock={lock}", *tasks]
     log("$ " + " ".join(cmd))
 
     def pre():
@@ -128,8 +129,11 @@ def print_table(rows: list[Row], out=sys.stdout) -> None:
 
 
 def run(root: Path, lock: Path, out_root: Path, lane: str, stages: list[str], all_stages: list[str],
-        log=print) -> int:
-    """Both builds, the comparison, the reports. Returns the exit code."""
+        log=print, processes: int = 1) -> int:
+    """Both builds, the comparison, the reports. Returns the exit code.
+    `processes` stages run at once in each build (doit's -n): the order of
+    the stages is not among what the bytes may depend on, so the second build
+    need not copy the first's."""
     chosen = stages or all_stages
     tasks = [f"build:{s}" for s in chosen] if stages else ["build"]
     first_out = out_root / lane
@@ -142,7 +146,7 @@ def run(root: Path, lock: Path, out_root: Path, lane: str, stages: list[str], al
     env1 = dict(os.environ)
     env1.pop("ONLYDOCKER_VARIATION_FILE", None)
     env1.pop("ONLYDOCKER_REBUILD", None)
-    rc1 = _doit(root, lock, tasks, env1, log)
+    rc1 = _doit(root, lock, tasks, env1, log, processes=processes)
     if rc1 != 0:
         log(f"repro: the first build failed (exit {rc1})")
         return rc1
@@ -163,7 +167,7 @@ def run(root: Path, lock: Path, out_root: Path, lane: str, stages: list[str], al
         env2["PYTHONPATH"] = str(other) + os.pathsep + env2.get("PYTHONPATH", "")
         lock2 = other / lock.relative_to(root) if lock.is_relative_to(root) else lock
         log(f"repro: second build in {other}, from scratch, varied: {asdict(SECOND)}")
-        rc2 = _doit(other, lock2, tasks, env2, log, umask=0o002)
+        rc2 = _doit(other, lock2, tasks, env2, log, umask=0o002, processes=processes)
         if rc2 != 0:
             log(f"repro: the second build failed (exit {rc2})")
             return rc2

@@ -31,8 +31,10 @@ def lane(tmp_path, docker_client):
 
 
 def test_a_reproducible_stage_passes(lane):
-    r = lane.doit("repro", "--lock", "test.lock", "steady", check=False)
+    # Two stages at once in each build (doit's -n), as CI's repro of the lane.
+    r = lane.doit("repro", "-n", "2", "--lock", "test.lock", "steady", check=False)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count(" -n 2 ") == 2, r.stdout     # both builds
     report = json.loads((lane.out(wsmod.lane_name()) / "repro" / "report.json").read_text())
     assert report["identical"] is True
     assert [row["artifact"] for row in report["rows"]] == ["stages/steady/stamp"]
@@ -53,3 +55,9 @@ def test_a_stage_that_writes_the_date_is_caught_and_explained(lane):
     # the report shows the varied conditions themselves
     assert "repro-other-host" in text
     assert (report_dir / "stages__leaky__stamp.diffoscope.html").exists()
+
+
+def test_repro_refuses_a_number_of_stages_at_once_below_one(lane):
+    r = lane.doit("repro", "-n", "0", "--lock", "test.lock", check=False)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "error: -n 0: the number of stages at once is 1 or more"], r.stderr
