@@ -414,6 +414,11 @@ def ensure(client, lock_builder, settings, source_date_epoch: int, log_path: Pat
                     remote.share("builder", key, index / f"{record['tar_sha256']}.tar.zst", record)
             elif "pulled" not in record:
                 say("another run made it meanwhile: taken from the cache")
+    elif remote is not None and remote.writable() and remote.get_entry("builder", key) is None:
+        # Made before this remote cache was (or by a run without it): the
+        # remote gets it now, so a fresh clone restoring from it does not
+        # bootstrap the builder again.
+        remote.share("builder", key, index / f"{record['tar_sha256']}.tar.zst", record)
 
     sha = record["tar_sha256"]
     entry = index / f"{sha}.tar.zst"

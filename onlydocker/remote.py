@@ -265,6 +265,11 @@ class RemoteCache:
 
     # --- writing ------------------------------------------------------------------
 
+    def writable(self) -> bool:
+        """Whether this run uploads: not read-only, the server not found down,
+        and a key to sign with."""
+        return self._may_write() and self.key is not None
+
     def _may_write(self) -> bool:
         return not self.readonly and self._down is None and "forbidden" not in self._said
 

@@ -160,3 +160,30 @@ def test_a_stopped_server_costs_a_build_a_few_seconds_at_most(tmp_path, shared):
         server.start()
     baseline = max(timings["no remote"], timings["no remote again"])
     assert timings["stopped server"] < baseline + 3, timings
+
+
+def test_a_builder_made_before_the_remote_cache_is_uploaded_to_it(tmp_path, shared):
+    """CI's warm local cache (the builder and the stage already there) meets
+    a new, empty remote cache: the builder goes up all the same, so a fresh
+    clone restoring from it never bootstraps; the stage, only restored here,
+    does not (an upload is of what a run built)."""
+    _, ci, _, src = shared
+    empty = Nginx(tmp_path / "nginx").start()
+    try:
+        ws = _tree(tmp_path / "ci-again", ci.root.parent / "ci-cache", src.as_uri())
+        ws.env.update(empty.env(write=True))
+        ws.env["ONLYDOCKER_SIGNING_KEY"] = ci.env["ONLYDOCKER_SIGNING_KEY"]
+        r = ws.doit(f"lock={LOCK}", timeout=900)
+        assert _results(r)["build:tiny"] == "restored" and "mmdebstrap" not in r.stdout + r.stderr
+        puts = [p for m, p, s in empty.requests() if m == "PUT" and s in (201, 204)]
+        [entry] = [p for p in puts if p.startswith("/ac/")]
+        import base64
+        envelope = json.loads((empty.data / entry.lstrip("/")).read_bytes())
+        payload = json.loads(base64.b64decode(envelope["payload"]))
+        assert payload["record"]["tar_sha256"] and f"/cas/{payload['blob']['sha256']}" in puts
+        # A second run finds it there and sends nothing.
+        before = len(empty.requests())
+        ws.doit(f"lock={LOCK}", timeout=900)
+        assert {m for m, _, _ in empty.requests()[before:]} <= {"GET", "HEAD"}
+    finally:
+        empty.stop()
