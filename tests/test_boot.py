@@ -19,6 +19,8 @@ from onlydocker.errors import OnlyDockerError
 from tests.conftest import require_tool
 
 MARKER = "ONLYDOCKER-SELFTEST:"
+# Each boot costs 30-60 s (qemu under TCG): a boot checks everything it can.
+BOOTS = pytest.mark.budget("boots")
 
 
 def _image(request, env_name: str, dist_name: str) -> Path:
@@ -82,6 +84,7 @@ def test_qemu_that_cannot_start_ends_at_once(tmp_path):
 
 
 @pytest.mark.slow
+@BOOTS
 def test_a_marker_that_never_comes_ends_at_the_timeout(kernel_initrd, tmp_path):
     kernel, initrd = kernel_initrd
     start = time.monotonic()
@@ -93,37 +96,11 @@ def test_a_marker_that_never_comes_ends_at_the_timeout(kernel_initrd, tmp_path):
 
 
 @pytest.mark.slow
-def test_kernel_and_initrd_boot_into_docker_as_pid1(kernel_initrd, tmp_path):
-    kernel, initrd = kernel_initrd
-    r = boot.boot(kernel, initrd, append="onlydocker.selftest", timeout=600, marker=MARKER,
-                  log_path=tmp_path / "boot.log")
-    check_selftest(r)
-    assert "Running from memory" in r.text
-    print(f"kernel + initrd: self-check passed after {r.seconds:.1f} s")
-
-
-@pytest.mark.slow
-def test_an_empty_disk_is_formatted_once_and_kept(kernel_initrd, tmp_path):
-    kernel, initrd = kernel_initrd
-    disk = tmp_path / "data.img"
-    with open(disk, "wb") as f:
-        f.truncate(1 << 30)       # sparse and empty, as the box ships it
-    first = boot.boot(kernel, initrd, append="onlydocker.selftest", timeout=600, marker=MARKER,
-                      log_path=tmp_path / "boot1.log", disk=disk)
-    check_selftest(first)
-    assert "init: formatting the empty /dev/sda (label DOCKER)" in first.text
-    assert "init: /var/lib/docker is on /dev/sda" in first.text
-    second = boot.boot(kernel, initrd, append="onlydocker.selftest", timeout=600, marker=MARKER,
-                       log_path=tmp_path / "boot2.log", disk=disk)
-    check_selftest(second)
-    assert "formatting" not in second.text
-    assert "init: /var/lib/docker is on /dev/sda" in second.text
-    # The image loaded on the first boot is still there: no second load.
-    assert "loaded /usr/share/onlydocker/images" not in second.text
-
-
-@pytest.mark.slow
-def test_a_disk_with_data_is_never_formatted(kernel_initrd, tmp_path):
+@BOOTS
+def test_kernel_and_initrd_boot_into_docker_as_pid1_leaving_a_foreign_disk_alone(kernel_initrd, tmp_path):
+    """One boot for two facts: kernel + initrd boot to Docker as PID 1, and a
+    disk that holds data of no filesystem we know is never formatted (the
+    image then runs from memory)."""
     kernel, initrd = kernel_initrd
     disk = tmp_path / "data.img"
     payload = b"someone's data, no filesystem we know" * 100
@@ -135,15 +112,18 @@ def test_a_disk_with_data_is_never_formatted(kernel_initrd, tmp_path):
     check_selftest(r)
     assert "formatting" not in r.text and "Running from memory" in r.text
     assert disk.read_bytes()[:len(payload)] == payload
+    print(f"kernel + initrd: self-check passed after {r.seconds:.1f} s")
 
 
 @pytest.mark.slow
+@BOOTS
 def test_iso_boots_into_docker_as_pid1(request, tmp_path):
     require_tool("qemu-system-x86_64")
     iso = _image(request, "ONLYDOCKER_TEST_ISO", "onlydocker.iso")
     r = boot.boot(None, None, iso=iso, boot_label="selftest", timeout=600, marker=MARKER,
                   log_path=tmp_path / "boot.log")
     check_selftest(r)
+    assert "Running from memory" in r.text     # a CD-ROM and no disk
     print(f"ISO: self-check passed after {r.seconds:.1f} s")
 
 
@@ -183,16 +163,26 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_what_docker_users_run_works_in_the_booted_image(kernel_initrd, tmp_path):
-    """Two boots for everything: the first runs onlydocker-featuretest (limits,
-    exec/logs/top, build, a port reached from here through qemu's forward,
-    macvlan, ipvlan, swarm with overlay networks and a service) and leaves a
-    `--restart always` container on the data disk; the second, with the same
-    disk, finds it running again."""
+@BOOTS
+def test_an_empty_disk_is_formatted_once_and_kept_and_what_docker_users_run_works_on_it(kernel_initrd, tmp_path):
+    """Three boots of one data disk, each checking all it can:
+    1. the self-test on an empty disk: formatted once, Docker's data on it;
+    2. onlydocker-featuretest on that disk (limits, exec/logs/top, build, a
+       port reached from here through qemu's forward, macvlan, ipvlan, swarm
+       with overlay networks and a service), which leaves a `--restart always`
+       container: the disk is not formatted again and the image loaded on the
+       first boot is still there;
+    3. the reboot check, with the same disk: that container runs again."""
     kernel, initrd = kernel_initrd
     disk = tmp_path / "data.img"
     with open(disk, "wb") as f:
-        f.truncate(1 << 30)
+        f.truncate(1 << 30)       # sparse and empty, as the box ships it
+    first = boot.boot(kernel, initrd, append="onlydocker.selftest", timeout=600, marker=MARKER,
+                      log_path=tmp_path / "boot1.log", disk=disk)
+    check_selftest(first)
+    assert "init: formatting the empty /dev/sda (label DOCKER)" in first.text
+    assert "init: /var/lib/docker is on /dev/sda" in first.text
+
     port = _free_port()
     answer: dict[str, str] = {}
 
@@ -211,12 +201,15 @@ def test_what_docker_users_run_works_in_the_booted_image(kernel_initrd, tmp_path
             except OSError as e:
                 answer["body"] = f"connection failed: {e}"
 
-    first = boot.boot(kernel, initrd, append="onlydocker.featuretest", timeout=900, marker=FEATURES,
-                      log_path=tmp_path / "features.log", disk=disk, hostfwd={port: 8080},
-                      on_output=connect_when_ready)
-    tail = first.text[-8000:]
-    assert first.marker_seen, f"no feature verdict within {first.seconds:.0f} s:\n{tail}"
-    passed, failed = _features(first)
+    second = boot.boot(kernel, initrd, append="onlydocker.featuretest", timeout=900, marker=FEATURES,
+                       log_path=tmp_path / "features.log", disk=disk, hostfwd={port: 8080},
+                       on_output=connect_when_ready)
+    tail = second.text[-8000:]
+    assert "formatting" not in second.text, "the second boot formatted the disk again"
+    assert "init: /var/lib/docker is on /dev/sda" in second.text
+    assert "loaded /usr/share/onlydocker/images" not in second.text, "the image was loaded again"
+    assert second.marker_seen, f"no feature verdict within {second.seconds:.0f} s:\n{tail}"
+    passed, failed = _features(second)
     assert not failed, "features failed:\n" + "\n".join(failed) + f"\n{tail}"
     missing = [f for f in EXPECTED_FEATURES if f not in passed]
     assert not missing, f"feature lines missing: {missing}\n{tail}"
@@ -225,15 +218,17 @@ def test_what_docker_users_run_works_in_the_booted_image(kernel_initrd, tmp_path
     # What the daemon asked modprobe for itself (its own warnings) and what
     # the kernel asked for on its behalf: all found in modules.dep.
     # (containerd probes for aufs, a storage driver the lane leaves out.)
-    refused = [line for line in re.findall(r".*modprobe.*(?:not found|FATAL|failed).*", first.text)
+    refused = [line for line in re.findall(r".*modprobe.*(?:not found|FATAL|failed).*", second.text)
                if "aufs" not in line]
     assert not refused, refused
-    verdict = first.text[first.text.rfind(FEATURES):].splitlines()[0]
+    verdict = second.text[second.text.rfind(FEATURES):].splitlines()[0]
     assert verdict.strip() == "ONLYDOCKER-FEATURES: PASS", verdict
 
-    second = boot.boot(kernel, initrd, append="onlydocker.featuretest=reboot", timeout=600, marker=FEATURES,
-                       log_path=tmp_path / "reboot.log", disk=disk)
-    passed, failed = _features(second)
-    assert not failed, "after the reboot:\n" + "\n".join(failed) + "\n" + second.text[-6000:]
+    third = boot.boot(kernel, initrd, append="onlydocker.featuretest=reboot", timeout=600, marker=FEATURES,
+                      log_path=tmp_path / "reboot.log", disk=disk)
+    passed, failed = _features(third)
+    assert not failed, "after the reboot:\n" + "\n".join(failed) + "\n" + third.text[-6000:]
     assert {"restart always after reboot (running)", "restart always after reboot (started twice)"} <= passed
-    print(f"features: first boot {first.seconds:.1f} s, reboot check {second.seconds:.1f} s")
+    assert "formatting" not in third.text
+    print(f"empty disk: self-test {first.seconds:.1f} s, features {second.seconds:.1f} s, "
+          f"reboot check {third.seconds:.1f} s")
