@@ -30,7 +30,7 @@ import pytest
 from onlydocker import box
 from tests.conftest import MODERN_LANE as LANE, MODERN_LOCK as LOCK, require_tool
 
-pytestmark = [pytest.mark.slow, pytest.mark.docker]
+pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.budget("vagrant")]
 
 BOX = "onlydocker/onlydocker-bookworm"
 NETNS = f"od-vagrant-{os.getpid()}"
