@@ -3,6 +3,9 @@
 Every message names what went wrong and where (file, entry, field, URL,
 stage) and, where there is one, what to do next.
 """
+import errno
+import os
+import shutil
 
 
 class OnlyDockerError(Exception):
@@ -60,3 +63,81 @@ class BuildError(OnlyDockerError):
 
 class SigningError(OnlyDockerError):
     """A key is missing or unreadable, or a signature does not verify."""
+
+
+class MachineError(OnlyDockerError):
+    """The machine, not the data: a full disk, a read-only or vanished
+    folder, a permission refused on our own folders. Nothing is blamed on a
+    cache entry for it; the next run completes once the machine is fixed."""
+
+
+# The errnos that say "this machine's file system", never "these bytes".
+MACHINE_ERRNOS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOENT: "no such file or directory (the folder vanished?)",
+}
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def machine_cause(e: BaseException) -> OSError | None:
+    """The OSError of the machine behind `e` (itself, or what it was raised
+    from or during), or None when `e` is no such error."""
+    seen = 0
+    while e is not None and seen < 8:
+        if isinstance(e, OSError) and e.errno in MACHINE_ERRNOS:
+            return e
+        e = e.__cause__ or e.__context__
+        seen += 1
+    return None
+
+
+def human_bytes(n: int) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def machine_error(e: OSError, path=None, doing: str = "", need: int | None = None) -> MachineError:
+    """One line for an OSError of the machine: what was being done, the
+    path, why, and (a full disk) how much space there is and was needed."""
+    path = path or e.filename
+    why = MACHINE_ERRNOS.get(e.errno) or (e.strerror or str(e))
+    text = f"{doing + ': ' if doing else ''}{path}: {why} (errno {e.errno})"
+    if e.errno in NO_SPACE and path is not None:
+        probe = os.fspath(path)
+        while probe and not os.path.exists(probe):
+            probe = os.path.dirname(probe)
+        try:
+            free = shutil.disk_usage(probe or ".").free
+            text += f"; {human_bytes(free)} free on {probe}"
+        except OSError:
+            pass
+        if need:
+            text += f", about {human_bytes(need)} needed"
+        text += "; make room and run again (the cache entries are kept)"
+    elif e.errno in NOT_WRITABLE:
+        text += "; a folder this run must write into is not writable"
+    return MachineError(text)
+
+
+def check_free(dest, need: int | None, what: str) -> None:
+    """Refuse before starting when `dest`'s file system has less than
+    `need` bytes free (unknown `need`: no check)."""
+    if not need:
+        return
+    probe = os.fspath(dest)
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    try:
+        free = shutil.disk_usage(probe or ".").free
+    except OSError:
+        return
+    if free < need:
+        raise MachineError(f"{what} needs about {human_bytes(need)}; {human_bytes(free)} free on {probe}: "
+                           f"make room and run again (the cache entries are kept)")
