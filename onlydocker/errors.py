@@ -89,9 +89,12 @@ def machine_cause(e: BaseException) -> OSError | None:
     from or during), or None when `e` is no such error."""
     seen = 0
     while e is not None and seen < 8:
+        if type(e).__module__.split(".")[0] in ("requests", "urllib3", "docker") or isinstance(e, ConnectionError):
+            return None       # a server or an engine, not this machine's files (a socket's ENOENT)
         if isinstance(e, OSError) and e.errno in MACHINE_ERRNOS:
             return e
-        e = e.__cause__ or e.__context__
+        # What the error was raised from, or during unless said otherwise (`from None`).
+        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
         seen += 1
     return None
 
