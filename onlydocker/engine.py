@@ -375,7 +375,7 @@ def run(client: docker.DockerClient, spec: RunSpec, *, output_tar: Path | None, 
                 if cause is None or isinstance(e, requests.RequestException):
                     raise
                 raise machine_error(cause, cause.filename or part,
-                                    f"copying the outputs of {name} ({what}) out") from None
+                                    f"copying the outputs of container {name} out") from None
             os.replace(part, output_tar)
     except requests.RequestException as e:
         # Named: which call on which container, and that the engine is the one that stopped.

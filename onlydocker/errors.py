@@ -99,6 +99,17 @@ def machine_cause(e: BaseException) -> OSError | None:
     return None
 
 
+def _mount_point(path) -> str:
+    """The mount point of the file system `path` is (or would be) on."""
+    probe = os.path.abspath(os.fspath(path))
+    while not os.path.isdir(probe) or not os.path.ismount(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    return probe
+
+
 def human_bytes(n: int) -> str:
     for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= size:
@@ -106,25 +117,25 @@ def human_bytes(n: int) -> str:
     return f"{n} bytes"
 
 
-def machine_error(e: OSError, path=None, doing: str = "", need: int | None = None) -> MachineError:
+def machine_error(e: OSError, path=None, doing: str = "", need: int | None = None,
+                  advice: bool = True) -> MachineError:
     """One line for an OSError of the machine: what was being done, the
     path, why, and (a full disk) how much space there is and was needed."""
     path = path or e.filename
     why = MACHINE_ERRNOS.get(e.errno) or (e.strerror or str(e))
     text = f"{doing + ': ' if doing else ''}{path}: {why} (errno {e.errno})"
     if e.errno in NO_SPACE and path is not None:
-        probe = os.fspath(path)
-        while probe and not os.path.exists(probe):
-            probe = os.path.dirname(probe)
+        probe = _mount_point(path)
         try:
-            free = shutil.disk_usage(probe or ".").free
+            free = shutil.disk_usage(probe).free
             text += f"; {human_bytes(free)} free on {probe}"
         except OSError:
             pass
         if need:
             text += f", about {human_bytes(need)} needed"
-        text += "; make room and run again (the cache entries are kept)"
-    elif e.errno in NOT_WRITABLE:
+        if advice:
+            text += "; make room and run again (the cache entries are kept)"
+    elif e.errno in NOT_WRITABLE and advice:
         text += "; a folder this run must write into is not writable"
     return MachineError(text)
 
@@ -134,11 +145,9 @@ def check_free(dest, need: int | None, what: str) -> None:
     `need` bytes free (unknown `need`: no check)."""
     if not need:
         return
-    probe = os.fspath(dest)
-    while probe and not os.path.exists(probe):
-        probe = os.path.dirname(probe)
+    probe = _mount_point(dest)
     try:
-        free = shutil.disk_usage(probe or ".").free
+        free = shutil.disk_usage(probe).free
     except OSError:
         return
     if free < need:

@@ -130,6 +130,14 @@ class Workspace:
         one of them builds a key while the others wait, then restore it."""
         if self.materialised(decl):
             return "up-to-date"
+        try:
+            return self._run(decl, log)
+        except MachineError as e:
+            if str(e).startswith(f"stage {decl.name}: "):
+                raise
+            raise MachineError(f"stage {decl.name}: {e}") from None
+
+    def _run(self, decl: StageDecl, log: Callable[[str], None]) -> str:
         key = self.key(decl)
         if self.forced(decl.name):
             return self._build(decl, key, log, store=False)
@@ -162,7 +170,7 @@ class Workspace:
         except (OnlyDockerError, zstandard.ZstdError, OSError) as e:
             cause = machine_cause(e)
             if cause is not None:
-                raise machine_error(cause, cause.filename or dest, f"{decl.name}: restoring "
+                raise machine_error(cause, cause.filename or dest, f"restoring "
                                     f"{key[:16]} into {dest}") from None
             if not locked:
                 return False      # the locked attempt decides, and says why
@@ -189,7 +197,7 @@ class Workspace:
             if cause is None:
                 raise
             raise machine_error(cause, cause.filename or self.paths.stage_dir(decl.name),
-                                f"{decl.name}: building into {self.out}") from None
+                                f"building into {self.out}") from None
 
     def _build_in_tmp(self, decl: StageDecl, key: str, log: Callable[[str], None], store: bool) -> str:
         started = time.monotonic()

@@ -88,7 +88,7 @@ class StageStore:
 
     def not_stored(self, why: str, say: Callable[[str], None]) -> None:
         """Say once that stages built in this run are not stored, and why."""
-        self.say_once("not-stored", f"stage cache {self.root}: {why}: stages built in this run are used "
+        self.say_once("not-stored", f"stage cache {self.root}: {why}; stages built in this run are used "
                                     f"from out/ and not stored", say)
 
     def _lock_dir(self) -> Path:
@@ -186,7 +186,7 @@ class StageStore:
                     self._record(key).unlink(missing_ok=True)     # ours: we hold `producing(key)`
                 except OSError:
                     pass
-            raise machine_error(cause, cause.filename or entry, f"storing entry {key[:16]}") from None
+            raise machine_error(cause, cause.filename or entry, f"storing entry {key[:16]}", advice=False) from None
         if self.remote is not None:
             self.remote.share("stage", key, entry, record)
         return entry

@@ -354,6 +354,6 @@ def extract(source: str | os.PathLike | BinaryIO, dest: Path, *, strip_single_to
         if machine_cause(e) is None:
             raise
         cause = machine_cause(e)
-        raise machine_error(cause, cause.filename or dest, f"unpacking {label} into {dest}") from None
+        raise machine_error(cause, cause.filename or dest, f"unpacking {label}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
