@@ -7,12 +7,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import docker
 import pytest
 
 from tests import workspace as wsmod
@@ -180,3 +183,88 @@ def test_a_read_only_cache_is_read_and_a_changed_stage_is_built_not_stored(tmp_p
         finally:
             remount(store, "rw")
         assert _entries(store) == held
+
+
+# --- an engine stopped while an output copy streams ----------------------------
+
+def _tiny_image(client, tag: str) -> None:
+    """An image of one static busybox (the host's, which setup.sh installs)."""
+    import io
+    import tarfile
+    from onlydocker import engine
+    from tests.conftest import require_tool
+    busybox = Path(require_tool("busybox")).resolve()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        tf.add(busybox, "bin/busybox")
+        link = tarfile.TarInfo("bin/sh")
+        link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+        tf.addfile(link)
+    engine.import_image(client, buf.getvalue(), tag)
+
+
+def test_an_engine_stopped_while_the_outputs_stream_ends_the_stage_in_seconds(tmp_path, docker_client):
+    import tempfile
+    import threading
+    from onlydocker import engine
+    from onlydocker.errors import EngineError
+    from tests.test_engines import SecondEngine
+    if os.geteuid() != 0:
+        pytest.skip("a second dockerd needs root")
+    second = SecondEngine(Path(tempfile.mkdtemp(prefix="od31-", dir="/tmp")))
+    second.start()
+    try:
+        client = second.client()
+        _tiny_image(client, "onlydocker-test-busybox:1")
+        client = docker.DockerClient(base_url=second.url, timeout=600)   # as engine.connect makes them
+        # 1.5 GB of output: a copy that takes a few seconds, during which the engine is killed.
+        spec = engine.RunSpec("onlydocker-test-busybox:1", ["/bin/sh", "-c",
+                              "mkdir -p /build/out && dd if=/dev/zero of=/build/out/big bs=1M count=1500"],
+                              env={}, root=True)
+        out = tmp_path / "raw.tar"
+        failure: list[BaseException] = []
+
+        def build():
+            try:
+                engine.run(client, spec, output_tar=out, log_path=tmp_path / "log")
+            except BaseException as e:       # noqa: BLE001 -- handed to the test
+                failure.append(e)
+        worker = threading.Thread(target=build, daemon=True)
+        worker.start()
+        deadline = time.monotonic() + 60
+        while not any(p.stat().st_size > 50_000_000 for p in tmp_path.glob(".raw.tar.*.part")):
+            assert worker.is_alive() and time.monotonic() < deadline, failure
+            time.sleep(0.01)
+        second.kill()
+        killed = time.monotonic()
+        worker.join(timeout=60)
+        ended = time.monotonic() - killed
+        print(f"the stage ended {ended:.1f} s after the engine was killed mid-copy")
+        assert not worker.is_alive() and ended < 15
+        assert len(failure) == 1 and isinstance(failure[0], EngineError), failure
+        assert "the engine stopped answering while copying /build/out out of onlydocker-" in str(failure[0])
+        assert "\n" not in str(failure[0])
+        assert not out.exists() and not list(tmp_path.glob(".raw.tar.*.part"))
+    finally:
+        _end_engine(second)
+
+
+def _end_engine(second) -> None:
+    """Stop the test's dockerd, and after a kill what it had started (its
+    containerd and shims, which name its folder on their command line);
+    then its mounts and folders go."""
+    if not second.killed:
+        second.stop()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(second.base).encode() in cmdline and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    for point in sorted(second._mounts(), reverse=True):
+        subprocess.run(["umount", "-l", point], check=False)
+    shutil.rmtree(second.base, ignore_errors=True)
