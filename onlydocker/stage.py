@@ -136,6 +136,13 @@ class Workspace:
             if str(e).startswith(f"stage {decl.name}: "):
                 raise
             raise MachineError(f"stage {decl.name}: {e}") from None
+        except OSError as e:
+            # Anywhere else (bringing an entry from the remote cache, taking
+            # a lock): this machine's state is said as that too.
+            cause = machine_cause(e)
+            if cause is None:
+                raise
+            raise machine_error(cause, cause.filename, f"stage {decl.name}") from None
 
     def _run(self, decl: StageDecl, log: Callable[[str], None]) -> str:
         key = self.key(decl)
