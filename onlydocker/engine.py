@@ -12,6 +12,7 @@ import os
 import posixpath
 import secrets
 import stat
+import sys
 import tarfile
 import threading
 from collections import deque
@@ -23,10 +24,11 @@ import docker
 import docker.context.config
 import docker.errors
 import docker.tls
+import requests
 from docker.context import ContextAPI
 from docker.utils.config import find_config_file
 
-from .errors import BuildError, EngineError
+from .errors import BuildError, EngineError, machine_cause, machine_error
 
 HOW_TO_START = ("start one with `sudo dockerd &` (or `sudo systemctl start docker`), "
                 "or point DOCKER_HOST / `docker context use` at a running engine")
@@ -254,6 +256,53 @@ def tar_stream(inputs: list[tuple[Path, str]], chunk: int = 1 << 20,
         yield b"".join(pending)
 
 
+# Bounds of the engine calls that end a stage. The output copy may be long (a
+# 600 MB tree) but never silent for this long; removing a container is quick
+# once nothing streams from it.
+COPY_SILENCE = 120
+REMOVE_TIMEOUT = 30
+
+
+def _say(text: str) -> None:
+    print(f"engine: {text}", file=sys.stderr, flush=True)
+
+
+def _copy_out(client: docker.DockerClient, container, path: str, part: Path) -> None:
+    """GET the container's `path` as a tar into `part`. Unlike the SDK's
+    get_archive, the socket keeps a read timeout (COPY_SILENCE), and the
+    response is closed whatever happens: a stream abandoned half-read keeps
+    the engine writing into it, and the container busy, until it is closed."""
+    api = client.api
+    res = api._get(api._url("/containers/{0}/archive", container.id), params={"path": path}, stream=True,
+                   headers={"Accept-Encoding": "identity"}, timeout=(REMOVE_TIMEOUT, COPY_SILENCE))
+    try:
+        api._raise_for_status(res)
+        with open(part, "wb") as f:
+            for chunk in res.iter_content(1 << 20):
+                f.write(chunk)
+    finally:
+        res.close()
+
+
+def _remove(client: docker.DockerClient, container, name: str) -> None:
+    """Remove the container, waiting at most REMOVE_TIMEOUT; when the engine
+    does not do it by then, the container is left and said (with the command
+    that removes it), rather than the stage waiting on it."""
+    api = client.api
+    try:
+        res = api._delete(api._url("/containers/{0}", container.id), params={"force": True, "v": True},
+                          timeout=REMOVE_TIMEOUT)
+        try:
+            if res.status_code not in (204, 404):
+                api._raise_for_status(res)
+        finally:
+            res.close()
+    except (requests.RequestException, docker.errors.APIError) as e:
+        why = " ".join(str(e).split())
+        _say(f"container {name} was not removed ({type(e).__name__}: {why}); it is left: "
+             f"`docker rm -f {name}` removes it")
+
+
 def run(client: docker.DockerClient, spec: RunSpec, *, output_tar: Path | None, log_path: Path,
         name_prefix: str = "onlydocker", on_line: Callable[[str], None] | None = None) -> None:
     """Run one build container: create it with no network, copy the inputs in,
@@ -281,6 +330,7 @@ def run(client: docker.DockerClient, spec: RunSpec, *, output_tar: Path | None, 
         raise EngineError(f"the engine refused to create {name} for {what}: {e.explanation or e}") from None
     tail: deque[str] = deque(maxlen=30)
     part = output_tar.with_name(f".{output_tar.name}.{name}.part") if output_tar is not None else None
+    step = "copying the inputs in"
     try:
         # The inputs, and the working directory owned by the build's user
         # (the engine would make it root's).
@@ -290,7 +340,9 @@ def run(client: docker.DockerClient, spec: RunSpec, *, output_tar: Path | None, 
             raise EngineError(f"the engine refused the inputs of {name} ({what}): {e.explanation or e}") from None
         if not ok:
             raise EngineError(f"the engine refused the inputs of {name} ({what})")
+        step = "starting it"
         container.start()
+        step = "following its output"
         with open(log_path, "w", buffering=1) as log:     # line-buffered: `tail -f` follows it
             pending = b""
             for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
@@ -306,27 +358,34 @@ def run(client: docker.DockerClient, spec: RunSpec, *, output_tar: Path | None, 
                 line = pending.decode("utf-8", "replace")
                 log.write(line + "\n")
                 tail.append(line)
+        step = "waiting for its exit code"
         code = container.wait().get("StatusCode", -1)
         if code != 0:
             raise BuildError(f"{what} exited with {code}; full log: {log_path}; last lines:\n    "
                              + "\n    ".join(tail))
         if output_tar is not None:
+            step = f"copying {spec.output_path} out"
             try:
-                stream, _ = container.get_archive(spec.output_path)
-                with open(part, "wb") as f:
-                    for chunk in stream:
-                        f.write(chunk)
+                _copy_out(client, container, spec.output_path, part)
             except docker.errors.NotFound:
                 raise BuildError(f"{what} succeeded but left no {spec.output_path} to copy out; "
                                  f"log: {log_path}") from None
+            except OSError as e:
+                cause = machine_cause(e)
+                if cause is None or isinstance(e, requests.RequestException):
+                    raise
+                raise machine_error(cause, cause.filename or part,
+                                    f"copying the outputs of container {name} out") from None
             os.replace(part, output_tar)
+    except requests.RequestException as e:
+        # Named: which call on which container, and that the engine is the one that stopped.
+        why = " ".join(str(e).split())
+        raise EngineError(f"the engine stopped answering while {step} of {name} ({what}): "
+                          f"{type(e).__name__}: {why}") from None
     finally:
-        if part is not None and part.exists():
-            part.unlink()
-        try:
-            container.remove(force=True)
-        except docker.errors.APIError:
-            pass
+        if part is not None:
+            part.unlink(missing_ok=True)
+        _remove(client, container, name)
 
 
 def import_image(client: docker.DockerClient, tar_stream: Iterable[bytes] | bytes, tag: str) -> str:

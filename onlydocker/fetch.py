@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from .config import MIRROR_SCHEMES, Settings
-from .errors import FetchError, HashMismatch, OnlyDockerError, UnpinnedSource
+from .errors import FetchError, HashMismatch, MachineError, OnlyDockerError, UnpinnedSource, machine_cause, machine_error
 from .hashing import CHUNK, MultiHasher
 from .progress import Heartbeat
 if TYPE_CHECKING:
@@ -198,10 +198,25 @@ class Fetcher:
         final = self.cache_path(source)
         if final.is_file():
             return final
-        with self._locked(source):
-            if final.is_file():          # another process fetched it meanwhile
-                return final
-            return self._obtain(source, progress)
+        with self._machine(source):
+            with self._locked(source):
+                if final.is_file():          # another process fetched it meanwhile
+                    return final
+                return self._obtain(source, progress)
+
+    @contextmanager
+    def _machine(self, source):
+        """A write into the source cache that fails for this machine (full
+        disk, read-only or vanished folder) is said as that, in one line
+        naming the path; the partial download stays for the next run to resume."""
+        try:
+            yield
+        except OSError as e:
+            cause = machine_cause(e)
+            if cause is None:
+                raise
+            raise machine_error(cause, cause.filename or self.root,
+                                f"fetching {source.file} into the source cache", need=source.size) from None
 
     def fetch_for_pinning(self, source) -> tuple[Path, str, int]:
         """Fetch a source the lock does not fully pin yet, checking whatever
@@ -211,7 +226,7 @@ class Fetcher:
             h = self._hash_file(self.cache_path(source), source)
             if h.hexdigests()["sha256"] == source.sha256:
                 return self.cache_path(source), source.sha256, h.size
-        with self._locked(source):
+        with self._machine(source), self._locked(source):
             path = self._obtain(source, progress=True)
         return path, path.name, path.stat().st_size
 
@@ -228,6 +243,8 @@ class Fetcher:
         for url in self._candidates(source, errors):
             try:
                 path = self._download(url, source, progress)
+            except MachineError:
+                raise              # this machine, not the URL: another URL would meet it too
             except (HashMismatch, _Fatal, OnlyDockerError) as e:
                 errors.append(f"{url}: {e}")
                 continue

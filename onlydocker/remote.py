@@ -35,7 +35,7 @@ import requests
 from . import atomic
 from .canon import compact_json
 from .config import RemoteCacheSettings, Settings
-from .errors import SigningError
+from .errors import SigningError, machine_cause, machine_error
 from .hashing import CHUNK
 from .sign import Key, dsse_sign, dsse_verify, load_key, minisign_public_key
 
@@ -158,8 +158,14 @@ class RemoteCache:
                 self.say(str(e))
                 return False
             except (requests.RequestException, OSError) as e:
-                if isinstance(e, OSError) and not isinstance(e, (ConnectionError, TimeoutError)):
-                    raise
+                if isinstance(e, OSError) and not isinstance(e, (requests.RequestException, ConnectionError,
+                                                                 TimeoutError)):
+                    cause = machine_cause(e)
+                    if cause is None:
+                        raise
+                    # This machine's disk, not the server nor the blob: said so, and nothing is counted against either.
+                    raise machine_error(cause, cause.filename or dest, f"downloading /cas/{sha256[:16]}",
+                                        need=size) from None
                 self._failed(e)
                 return False
             except Exception as e:           # urllib3's ProtocolError / ReadTimeoutError

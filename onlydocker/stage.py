@@ -10,6 +10,7 @@ by key and materialises it in out/<lane>/ (paths.py).
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -23,7 +24,7 @@ from . import atomic, snapshot, stagekey
 from .config import Variation
 from .container import ContainerRunner
 from .decl import StageDecl
-from .errors import BuildError, OnlyDockerError
+from .errors import BuildError, MachineError, OnlyDockerError, check_free, machine_cause, machine_error
 from .manifest import digest, first_difference, manifest_of_tar, manifest_of_tree
 from .paths import LanePaths
 from .pystage import PythonRunner
@@ -129,6 +130,21 @@ class Workspace:
         one of them builds a key while the others wait, then restore it."""
         if self.materialised(decl):
             return "up-to-date"
+        try:
+            return self._run(decl, log)
+        except MachineError as e:
+            if str(e).startswith(f"stage {decl.name}: "):
+                raise
+            raise MachineError(f"stage {decl.name}: {e}") from None
+        except OSError as e:
+            # Anywhere else (bringing an entry from the remote cache, taking
+            # a lock): this machine's state is said as that too.
+            cause = machine_cause(e)
+            if cause is None:
+                raise
+            raise machine_error(cause, cause.filename, f"stage {decl.name}") from None
+
+    def _run(self, decl: StageDecl, log: Callable[[str], None]) -> str:
         key = self.key(decl)
         if self.forced(decl.name):
             return self._build(decl, key, log, store=False)
@@ -139,18 +155,38 @@ class Workspace:
             # waited, and only the lock's holder may set a bad entry aside.
             if self._restore(decl, key, log, locked=True):
                 return "restored"
-            return self._build(decl, key, log, store=self.variation.canonical)
+            store = self.variation.canonical
+            if store and not self.store.writable:
+                # A read-only cache (a CI volume mounted ro, a folder not
+                # ours) is read for every stage; what must be built is built.
+                self.store.not_stored("not writable (read-only, or not ours)", log)
+                store = False
+            return self._build(decl, key, log, store=store)
 
     def _restore(self, decl: StageDecl, key: str, log: Callable[[str], None], locked: bool) -> bool:
         if not self.store.has(key):
             return False
+        dest = self.paths.stage_dir(decl.name)
+        # Said before it happens: an entry whose record gives its size is
+        # not unpacked onto a file system without room for it.
+        check_free(dest.parent, self._room_needed(dest, self.store.recorded_size(key)), str(dest))
         try:
             self._materialise(decl, key, self.store.entry(key), self.store.recorded_files(key))
+        except MachineError:
+            raise             # this machine's state, not the entry's fault: the entry stays
         except (OnlyDockerError, zstandard.ZstdError, OSError) as e:
+            cause = machine_cause(e)
+            if cause is not None:
+                raise machine_error(cause, cause.filename or dest, f"restoring "
+                                    f"{key[:16]} into {dest}") from None
             if not locked:
                 return False      # the locked attempt decides, and says why
             # The cache is untrusted input too: a damaged entry is set
             # aside for inspection, and the stage is built again.
+            if not self.store.writable:
+                log(f"{decl.name}: the cache entry {key[:16]} is unusable ({e}); the cache is read-only, "
+                    f"so it stays there; building")
+                return False
             kept = self.store.reject(key)
             log(f"{decl.name}: the cache entry {key[:16]} is unusable ({e}); moved to {kept}; building")
             return False
@@ -158,6 +194,19 @@ class Workspace:
         return True
 
     def _build(self, decl: StageDecl, key: str, log: Callable[[str], None], store: bool) -> str:
+        try:
+            return self._build_in_tmp(decl, key, log, store)
+        except OSError as e:
+            # Writing out/ (the output tar, the tree) met this machine's
+            # state: said in one line naming the path; nothing half-made counts
+            # (the manifest is written last).
+            cause = machine_cause(e)
+            if cause is None:
+                raise
+            raise machine_error(cause, cause.filename or self.paths.stage_dir(decl.name),
+                                f"building into {self.out}") from None
+
+    def _build_in_tmp(self, decl: StageDecl, key: str, log: Callable[[str], None], store: bool) -> str:
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix=f"stage-{decl.name}-", dir=self.paths.tmp()) as tmp:
             raw = Path(tmp) / "raw.tar"
@@ -174,9 +223,15 @@ class Workspace:
             if missing:
                 raise BuildError(f"stage {decl.name}: declared outputs missing: {', '.join(missing)} "
                                  f"(log: {self.paths.log_path(decl.name)})")
+            source = None
             if store:
-                source = self.store.put(key, packed, files)
-            else:
+                try:
+                    source = self.store.put(key, packed, files)
+                except MachineError as e:
+                    # A full or read-only cache does not fail the build: the
+                    # outputs are used from out/, and the run says so once.
+                    self.store.not_stored(str(e), log)
+            if source is None:
                 # Outputs of a varied or forced build prove something; they are
                 # not the canonical bytes for this key, so they stay out of the cache.
                 source = Path(tmp) / "out.tar.zst"
@@ -184,6 +239,22 @@ class Workspace:
             self._materialise(decl, key, source, files)
         log(f"{decl.name}: built ({key[:16]}) in {time.monotonic() - started:.1f} s")
         return "built"
+
+    @staticmethod
+    def _room_needed(dest: Path, size: int | None) -> int | None:
+        """Bytes the file system must have free to unpack `size` bytes into
+        `dest`: the tree there now is removed first, so its files count as room."""
+        if not size:
+            return None
+        held = 0
+        if dest.is_dir() and not dest.is_symlink():
+            for dirpath, _, names in os.walk(dest):
+                for n in names:
+                    try:
+                        held += os.lstat(os.path.join(dirpath, n)).st_size
+                    except OSError:
+                        pass
+        return max(size - held, 0)
 
     def _materialise(self, decl: StageDecl, key: str, entry: Path, expected: dict) -> None:
         """Unpack a cache entry (untrusted: checked like any archive) into

@@ -18,9 +18,11 @@ what was built here.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING
 import zstandard
 
 from . import atomic
-from .errors import BuildError
+from .errors import BuildError, machine_cause, machine_error
 if TYPE_CHECKING:
     from .remote import RemoteCache
 
@@ -56,6 +58,48 @@ class StageStore:
         self.remote = remote
         self._entries: dict[str, dict | None] = {}     # remote entries read by `known`, kept for `has`
         self._entries_lock = threading.Lock()
+        self._writable: bool | None = None
+        self._said: set[str] = set()
+
+    # --- a cache that cannot be written is a cache to read --------------------
+
+    @property
+    def writable(self) -> bool:
+        """The folder can be written (made if need be): not a read-only
+        mount, not someone else's. Asked once per run; a store that stops
+        being writable during the run is said when it fails (`put`)."""
+        if self._writable is None:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                probe = atomic.temp_path(self.root / "probe")
+                probe.touch()
+                probe.unlink()
+                self._writable = True
+            except OSError:
+                self._writable = False
+        return self._writable
+
+    def say_once(self, topic: str, text: str, say: Callable[[str], None]) -> None:
+        with self._entries_lock:
+            if topic in self._said:
+                return
+            self._said.add(topic)
+        say(text)
+
+    def not_stored(self, why: str, say: Callable[[str], None]) -> None:
+        """Say once that stages built in this run are not stored, and why."""
+        self.say_once("not-stored", f"stage cache {self.root}: {why}; stages built in this run are used "
+                                    f"from out/ and not stored", say)
+
+    def _lock_dir(self) -> Path:
+        """Where the per-entry locks live: in the cache; for a cache that
+        cannot be written, in a folder of this machine's temporary space
+        named after the cache, so that runs sharing that cache on this
+        machine still build one key at a time."""
+        if self.writable:
+            return self.root / "locks"
+        tag = hashlib.sha256(os.fsencode(os.path.realpath(self.root))).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"onlydocker-{os.getuid()}" / f"stage-locks-{tag}"
 
     def entry(self, key: str) -> Path:
         return self.root / f"{key}.tar.zst"
@@ -87,8 +131,8 @@ class StageStore:
         entry = self._remote_entry(key)
         with self._entries_lock:
             self._entries.pop(key, None)      # asked once more next time: a miss may be filled meanwhile
-        if entry is None:
-            return False
+        if entry is None or not self.writable:
+            return False          # a read-only local cache: nowhere to bring it
         record = entry.get("record")
         if not isinstance(record, dict) or record.get("key") != key or not isinstance(record.get("files"), dict):
             # Signed by a trusted key, yet not a record of this entry: refused.
@@ -113,13 +157,36 @@ class StageStore:
                 raise BuildError(f"its record {self._record(key)} is malformed at {path!r}")
         return files
 
+    def recorded_size(self, key: str) -> int | None:
+        """The size of the entry's tar (about what it takes unpacked), when
+        its record says (records written before it did: unknown)."""
+        try:
+            size = json.loads(self._record(key).read_text()).get("tar_bytes")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return size if isinstance(size, int) and size > 0 else None
+
     def put(self, key: str, tar_path: Path, files: dict) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Store the entry. A failure of the machine (full disk, read-only
+        folder) raises MachineError and leaves no part of the entry: the
+        entries already there are untouched."""
         entry = self.entry(key)
         # The record first: an entry without one would be refused on restore.
-        record = {"key": key, "files": files}
-        atomic.write_text(self._record(key), json.dumps(record, sort_keys=True))
-        compress_file(tar_path, entry)
+        record = {"key": key, "files": files, "tar_bytes": Path(tar_path).stat().st_size}
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            atomic.write_text(self._record(key), json.dumps(record, sort_keys=True))
+            compress_file(tar_path, entry)
+        except OSError as e:
+            cause = machine_cause(e)
+            if cause is None:
+                raise
+            if not entry.exists():
+                try:
+                    self._record(key).unlink(missing_ok=True)     # ours: we hold `producing(key)`
+                except OSError:
+                    pass
+            raise machine_error(cause, cause.filename or entry, f"storing entry {key[:16]}", advice=False) from None
         if self.remote is not None:
             self.remote.share("stage", key, entry, record)
         return entry
@@ -142,7 +209,8 @@ class StageStore:
     def producing(self, key: str, doing: str, say: Callable[[str], None]) -> Iterator[None]:
         """Hold the right to make entry `key`; leftovers of a killed writer
         of this entry are removed once it is ours."""
-        with atomic.entry_lock(self.root / "locks" / f"{key}.lock", doing, say):
-            atomic.clear_leftovers(self.entry(key))
-            atomic.clear_leftovers(self._record(key))
+        with atomic.entry_lock(self._lock_dir() / f"{key}.lock", doing, say):
+            if self.writable:
+                atomic.clear_leftovers(self.entry(key))
+                atomic.clear_leftovers(self._record(key))
             yield

@@ -35,7 +35,7 @@ from typing import BinaryIO
 
 import zstandard
 
-from .errors import UnsafeArchive
+from .errors import UnsafeArchive, machine_cause, machine_error
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".tzst")
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -267,6 +267,7 @@ def extract(source: str | os.PathLike | BinaryIO, dest: Path, *, strip_single_to
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     real_tmp = os.path.realpath(tmp)
+    label = str(source) if isinstance(source, (str, os.PathLike)) else "archive stream"
     try:
         with ExitStack() as stack:
             tf, label = _open(source, stack)
@@ -309,6 +310,8 @@ def extract(source: str | os.PathLike | BinaryIO, dest: Path, *, strip_single_to
                         try:
                             shutil.copyfileobj(src, f, 1 << 20)
                         except _CORRUPT as e:
+                            if machine_cause(e):
+                                raise     # this machine's disk, not the archive: said below
                             raise UnsafeArchive(f"{label}: corrupt or truncated archive in {m.name!r} "
                                                 f"({type(e).__name__}: {e})") from None
                     os.chmod(target, 0o755 if m.mode & 0o111 else 0o644)
@@ -344,5 +347,13 @@ def extract(source: str | os.PathLike | BinaryIO, dest: Path, *, strip_single_to
         elif dest.exists():
             shutil.rmtree(dest)
         os.replace(root, dest)
+    except OSError as e:
+        # Writing the tree failed for a reason of this machine (a full disk, a
+        # folder made read-only or removed meanwhile): said as that, naming
+        # the destination; the archive is not blamed.
+        if machine_cause(e) is None:
+            raise
+        cause = machine_cause(e)
+        raise machine_error(cause, cause.filename or dest, f"unpacking {label}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
