@@ -60,7 +60,26 @@ def _inputs(ws, stages, settings) -> dict:
         "signing_key": sha256_file(public_key_path(settings)) if key.exists() and public_key_path(settings).exists() else None,
         # The box catalog's URLs come from it: another base URL, another catalog.
         "box_base_url": settings.box_base_url,
+        # The provenance names the pipeline's own source: a commit, another provenance.
+        "source": _source(settings),
     }
+
+
+def _source(settings) -> dict:
+    """The pipeline's source as the provenance names it: its git state
+    (source_state.py) and the digest of its locked Python tools."""
+    from . import source_state
+    state = source_state.describe(settings.root)
+    state["python_lock"] = source_state.file_digest(settings.root, source_state.PYTHON_LOCK)
+    return state
+
+
+def _lock_identity(ws, settings) -> dict:
+    """The lock by its path in the project and its content digest."""
+    path = ws.lock.path.resolve()
+    root = settings.root.resolve()
+    return {"path": str(path.relative_to(root)) if path.is_relative_to(root) else path.name,
+            "digest": {"sha256": sha256_file(ws.lock.path)}}
 
 
 def is_current(ws, stages, settings) -> bool:
@@ -203,6 +222,7 @@ def sbom_inputs(ws, stages, sums: dict[str, str], settings) -> sbom.Inputs:
 
 
 def publish(ws, stages, settings, log=print) -> None:
+    state = _inputs(ws, stages, settings)      # what this publication is of; kept to say when it is current
     found = artifacts(ws, stages)
     final = dist_dir(ws)
     tmp = final.with_name("dist.tmp")
@@ -240,10 +260,14 @@ def publish(ws, stages, settings, log=print) -> None:
     (tmp / SUMS).write_text(sums_text)
 
     stage_keys = {n: (ws.paths.read_manifest(n) or {}).get("key") for n in stages}
+    source = state["source"]
+    from .source_state import summary
+    log(f"source: {summary(source)}")
     statement = provenance.statement(
         subjects=sums, materials=_materials(ws),
         builder={"id": "https://onlydocker.invalid/pipeline", "version": {"onlydocker": _engine_version()}},
-        stage_keys=stage_keys, lane=ws.lane, epoch=ws.lock.lane.source_date_epoch)
+        stage_keys=stage_keys, lane=ws.lane, epoch=ws.lock.lane.source_date_epoch,
+        lock=_lock_identity(ws, settings), source=source)
     payload = provenance.canonical_json(statement)
     (tmp / STATEMENT).write_bytes(payload)
 
@@ -266,7 +290,6 @@ def publish(ws, stages, settings, log=print) -> None:
     from .manifest import manifest_of_tree
     before = snapshot.take(final)
     snapshot.write(_snapshot_path(ws), final, manifest_of_tree(final), before)
-    state = _inputs(ws, stages, settings)
     atomic.write_text(_state_path(ws), json.dumps(state, sort_keys=True))
 
     log(f"artifacts of lane {ws.lane} in {final}:")

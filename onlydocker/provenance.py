@@ -27,11 +27,12 @@ def _material_key(m: dict) -> tuple:
 
 
 def statement(subjects: dict[str, str], materials: list[dict], builder: dict, stage_keys: dict,
-              lane: str, epoch: int, lock: dict | None = None) -> dict:
+              lane: str, epoch: int, lock: dict | None = None, source: dict | None = None) -> dict:
     """subjects: artifact name -> sha256 hex; materials: SLSA resource
     descriptors ({name?, uri, digest: {sha256: ...}, annotations?}); builder:
     at least {"id": ...}; stage_keys: stage -> key; lock: what identifies
-    the lock (e.g. {"path": ..., "digest": {"sha256": ...}})."""
+    the lock (e.g. {"path": ..., "digest": {"sha256": ...}}); source: the
+    pipeline's own source (source_state.describe, and its Python lock)."""
     for name, digest in subjects.items():
         if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
             raise ValueError(f"subject {name!r}: sha256 {digest!r} is not 64 lower-case hex digits")
@@ -45,6 +46,8 @@ def statement(subjects: dict[str, str], materials: list[dict], builder: dict, st
     external = {"lane": lane, "source_date_epoch": int(epoch)}
     if lock is not None:
         external["lock"] = lock
+    if source is not None:
+        external["source"] = source
     return {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": n, "digest": {"sha256": d}} for n, d in sorted(subjects.items())],

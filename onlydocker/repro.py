@@ -40,7 +40,24 @@ class Row:
 
 
 def _copy_tree(src: Path, dst: Path) -> None:
-    """The project's tracked files (or everything but outputs and caches)."""
+    """The project as the first build saw it. A git work tree becomes a clone
+    at the same commit with the same uncommitted changes, so that the second
+    provenance names the same source as the first (source_state.py); any
+    other folder, its files but outputs and caches."""
+    from .source_state import describe
+    state = describe(src)
+    if "git_commit" in state:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "clone", "-q", "--shared", "--no-checkout", str(src), str(dst)], check=True)
+        subprocess.run(["git", "-C", str(dst), "checkout", "-q", "--detach", state["git_commit"]], check=True)
+        for f in state.get("changed", []):
+            s, d = src / f, dst / f
+            if s.exists() or s.is_symlink():
+                d.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(s, d, follow_symlinks=False)
+            else:
+                d.unlink(missing_ok=True)     # deleted in the work tree
+        return
     try:
         files = subprocess.run(["git", "-C", str(src), "ls-files", "-z"], check=True,
                                capture_output=True).stdout.decode().split("\0")
