@@ -49,7 +49,11 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e '.[test]'
+# Every Python package of the pipeline and its tests, by version and sha256
+# (requirements.lock, made from pyproject.toml by pip-compile: see the README),
+# then the project itself with nothing more.
+.venv/bin/pip install -q --require-hashes -r requirements.lock
+.venv/bin/pip install -q --no-deps -e .
 
 # A Docker engine: start one if none answers (no systemd in containers/CI).
 if ! docker info >/dev/null 2>&1; then
