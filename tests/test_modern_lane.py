@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from onlydocker import lock
+from onlydocker.hashing import sha256_file
 from tests import workspace as wsmod
 from tests.conftest import MODERN_LANE as LANE, MODERN_LOCK as LOCK, require_tool
 
@@ -47,6 +48,13 @@ def test_full_build_publishes_signed_artifacts(lane):
         assert m["uri"] == deb.url and m["digest"] == {"sha256": deb.sha256}
     assert "UNSIGNED" not in lane.first.stdout
     assert "onlydocker.spdx.json" in names
+    # The lock by its digest, and the pipeline's own source: this workspace
+    # is a copy, not a git work tree, and the provenance says just that.
+    external = statement["predicate"]["buildDefinition"]["externalParameters"]
+    assert external["lock"] == {"path": LOCK, "digest": {"sha256": sha256_file(lane.root / LOCK)}}
+    assert external["source"] == {"git": None, "python_lock": {
+        "path": "requirements.lock", "sha256": sha256_file(lane.root / "requirements.lock")}}
+    assert "source: not a git work tree" in lane.first.stdout
 
 
 def test_a_fresh_clone_restores_the_whole_lane_from_the_remote_cache_without_building(lane, tmp_path):
@@ -78,6 +86,7 @@ def test_the_sbom_is_valid_spdx_and_names_every_artifact_source_and_deb(lane):
     from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
     from onlydocker import lock
+from onlydocker.hashing import sha256_file
     from onlydocker.verify import parse_sums
     d = dist(lane)
     sums = parse_sums((d / "SHA256SUMS").read_text())
