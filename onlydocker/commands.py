@@ -20,6 +20,14 @@ OPT_LOCK = {
     "help": "the lane's lock (default: $ONLYDOCKER_LOCK or sources.lock)",
 }
 
+OPT_JUNIT = {
+    "name": "junit",
+    "long": "junit",
+    "type": str,
+    "default": "",
+    "help": "also write a JUnit XML report to this path: one test case per check (for CI's test reporters)",
+}
+
 
 def _lane_args(params, args) -> tuple[str | None, list[str]]:
     """The lane as builds name it (`lock=PATH`, which users type: doit takes
@@ -130,28 +138,38 @@ def pin_sources(lk: lock.Lock, settings: config.Settings, out=None) -> tuple[lis
 class Verify(LaneCommand):
     name = "verify"
     doc_purpose = "re-hash every cached source and every artifact; check the signatures"
-    doc_usage = "[--lock PATH | lock=PATH]"
+    doc_usage = "[--lock PATH | lock=PATH] [--junit PATH]"
+    cmd_options = LaneCommand.cmd_options + (OPT_JUNIT,)
     error_exit = 2          # 1 is "verify found problems"
 
     def run(self, settings, lk, params, args):
         from .dist import public_key_path
+        from .junit import Case, write
         from .verify import verify_dist
-        problems = 0
+        cases = []
+
+        def report(group: str, finding, name: str) -> None:
+            print(f"  {finding}")
+            cases.append(Case(group, name, None if finding.ok else str(finding).strip()))
+
         print(f"sources of {settings.lock_path} (cache {settings.cache_dir / 'sources'}):")
         for status in verify_sources(lk, settings):
-            print(f"  {status}")
-            problems += not status.ok
+            report("sources", status, status.name)
         print(f"builder packages ([builder] debs, {len(lk.builder.debs)}):")
         for status in verify_builder(lk, settings):
-            print(f"  {status}")
-            problems += not status.ok
+            report("builder", status, status.name)
         dist = settings.out_root / lk.lane.name / "dist"
         print(f"artifacts in {dist}:")
         pub = public_key_path(settings)
         for finding in verify_dist(dist, pub if pub.exists() else None):
-            print(f"  {finding}")
-            problems += not finding.ok
+            kind = ("sbom" if finding.state.startswith("SBOM") else
+                    "signature" if finding.state in ("SIGNATURE-OK", "BAD-SIGNATURE", "UNSIGNED") else "sha256")
+            report("artifacts", finding, f"{kind}: {finding.name}")
+        problems = sum(c.failure is not None for c in cases)
         print("verify: OK" if not problems else f"verify: {problems} problem(s)")
+        if params.get("junit"):
+            write(Path(params["junit"]), f"doit verify {lk.lane.name}", cases)
+            print(f"verify: JUnit report {params['junit']}")
         return 0 if not problems else 1
 
 
@@ -243,8 +261,8 @@ class Keygen(Command):
 class Repro(LaneCommand):
     name = "repro"
     doc_purpose = "build twice under varied conditions and compare every byte (diffoscope on a difference)"
-    doc_usage = "[--lock PATH | lock=PATH] [-n N] [STAGE ...]"
-    cmd_options = LaneCommand.cmd_options + ({
+    doc_usage = "[--lock PATH | lock=PATH] [-n N] [--junit PATH] [STAGE ...]"
+    cmd_options = LaneCommand.cmd_options + (OPT_JUNIT, {
         "name": "process",
         "short": "n",
         "long": "process",
@@ -265,7 +283,8 @@ class Repro(LaneCommand):
                   file=sys.stderr)
             return 2
         return repro.run(settings.root, settings.lock_path, settings.out_root, lk.lane.name,
-                         list(args), list(stages), processes=params["process"])
+                         list(args), list(stages), processes=params["process"],
+                         junit=Path(params["junit"]) if params.get("junit") else None)
 
 
 class LegalInfo(LaneCommand):

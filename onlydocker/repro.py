@@ -146,7 +146,7 @@ def print_table(rows: list[Row], out=sys.stdout) -> None:
 
 
 def run(root: Path, lock: Path, out_root: Path, lane: str, stages: list[str], all_stages: list[str],
-        log=print, processes: int = 1) -> int:
+        log=print, processes: int = 1, junit: Path | None = None) -> int:
     """Both builds, the comparison, the reports. Returns the exit code.
     `processes` stages run at once in each build (doit's -n): the order of
     the stages is not among what the bytes may depend on, so the second build
@@ -204,6 +204,9 @@ def run(root: Path, lock: Path, out_root: Path, lane: str, stages: list[str], al
         "diffoscope": explained,
     }
     (report_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    if junit is not None:
+        _write_junit(junit, lane, rows, explained)
+        log(f"repro: JUnit report {junit}")
     different = [r.artifact for r in rows if not r.same]
     if different:
         log(f"repro: NOT reproducible: {len(different)} of {len(rows)} differ; "
@@ -211,3 +214,22 @@ def run(root: Path, lock: Path, out_root: Path, lane: str, stages: list[str], al
         return 1
     log(f"repro: reproducible: all {len(rows)} outputs identical; report {report_dir / 'report.json'}")
     return 0
+
+
+def _write_junit(path: Path, lane: str, rows: list[Row], explained: list[dict]) -> None:
+    """One test case per artifact; a difference names both hashes and the
+    diffoscope report that explains it."""
+    from .junit import Case, write
+    reports = {e["artifact"]: e for e in explained}
+    cases = []
+    for r in rows:
+        group, _, name = r.artifact.rpartition("/")
+        if r.same:
+            cases.append(Case(group, name))
+            continue
+        e = reports.get(r.artifact, {})
+        where = e.get("html") or e.get("error") or "no diffoscope report (a file missing on one side)"
+        cases.append(Case(group, name, f"{r.artifact}: first {r.first or 'missing'}, second {r.second or 'missing'}",
+                          f"first build:  {r.first or 'missing'}\nsecond build: {r.second or 'missing'}\n"
+                          f"diffoscope: {where}"))
+    write(path, f"doit repro {lane}", cases)

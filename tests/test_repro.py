@@ -40,10 +40,16 @@ def test_a_reproducible_stage_passes(lane):
     assert [row["artifact"] for row in report["rows"]] == ["stages/steady/stamp"]
 
 
-def test_a_stage_that_writes_the_date_is_caught_and_explained(lane):
+def test_a_stage_that_writes_the_date_is_caught_and_explained(lane, tmp_path):
     require_tool("diffoscope")
-    r = lane.doit("repro", "--lock", "test.lock", "leaky", check=False)
+    r = lane.doit("repro", "--lock", "test.lock", "--junit", str(tmp_path / "repro.xml"), "leaky", check=False)
     assert r.returncode == 1, r.stdout + r.stderr
+    # The JUnit report: one case per output, the difference failed with its diffoscope report.
+    import xml.etree.ElementTree as ET
+    cases = {tc.get("name"): tc.find("failure") for tc in ET.parse(tmp_path / "repro.xml").iter("testcase")}
+    assert set(cases) == {"stamp", "steady"} and cases["steady"] is None
+    assert cases["stamp"].get("message").startswith("stages/leaky/stamp: first ")
+    assert "stages__leaky__stamp.diffoscope.html" in cases["stamp"].text
     assert "stages/leaky/stamp" in r.stdout and "NO" in r.stdout
     report_dir = lane.out(wsmod.lane_name()) / "repro"
     report = json.loads((report_dir / "report.json").read_text())
