@@ -246,3 +246,27 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
         "uptodate": [_unless_failing(lambda: dist_mod.is_current(ws, stages, settings))],
         "verbosity": 2,
     }
+
+
+# Names a shortcut task must not take: doit's own commands and ours (a task
+# of that name could only be run as `doit run NAME`).
+COMMAND_NAMES = frozenset({"auto", "clean", "dumpdb", "forget", "help", "ignore", "info", "list", "reset-dep",
+                           "run", "strace", "tabcompletion", "build", "boot", "cache", "diff", "explain",
+                           "keygen", "legal-info", "lock", "repro", "verify"})
+
+
+def stage_shortcuts(settings: config_mod.Settings):
+    """One top-level task per stage, and `dist`, named as the stage and
+    with its one-line description: doit lists top-level tasks (the stages
+    of `build` are its subtasks, listed only under `doit list --all`), and
+    `doit kernel` builds the kernel and what it needs, as `doit build:kernel`
+    does. They do nothing themselves (their only work is their task_dep)."""
+    stages = load_stages(settings.root / "stages")
+    for decl in stages.values():
+        if decl.name in COMMAND_NAMES:
+            continue
+        yield {"basename": decl.name, "doc": decl.description, "actions": None,
+               "task_dep": [f"build:{decl.name}"]}
+    if "dist" not in stages:
+        yield {"basename": "dist", "doc": "the whole lane, its artifacts published to out/<lane>/dist, signed",
+               "actions": None, "task_dep": ["build:dist"]}
