@@ -295,3 +295,46 @@ class LegalInfo(LaneCommand):
               f"license file(s), {sum(len(r['patches'].split()) for r in rows)} patch(es), {size / 1e6:.1f} MB"
               + ("" if builder else "; no builder record, so no host-manifest.csv (run `doit` once)"))
         return 0
+
+
+class Clean(LaneCommand):
+    name = "clean"
+    doc_purpose = "remove the lane's outputs in out/<lane>/ (never a cache); say each path first"
+    doc_usage = "[--lock PATH | lock=PATH] [-n] [--state] [--cache]"
+    doc_description = ("Without an option: stages/, dist/ and its records, legal-info/, logs/, last-run.json "
+                       "and tmp/ of out/<lane>/. The options add to that; builder images, other keys' entries "
+                       "and the remote cache are never touched. See onlydocker/clean.py.")
+    cmd_options = (*LaneCommand.cmd_options,
+                   {"name": "dryrun", "short": "n", "long": "dry-run", "type": bool, "default": False,
+                    "help": "say what would be removed, remove nothing"},
+                   {"name": "state", "long": "state", "type": bool, "default": False,
+                    "help": "also the lane's kept incremental state: doit's database, the sources' checked "
+                            "verdicts, the imports memo, the builder's record"},
+                   {"name": "cache", "long": "cache", "type": bool, "default": False,
+                    "help": "also the stage cache entries of the keys the lane's stages in out/ were made from"})
+
+    def run(self, settings, lk, params, args):
+        from . import clean
+        from .tasks import RunLock
+        if args:
+            raise ConfigError(f"doit clean takes no arguments (got {' '.join(args)}); "
+                              f"--state and --cache say what else to remove")
+        out = settings.out_root / lk.lane.name
+        if not out.is_dir():
+            print(f"lane {lk.lane.name}: nothing to remove ({out} does not exist)")
+            return 0
+        if not params["dryrun"]:
+            RunLock(out / ".run.lock").acquire()      # not while a build writes there
+        items = clean.plan(out, settings.stage_cache, state=params["state"], cache=params["cache"])
+        if not items:
+            print(f"lane {lk.lane.name}: nothing to remove in {out}")
+            return 0
+        verb = "would remove" if params["dryrun"] else "removing"
+        for r in items:
+            print(f"{verb} {r.what:<11} {clean.human(r.size):>9}  {r.path}")
+        if not params["dryrun"]:
+            clean.remove(items)
+        total = clean.human(sum(r.size for r in items))
+        print(f"lane {lk.lane.name}: {'would remove' if params['dryrun'] else 'removed'} {len(items)} path(s), "
+              f"{total}" + ("" if params["cache"] else "; every cache kept"))
+        return 0
