@@ -338,3 +338,23 @@ class Clean(LaneCommand):
         print(f"lane {lk.lane.name}: {'would remove' if params['dryrun'] else 'removed'} {len(items)} path(s), "
               f"{total}" + ("" if params["cache"] else "; every cache kept"))
         return 0
+
+
+class Explain(LaneCommand):
+    name = "explain"
+    doc_purpose = "say, one line a stage, why it would not be up to date: which key input changed, or its outputs"
+    doc_usage = "[--lock PATH | lock=PATH] [STAGE ...]"
+    doc_description = ("The inputs behind each stage's key are recorded when it is made (out/<lane>/stages/"
+                       "<stage>.inputs.json); explain diffs them against what a build would use now, and says "
+                       "whether the new key would be restored from the local or remote cache, or built. "
+                       "Nothing is built or changed. Named stages are said even when up to date.")
+
+    def run(self, settings, lk, params, args):
+        from . import explain
+        from .tasks import workspace_from_env
+        stages = self.stages(settings)
+        unknown = [a for a in args if a not in stages]
+        if unknown:
+            raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; stages are {', '.join(stages)}")
+        _, ws = workspace_from_env(str(settings.lock_path), root=settings.root)
+        return explain.run(ws, stages, settings, list(args), sys.stdout)

@@ -117,6 +117,27 @@ def _once(fn):
     return get
 
 
+def _run_and_record(ws: Workspace, decl) -> str:
+    """Build or restore the stage, then keep its key's inputs beside its
+    manifest for `doit explain` (explain.py; not part of the key)."""
+    from . import explain
+    result = ws.run(decl)
+    explain.record(ws, decl)
+    return result
+
+
+def _recorded(ws: Workspace, decl) -> bool:
+    """An up-to-date stage made before its inputs were recorded gets its
+    record now (its key is the current one); True whatever happens."""
+    from . import explain
+    if not explain.inputs_path(ws, decl.name).exists():
+        try:
+            explain.record(ws, decl)
+        except (OSError, ValueError):
+            pass
+    return True
+
+
 def build_tasks(settings: config_mod.Settings, ws: Workspace):
     """Yield doit task dicts for the lane of `ws`."""
     from . import builder as builder_mod
@@ -229,9 +250,10 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
         yield {
             "name": decl.name,
             "doc": decl.description,
-            "actions": [_guard(run_lock, lambda d=decl: ws.run(d), f"stage {decl.name}", ws.paths.log_path(decl.name))],
+            "actions": [_guard(run_lock, lambda d=decl: _run_and_record(ws, d), f"stage {decl.name}",
+                               ws.paths.log_path(decl.name))],
             "task_dep": task_dep,
-            "uptodate": [_unless_failing(lambda d=decl: ws.materialised(d))],
+            "uptodate": [_unless_failing(lambda d=decl: ws.materialised(d) and _recorded(ws, d))],
             "verbosity": 2,
             "meta": {"cost": decl.cost,
                      "stage_key": lambda d=decl: (ws.paths.read_manifest(d.name) or {}).get("key"),
