@@ -358,3 +358,18 @@ class Explain(LaneCommand):
             raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; stages are {', '.join(stages)}")
         _, ws = workspace_from_env(str(settings.lock_path), root=settings.root)
         return explain.run(ws, stages, settings, list(args), sys.stdout)
+
+
+class Cache(LaneCommand):
+    name = "cache"
+    doc_purpose = "cache push: upload, signed, every local stage and builder entry of the lane the remote cache lacks"
+    doc_usage = "push [--lock PATH | lock=PATH]"
+    doc_description = ("Entries are the keys the lane's stages in out/ were made from, and its builder image; "
+                       "each goes up as a build uploads it: the blob first, the signed entry last. Needs a "
+                       "writable remote cache (ONLYDOCKER_REMOTE_CACHE) and a signing key (`doit keygen`).")
+
+    def run(self, settings, lk, params, args):
+        from . import push
+        if args != ["push"]:
+            raise ConfigError(f"doit cache: unknown action {' '.join(args) or '(none)'}; the action is `push`")
+        return push.push(settings, lk, settings.out_root / lk.lane.name)
