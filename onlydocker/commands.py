@@ -373,3 +373,30 @@ class Cache(LaneCommand):
         if args != ["push"]:
             raise ConfigError(f"doit cache: unknown action {' '.join(args) or '(none)'}; the action is `push`")
         return push.push(settings, lk, settings.out_root / lk.lane.name)
+
+
+class Diff(Command):
+    name = "diff"
+    doc_purpose = "compare two builds from their SBOMs and SHA256SUMS: packages, artifact sizes, image files"
+    doc_usage = "[--json] DIST-OR-SHA256SUMS-A DIST-OR-SHA256SUMS-B"
+    doc_description = ("Packages added, removed or changed (name, old and new version), each artifact's size, and "
+                       "which files of the image differ. Relative paths are taken from -d's folder when given.")
+    cmd_options = ({"name": "json", "long": "json", "type": bool, "default": False,
+                    "help": "the differences as JSON"}, opt_dodo, opt_cwd)
+
+    def execute(self, params, args):
+        import json
+
+        from . import diff
+        quiet_on_closed_pipe()
+        try:
+            if len(args) != 2:
+                raise ConfigError(f"doit diff takes two builds (dist folders or SHA256SUMS files), got {len(args)}")
+            base = Path(params["cwdPath"]) if params.get("cwdPath") else Path.cwd()
+            a, b = (diff.load(str(base / p)) for p in args)
+        except OnlyDockerError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        d = diff.compare(a, b)
+        print(json.dumps(d, indent=2) if params["json"] else diff.render(d))
+        return 0
