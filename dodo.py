@@ -11,7 +11,7 @@ from doit.exceptions import InvalidDodoFile
 from onlydocker.errors import OnlyDockerError
 from onlydocker.report import Reporter, quiet_on_closed_pipe
 from onlydocker.schedule import install as start_the_longest_chain_first
-from onlydocker.tasks import build_tasks, workspace_from_env
+from onlydocker.tasks import build_tasks, stage_shortcuts, workspace_from_env
 
 quiet_on_closed_pipe()
 start_the_longest_chain_first()
@@ -40,3 +40,8 @@ DOIT_CONFIG = {
 def task_build():
     """Build the lane: sources, builder image, stages, signed artifacts."""
     yield from build_tasks(settings, workspace)
+
+
+def task_stages():
+    """Shortcuts: one task per stage (`doit kernel`), listed by `doit list`."""
+    yield from stage_shortcuts(settings)

@@ -314,3 +314,108 @@ class LegalInfo(LaneCommand):
               f"license file(s), {sum(len(r['patches'].split()) for r in rows)} patch(es), {size / 1e6:.1f} MB"
               + ("" if builder else "; no builder record, so no host-manifest.csv (run `doit` once)"))
         return 0
+
+
+class Clean(LaneCommand):
+    name = "clean"
+    doc_purpose = "remove the lane's outputs in out/<lane>/ (never a cache); say each path first"
+    doc_usage = "[--lock PATH | lock=PATH] [-n] [--state] [--cache]"
+    doc_description = ("Without an option: stages/, dist/ and its records, legal-info/, logs/, last-run.json "
+                       "and tmp/ of out/<lane>/. The options add to that; builder images, other keys' entries "
+                       "and the remote cache are never touched. See onlydocker/clean.py.")
+    cmd_options = (*LaneCommand.cmd_options,
+                   {"name": "dryrun", "short": "n", "long": "dry-run", "type": bool, "default": False,
+                    "help": "say what would be removed, remove nothing"},
+                   {"name": "state", "long": "state", "type": bool, "default": False,
+                    "help": "also the lane's kept incremental state: doit's database, the sources' checked "
+                            "verdicts, the imports memo, the builder's record"},
+                   {"name": "cache", "long": "cache", "type": bool, "default": False,
+                    "help": "also the stage cache entries of the keys the lane's stages in out/ were made from"})
+
+    def run(self, settings, lk, params, args):
+        from . import clean
+        from .tasks import RunLock
+        if args:
+            raise ConfigError(f"doit clean takes no arguments (got {' '.join(args)}); "
+                              f"--state and --cache say what else to remove")
+        out = settings.out_root / lk.lane.name
+        if not out.is_dir():
+            print(f"lane {lk.lane.name}: nothing to remove ({out} does not exist)")
+            return 0
+        if not params["dryrun"]:
+            RunLock(out / ".run.lock").acquire()      # not while a build writes there
+        items = clean.plan(out, settings.stage_cache, state=params["state"], cache=params["cache"])
+        if not items:
+            print(f"lane {lk.lane.name}: nothing to remove in {out}")
+            return 0
+        verb = "would remove" if params["dryrun"] else "removing"
+        for r in items:
+            print(f"{verb} {r.what:<11} {clean.human(r.size):>9}  {r.path}")
+        if not params["dryrun"]:
+            clean.remove(items)
+        total = clean.human(sum(r.size for r in items))
+        print(f"lane {lk.lane.name}: {'would remove' if params['dryrun'] else 'removed'} {len(items)} path(s), "
+              f"{total}" + ("" if params["cache"] else "; every cache kept"))
+        return 0
+
+
+class Explain(LaneCommand):
+    name = "explain"
+    doc_purpose = "say, one line a stage, why it would not be up to date: which key input changed, or its outputs"
+    doc_usage = "[--lock PATH | lock=PATH] [STAGE ...]"
+    doc_description = ("The inputs behind each stage's key are recorded when it is made (out/<lane>/stages/"
+                       "<stage>.inputs.json); explain diffs them against what a build would use now, and says "
+                       "whether the new key would be restored from the local or remote cache, or built. "
+                       "Nothing is built or changed. Named stages are said even when up to date.")
+
+    def run(self, settings, lk, params, args):
+        from . import explain
+        from .tasks import workspace_from_env
+        stages = self.stages(settings)
+        unknown = [a for a in args if a not in stages]
+        if unknown:
+            raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; stages are {', '.join(stages)}")
+        _, ws = workspace_from_env(str(settings.lock_path), root=settings.root)
+        return explain.run(ws, stages, settings, list(args), sys.stdout)
+
+
+class Cache(LaneCommand):
+    name = "cache"
+    doc_purpose = "cache push: upload, signed, every local stage and builder entry of the lane the remote cache lacks"
+    doc_usage = "push [--lock PATH | lock=PATH]"
+    doc_description = ("Entries are the keys the lane's stages in out/ were made from, and its builder image; "
+                       "each goes up as a build uploads it: the blob first, the signed entry last. Needs a "
+                       "writable remote cache (ONLYDOCKER_REMOTE_CACHE) and a signing key (`doit keygen`).")
+
+    def run(self, settings, lk, params, args):
+        from . import push
+        if args != ["push"]:
+            raise ConfigError(f"doit cache: unknown action {' '.join(args) or '(none)'}; the action is `push`")
+        return push.push(settings, lk, settings.out_root / lk.lane.name)
+
+
+class Diff(Command):
+    name = "diff"
+    doc_purpose = "compare two builds from their SBOMs and SHA256SUMS: packages, artifact sizes, image files"
+    doc_usage = "[--json] DIST-OR-SHA256SUMS-A DIST-OR-SHA256SUMS-B"
+    doc_description = ("Packages added, removed or changed (name, old and new version), each artifact's size, and "
+                       "which files of the image differ. Relative paths are taken from -d's folder when given.")
+    cmd_options = ({"name": "json", "long": "json", "type": bool, "default": False,
+                    "help": "the differences as JSON"}, opt_dodo, opt_cwd)
+
+    def execute(self, params, args):
+        import json
+
+        from . import diff
+        quiet_on_closed_pipe()
+        try:
+            if len(args) != 2:
+                raise ConfigError(f"doit diff takes two builds (dist folders or SHA256SUMS files), got {len(args)}")
+            base = Path(params["cwdPath"]) if params.get("cwdPath") else Path.cwd()
+            a, b = (diff.load(str(base / p)) for p in args)
+        except OnlyDockerError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        d = diff.compare(a, b)
+        print(json.dumps(d, indent=2) if params["json"] else diff.render(d))
+        return 0

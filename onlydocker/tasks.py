@@ -117,6 +117,27 @@ def _once(fn):
     return get
 
 
+def _run_and_record(ws: Workspace, decl) -> str:
+    """Build or restore the stage, then keep its key's inputs beside its
+    manifest for `doit explain` (explain.py; not part of the key)."""
+    from . import explain
+    result = ws.run(decl)
+    explain.record(ws, decl)
+    return result
+
+
+def _recorded(ws: Workspace, decl) -> bool:
+    """An up-to-date stage made before its inputs were recorded gets its
+    record now (its key is the current one); True whatever happens."""
+    from . import explain
+    if not explain.inputs_path(ws, decl.name).exists():
+        try:
+            explain.record(ws, decl)
+        except (OSError, ValueError):
+            pass
+    return True
+
+
 def build_tasks(settings: config_mod.Settings, ws: Workspace):
     """Yield doit task dicts for the lane of `ws`."""
     from . import builder as builder_mod
@@ -229,9 +250,10 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
         yield {
             "name": decl.name,
             "doc": decl.description,
-            "actions": [_guard(run_lock, lambda d=decl: ws.run(d), f"stage {decl.name}", ws.paths.log_path(decl.name))],
+            "actions": [_guard(run_lock, lambda d=decl: _run_and_record(ws, d), f"stage {decl.name}",
+                               ws.paths.log_path(decl.name))],
             "task_dep": task_dep,
-            "uptodate": [_unless_failing(lambda d=decl: ws.materialised(d))],
+            "uptodate": [_unless_failing(lambda d=decl: ws.materialised(d) and _recorded(ws, d))],
             "verbosity": 2,
             "meta": {"cost": decl.cost,
                      "stage_key": lambda d=decl: (ws.paths.read_manifest(d.name) or {}).get("key"),
@@ -246,3 +268,27 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
         "uptodate": [_unless_failing(lambda: dist_mod.is_current(ws, stages, settings))],
         "verbosity": 2,
     }
+
+
+# Names a shortcut task must not take: doit's own commands and ours (a task
+# of that name could only be run as `doit run NAME`).
+COMMAND_NAMES = frozenset({"auto", "clean", "dumpdb", "forget", "help", "ignore", "info", "list", "reset-dep",
+                           "run", "strace", "tabcompletion", "build", "boot", "cache", "diff", "explain",
+                           "keygen", "legal-info", "lock", "repro", "verify"})
+
+
+def stage_shortcuts(settings: config_mod.Settings):
+    """One top-level task per stage, and `dist`, named as the stage and
+    with its one-line description: doit lists top-level tasks (the stages
+    of `build` are its subtasks, listed only under `doit list --all`), and
+    `doit kernel` builds the kernel and what it needs, as `doit build:kernel`
+    does. They do nothing themselves (their only work is their task_dep)."""
+    stages = load_stages(settings.root / "stages")
+    for decl in stages.values():
+        if decl.name in COMMAND_NAMES:
+            continue
+        yield {"basename": decl.name, "doc": decl.description, "actions": None,
+               "task_dep": [f"build:{decl.name}"]}
+    if "dist" not in stages:
+        yield {"basename": "dist", "doc": "the whole lane, its artifacts published to out/<lane>/dist, signed",
+               "actions": None, "task_dep": ["build:dist"]}
