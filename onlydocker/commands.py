@@ -138,8 +138,18 @@ def pin_sources(lk: lock.Lock, settings: config.Settings, out=None) -> tuple[lis
 class Verify(LaneCommand):
     name = "verify"
     doc_purpose = "re-hash every cached source and every artifact; check the signatures"
-    doc_usage = "[--lock PATH | lock=PATH] [--junit PATH]"
-    cmd_options = LaneCommand.cmd_options + (OPT_JUNIT,)
+    doc_usage = ("[--lock PATH | lock=PATH] [--junit PATH] "
+                 "[--rebuilders K --trusted-rebuilder-keys KEY.pub ... [--attestations DIR]]")
+    cmd_options = LaneCommand.cmd_options + (OPT_JUNIT, {
+        "name": "rebuilders", "long": "rebuilders", "type": int, "default": 0,
+        "help": "accept the artifacts only when at least K trusted rebuilders attested these exact bytes",
+    }, {
+        "name": "trusted_rebuilder_keys", "long": "trusted-rebuilder-keys", "type": list, "default": [],
+        "help": "a rebuilder's public key (minisign format); repeat it, or separate paths with commas",
+    }, {
+        "name": "attestations", "long": "attestations", "type": str, "default": "",
+        "help": "the folder of rebuilders' attestations (*.rebuild.dsse.json; default: out/<lane>/attestations)",
+    })
     error_exit = 2          # 1 is "verify found problems"
 
     def run(self, settings, lk, params, args):
@@ -165,6 +175,13 @@ class Verify(LaneCommand):
             kind = ("sbom" if finding.state.startswith("SBOM") else
                     "signature" if finding.state in ("SIGNATURE-OK", "BAD-SIGNATURE", "UNSIGNED") else "sha256")
             report("artifacts", finding, f"{kind}: {finding.name}")
+        if params.get("rebuilders") or params.get("trusted_rebuilder_keys"):
+            from .attest import verify_release
+            folder = Path(params["attestations"]) if params.get("attestations") else dist.parent / "attestations"
+            keys = [k for v in params["trusted_rebuilder_keys"] for k in v.split(",") if k]
+            print(f"rebuilders ({params['rebuilders']} required, attestations in {folder}):")
+            for line in verify_release(dist, params["rebuilders"], keys, folder, pub):
+                report("rebuilders", line, f"{line.state.lower()}: {line.name}")
         problems = sum(c.failure is not None for c in cases)
         print("verify: OK" if not problems else f"verify: {problems} problem(s)")
         if params.get("junit"):
@@ -419,3 +436,40 @@ class Diff(Command):
         d = diff.compare(a, b)
         print(json.dumps(d, indent=2) if params["json"] else diff.render(d))
         return 0
+class Rebuild(Command):
+    name = "rebuild"
+    doc_purpose = ("rebuild a published release from its provenance, from scratch, compare every artifact, "
+                   "and attest a match with this rebuilder's key")
+    doc_usage = "--release-key KEY.pub [--key KEY] [--legal-info DIR] [--attestation PATH] [--junit PATH] RELEASE"
+    cmd_options = (opt_dodo, opt_cwd, OPT_JUNIT, {
+        "name": "release_key", "long": "release-key", "type": str, "default": "",
+        "help": "the release's public key (minisign format) that must have signed SHA256SUMS and the provenance",
+    }, {
+        "name": "key", "long": "key", "type": str, "default": "",
+        "help": "this rebuilder's own Ed25519 key, which signs the attestation "
+                "(default: $ONLYDOCKER_SIGNING_KEY or ~/.config/onlydocker/signing.key)",
+    }, {
+        "name": "legal_info", "long": "legal-info", "type": str, "default": "",
+        "help": "a `doit legal-info` folder: its sources/ are looked in for materials (by sha256)",
+    }, {
+        "name": "attestation", "long": "attestation", "type": str, "default": "",
+        "help": "where to write the attestation (default: out/<lane>/rebuild/<lane>.<KEYID>.rebuild.dsse.json)",
+    })
+
+    def execute(self, params, args):
+        from . import rebuild
+        quiet_on_closed_pipe()
+        if len(args) != 1 or not params.get("release_key"):
+            print(f"error: usage: doit rebuild {self.doc_usage}", file=sys.stderr)
+            return 2
+        try:
+            settings = config.load(root=_project_root(params))
+            return rebuild.run(
+                args[0], settings, Path(params["release_key"]),
+                Path(params["key"]) if params.get("key") else settings.signing_key,
+                Path(params["legal_info"]) if params.get("legal_info") else None,
+                Path(params["attestation"]) if params.get("attestation") else None,
+                Path(params["junit"]) if params.get("junit") else None)
+        except OnlyDockerError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
