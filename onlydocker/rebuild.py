@@ -338,6 +338,7 @@ def _summary(text_report: Path) -> str:
 
 def compare(rel: Release, rebuilt: Path, report_dir: Path, log) -> list[Row]:
     from .repro import diffoscope
+    report_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     have = {p.name: sha256_file(p) for p in sorted(rebuilt.iterdir()) if p.is_file()} if rebuilt.is_dir() else {}
     expected = dict(rel.sums)

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -266,3 +267,18 @@ def test_a_checkout_at_another_commit_is_told_which_to_check_out(world, rebuilt,
         _git(ws.root, "reset", "-q", "--hard", commit)
     assert line.startswith(f"error: refused: the release was built from commit {commit}; this checkout is at ")
     assert f"`git switch --detach {commit}`" in line
+
+
+def test_a_material_nobody_has_is_named_with_where_it_was_looked_for(world, rebuilt, tmp_path):
+    ws = world["b"]
+    env = dict(ws.env, ONLYDOCKER_CACHE=str(tmp_path / "empty-cache"))
+    r = subprocess.run([sys.executable, "-m", "doit", "rebuild", "--release-key", str(world["pub"].key) + ".pub",
+                        "--legal-info", str(tmp_path / "no-legal-info"), str(world["release"])],
+                       cwd=ws.root, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stdout + r.stderr
+    url = f"{world['server'].url}/gone/tiny.txt"
+    [line] = [l for l in r.stderr.splitlines() if l.startswith("error: material")]
+    assert line.startswith("error: material tiny-src (tiny.txt, sha256 ") and ": nobody has it; looked in the cache (" in line
+    assert f"{tmp_path / 'no-legal-info' / 'sources' / 'tiny.txt'}: absent" in line
+    assert f"{url}: HTTP 404 Not Found" in line
+    assert "building" not in r.stdout and not (ws.out(world["lane"]) / "rebuild" / "work").exists()
