@@ -290,7 +290,7 @@ def fetch_materials(prov: Provenance, lk, settings, legal_info: Path | None, log
             fetcher.fetch(s, progress=False)
             log(f"material {name} ({s.file}): fetched and verified (sha256 {sha[:16]})")
         except (FetchError, OnlyDockerError) as e:
-            looked.append(str(e).replace("\n  ", "; "))
+            looked.append(str(e).replace(":\n  ", ": ").replace("\n  ", "; "))
             missing.append(f"material {name} ({s.file}, sha256 {sha}): nobody has it; looked in "
                            f"the cache ({fetcher.cache_path(s)}); " + "; ".join(looked))
     return missing
