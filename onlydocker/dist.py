@@ -267,7 +267,7 @@ def publish(ws, stages, settings, log=print) -> None:
         subjects=sums, materials=_materials(ws),
         builder={"id": "https://onlydocker.invalid/pipeline", "version": {"onlydocker": _engine_version()}},
         stage_keys=stage_keys, lane=ws.lane, epoch=ws.lock.lane.source_date_epoch,
-        lock=_lock_identity(ws, settings), source=source)
+        lock=_lock_identity(ws, settings), source=source, settings={"box_base_url": settings.box_base_url})
     payload = provenance.canonical_json(statement)
     (tmp / STATEMENT).write_bytes(payload)
 

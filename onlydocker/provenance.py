@@ -27,12 +27,15 @@ def _material_key(m: dict) -> tuple:
 
 
 def statement(subjects: dict[str, str], materials: list[dict], builder: dict, stage_keys: dict,
-              lane: str, epoch: int, lock: dict | None = None, source: dict | None = None) -> dict:
+              lane: str, epoch: int, lock: dict | None = None, source: dict | None = None,
+              settings: dict | None = None) -> dict:
     """subjects: artifact name -> sha256 hex; materials: SLSA resource
     descriptors ({name?, uri, digest: {sha256: ...}, annotations?}); builder:
     at least {"id": ...}; stage_keys: stage -> key; lock: what identifies
     the lock (e.g. {"path": ..., "digest": {"sha256": ...}}); source: the
-    pipeline's own source (source_state.describe, and its Python lock)."""
+    pipeline's own source (source_state.describe, and its Python lock);
+    settings: the user's settings that change an artifact's bytes (the box
+    catalog's base URL), so that a rebuild can use the same."""
     for name, digest in subjects.items():
         if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
             raise ValueError(f"subject {name!r}: sha256 {digest!r} is not 64 lower-case hex digits")
@@ -48,6 +51,8 @@ def statement(subjects: dict[str, str], materials: list[dict], builder: dict, st
         external["lock"] = lock
     if source is not None:
         external["source"] = source
+    if settings is not None:
+        external["settings"] = dict(sorted(settings.items()))
     return {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": n, "digest": {"sha256": d}} for n, d in sorted(subjects.items())],

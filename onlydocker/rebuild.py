@@ -141,6 +141,7 @@ class Provenance:
     source: dict
     materials: list[dict]
     subjects: dict[str, str]
+    box_base_url: str | None = None     # externalParameters.settings: the catalog's base URL
 
 
 def parse_provenance(data: bytes, sums: dict[str, str]) -> Provenance:
@@ -187,7 +188,11 @@ def parse_provenance(data: bytes, sums: dict[str, str]) -> Provenance:
         if not isinstance(m, dict) or not isinstance(m.get("name"), str) or not _HEX64.fullmatch(
                 str((m.get("digest") or {}).get("sha256"))):
             raise bad(f"material {m!r} has no name and sha256")
-    return Provenance(lane, lock, source, materials, subjects)
+    box_base_url = (ext.get("settings") or {}).get("box_base_url") if isinstance(ext.get("settings"), dict) else None
+    if box_base_url is not None and not (isinstance(box_base_url, str)
+                                         and re.fullmatch(r"(https?|file)://\S+", box_base_url)):
+        raise bad(f"externalParameters.settings.box_base_url {box_base_url!r} is not an http(s) or file URL")
+    return Provenance(lane, lock, source, materials, subjects, box_base_url)
 
 
 # --- the checkout ------------------------------------------------------------------
@@ -437,6 +442,9 @@ def run(where: str, settings, release_key: Path, rebuilder_key: Path, legal_info
                 # Never signed here: the release key is the publisher's.
                 "ONLYDOCKER_SIGNING_KEY": str(work / "no-signing-key"),
                 "PYTHONPATH": str(clone) + os.pathsep + env.get("PYTHONPATH", "")})
+    if prov.box_base_url:
+        # The release's catalog names its boxes under the publisher's URL: the same here.
+        env["ONLYDOCKER_BOX_BASE_URL"] = prov.box_base_url
     log(f"rebuild: building lane {prov.lane} from scratch in {clone} (no stage cache)")
     rc = _doit(clone, clone / prov.lock["path"], ["build"], env, log)
     if rc != 0:
