@@ -23,6 +23,35 @@ class BootResult:
     log_path: Path
 
 
+def qemu_command(kernel: Path | None, initrd: Path | None, *, iso: Path | None = None, append: str = "",
+                 memory_mb: int = 2048, disk: Path | None = None, hostfwd: dict[int, int] | None = None,
+                 terminal: bool = False) -> list[str]:
+    """qemu under TCG with the serial console on stdio. `terminal`: for a
+    person at a terminal (`doit boot`): Ctrl-C ends qemu, no monitor;
+    otherwise the console is a pipe a program reads (the tests)."""
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None:
+        raise OnlyDockerError("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")
+    nic = "user,model=e1000" + "".join(f",hostfwd=tcp:127.0.0.1:{host}-:{guest}"
+                                       for host, guest in sorted((hostfwd or {}).items()))
+    cmd = [qemu, "-accel", "tcg", "-m", str(memory_mb), "-smp", "2", "-no-reboot", "-nic", nic]
+    if terminal:
+        cmd += ["-display", "none", "-monitor", "none", "-chardev", "stdio,id=console,signal=on",
+                "-serial", "chardev:console"]
+    else:
+        cmd += ["-nographic", "-serial", "mon:stdio"]
+    if disk is not None:
+        cmd += ["-drive", f"file={disk},format=raw,if=ide,index=0,media=disk"]
+    if iso is not None:
+        cmd += ["-cdrom", str(iso), "-boot", "d"]
+    elif kernel is None or initrd is None:
+        raise OnlyDockerError("boot: give kernel and initrd, or iso")
+    else:
+        cmd += ["-kernel", str(kernel), "-initrd", str(initrd),
+                "-append", f"console=ttyS0,115200 panic=-1 {append}".strip()]
+    return cmd
+
+
 def boot(kernel: Path | None, initrd: Path | None, *, iso: Path | None = None, append: str = "",
          boot_label: str | None = None, timeout: float = 600, marker: str, log_path: Path,
          memory_mb: int = 2048, disk: Path | None = None,
@@ -35,22 +64,7 @@ def boot(kernel: Path | None, initrd: Path | None, *, iso: Path | None = None, a
     ports on 127.0.0.1 to the guest's ports (qemu's user-mode network, never
     another address); `on_output` is called with the console text so far
     whenever more arrives, so a test can act while the guest runs."""
-    qemu = shutil.which("qemu-system-x86_64")
-    if qemu is None:
-        raise OnlyDockerError("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")
-    nic = "user,model=e1000" + "".join(f",hostfwd=tcp:127.0.0.1:{host}-:{guest}"
-                                       for host, guest in sorted((hostfwd or {}).items()))
-    cmd = [qemu, "-accel", "tcg", "-m", str(memory_mb), "-smp", "2", "-nographic", "-no-reboot",
-           "-nic", nic, "-serial", "mon:stdio"]
-    if disk is not None:
-        cmd += ["-drive", f"file={disk},format=raw,if=ide,index=0,media=disk"]
-    if iso is not None:
-        cmd += ["-cdrom", str(iso), "-boot", "d"]
-    elif kernel is None or initrd is None:
-        raise OnlyDockerError("boot: give kernel and initrd, or iso")
-    else:
-        cmd += ["-kernel", str(kernel), "-initrd", str(initrd),
-                "-append", f"console=ttyS0,115200 panic=-1 {append}".strip()]
+    cmd = qemu_command(kernel, initrd, iso=iso, append=append, memory_mb=memory_mb, disk=disk, hostfwd=hostfwd)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -436,6 +436,8 @@ class Diff(Command):
         d = diff.compare(a, b)
         print(json.dumps(d, indent=2) if params["json"] else diff.render(d))
         return 0
+
+
 class Rebuild(Command):
     name = "rebuild"
     doc_purpose = ("rebuild a published release from its provenance, from scratch, compare every artifact, "
@@ -473,3 +475,35 @@ class Rebuild(Command):
         except OnlyDockerError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+
+
+class Boot(LaneCommand):
+    name = "boot"
+    doc_purpose = "boot the lane's artifacts in qemu here: the serial console on this terminal, Docker over SSH"
+    doc_usage = "[--lock PATH | lock=PATH] [--iso] [--disk FILE] [--firmware bios] [--ssh-port N]"
+    doc_description = ("kernel + initrd (or the ISO with --iso) under qemu (TCG), a scratch 4 GB data disk made "
+                       "anew unless --disk names one, SSH forwarded from 127.0.0.1 only; when Docker is up it "
+                       "prints how to reach it (ssh -F …, DOCKER_HOST=ssh://onlydocker). Ctrl-C ends it.")
+    cmd_options = LaneCommand.cmd_options + (
+        {"name": "iso", "long": "iso", "type": bool, "default": False, "help": "boot the ISO (ISOLINUX) as a CD-ROM"},
+        {"name": "disk", "long": "disk", "type": str, "default": "",
+         "help": "a raw disk image to attach as the data disk (kept); default: a scratch one in out/<lane>/boot/"},
+        {"name": "firmware", "long": "firmware", "type": str, "default": "bios", "help": "bios (SeaBIOS)"},
+        {"name": "ssh_port", "long": "ssh-port", "type": int, "default": 0,
+         "help": "the port on 127.0.0.1 forwarded to the guest's SSH (default: a free one)"},
+        {"name": "memory", "long": "memory", "type": int, "default": 2048, "help": "the guest's memory in MB"},
+        {"name": "insecure_key", "long": "insecure-key", "type": str, "default": "",
+         "help": "Vagrant's insecure private key, for the first login (default: vagrant's own copy)"},
+    )
+
+    def run(self, settings, lk, params, args):
+        from . import vm
+        if args:
+            raise ConfigError(f"doit boot: unexpected argument(s) {' '.join(args)}")
+        if params["firmware"] != "bios":
+            raise ConfigError(f"--firmware {params['firmware']}: this image boots with BIOS only for now "
+                              f"(ISOLINUX, no EFI boot loader yet): use --firmware bios")
+        out = settings.out_root / lk.lane.name
+        return vm.run(out / "dist", out / "boot", iso=params["iso"], disk=params["disk"] or None,
+                      ssh_port=params["ssh_port"] or None, memory_mb=params["memory"],
+                      insecure=params["insecure_key"] or None)

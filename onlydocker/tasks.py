@@ -274,7 +274,7 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
 # of that name could only be run as `doit run NAME`).
 COMMAND_NAMES = frozenset({"auto", "clean", "dumpdb", "forget", "help", "ignore", "info", "list", "reset-dep",
                            "run", "strace", "tabcompletion", "build", "boot", "cache", "diff", "explain",
-                           "keygen", "legal-info", "lock", "repro", "verify"})
+                           "keygen", "legal-info", "lock", "rebuild", "repro", "verify"})
 
 
 def stage_shortcuts(settings: config_mod.Settings):
