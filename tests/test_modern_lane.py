@@ -89,7 +89,6 @@ def test_the_sbom_is_valid_spdx_and_names_every_artifact_source_and_deb(lane):
     from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
     from onlydocker import lock
-from onlydocker.hashing import sha256_file
     from onlydocker.verify import parse_sums
     d = dist(lane)
     sums = parse_sums((d / "SHA256SUMS").read_text())
