@@ -23,17 +23,19 @@ def lane(tmp_path, docker_client):
 
 
 def test_an_unexpected_error_in_a_stage_is_one_line_naming_the_log(lane, tmp_path):
-    # The stage cache's folder is a file: storing the stage fails with an
-    # OSError that none of our checks foresee.
-    blocker = tmp_path / "stage-cache"
+    # The stage cache's folder of locks is a file: taking the stage's lock
+    # fails with an OSError that none of our checks foresee (a cache folder
+    # that cannot be written at all is a read-only cache: built, not stored).
+    (tmp_path / "stage-cache").mkdir()
+    blocker = tmp_path / "stage-cache" / "locks"
     blocker.write_text("not a folder")
     r = lane.doit("lock=test.lock", "build:other", check=False)
     text = r.stdout + r.stderr
     assert r.returncode != 0
     log = lane.out(lane.lane) / "logs" / "other.log"
     lines = [line for line in text.splitlines() if line.startswith("error:")]
-    assert lines == [f"error: stage other: unexpected NotADirectoryError: [Errno 20] Not a directory: "
-                     f"'{blocker / 'locks'}' (traceback in {log})"], text
+    assert lines == [f"error: stage other: unexpected FileExistsError: [Errno 17] File exists: "
+                     f"'{blocker}' (traceback in {log})"], text
     assert "Traceback" not in text and "<function" not in text and "PythonAction" not in text, text
     assert "Traceback (most recent call last)" in log.read_text()
 
