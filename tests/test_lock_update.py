@@ -193,3 +193,29 @@ def test_an_archive_signed_by_another_key_is_refused_and_nothing_is_written(tmp_
     r = ws.doit("lock", "--update", "--lock", "t.lock", check=False)
     assert r.returncode == 1 and r.stdout == "" and path.read_bytes() == before, r.stdout + r.stderr
     assert len([l for l in r.stderr.splitlines() if l.startswith("error:")]) == 1, r.stderr
+
+
+def test_a_builder_package_that_moved_re_resolves_the_builder(tmp_path, httpserver, keys):
+    # The resolution itself is builder.resolve's (mmdebstrap; here the
+    # stand-in of test_builder.py, which reads the archive's Packages).
+    from tests.test_builder import install_stand_in
+    gpg, good, _, keyring = keys
+    ws, archive = lane(tmp_path, httpserver, keys)
+    path = ws.root / "t.lock"
+    publish(archive / "debian", SUITE, gpg, good, pkg=["1"], tool=["1.0-1"], base=["1", "2"])
+    ws.env.update({"PATH": install_stand_in(tmp_path / "bin"), "STAND_IN_LOG": str(tmp_path / "calls"),
+                   "STAND_IN_PACKAGES": "base=2",
+                   "STAND_IN_INDEX": str(archive / "debian" / "dists" / SUITE / "main" / "binary-amd64" / "Packages")})
+    r = ws.doit("lock", "--update", "--lock", "t.lock")
+    assert r.stdout.splitlines() == ["[builder] base: 1 -> 2"], r.stdout + r.stderr
+    (call,) = (tmp_path / "calls").read_text().splitlines()
+    assert f"--keyring={keyring}" in call.split() and call.split()[-4:-2] == [SUITE, "/dev/null"]
+    lk = lock.load(path)
+    assert [(d.name, d.version, d.url) for d in lk.builder.debs] == [("base", "2", "debian:pool/main/b/base/base_2_all.deb")]
+    assert lk.builder.debs[0].sha256 == hashlib.sha256(b"base 2\n").hexdigest()
+    assert lk.source("pkg").version == "1" and "# pinned by hand for the test" in path.read_text()
+    # Pinned now: the verified index has every builder package as the candidate, so no resolve at all.
+    after = path.read_bytes()
+    again = ws.doit("lock", "--update", "--lock", "t.lock")
+    assert again.stdout == "" and path.read_bytes() == after
+    assert len((tmp_path / "calls").read_text().splitlines()) == 1
