@@ -102,9 +102,12 @@ class Apt:
         shutil.copyfile(keyring, key)
         key.chmod(0o644)
         lines = []
-        for _, base, suite in repos:
+        for scheme, base, suite in repos:
             opts = f"[signed-by={key} arch={','.join(architectures)}]"
-            lines.append(f"deb {opts} {base} {suite} {' '.join(components)}")
+            line = f"deb {opts} {base} {suite} {' '.join(components)}"
+            # One repository alone (the builder's), from the same verified lists.
+            (work / f"only-{scheme}.list").write_text(line + "\n")
+            lines.append(line)
             if with_sources:
                 lines.append(f"deb-src [signed-by={key}] {base} {suite} {' '.join(components)}")
         (work / "sources.list").write_text("\n".join(lines) + "\n")
@@ -172,12 +175,15 @@ class Apt:
             raise UpdateError(f"{what}: the verified index gives no SHA256 (apt's best hash: {algo})")
         return value.lower()
 
-    def binaries(self, specs: list[str]) -> dict[str, Found]:
-        """The candidate .deb of each `name` or `name:arch`, by spec."""
+    def binaries(self, specs: list[str], only: str | None = None) -> dict[str, Found]:
+        """The candidate .deb of each `name` or `name:arch`, by spec; `only`:
+        of that scheme's repository alone (after `update`, with no download)."""
         if not specs:
             return {}
         found = {}
-        for uri, dest, size, hashstr in self._print_uris(["download", "--print-uris", *specs],
+        alone = ["-o", f"Dir::Etc::sourcelist={self.work / f'only-{only}.list'}", "-o", "Dir::Cache::pkgcache=",
+                 "-o", "Dir::Cache::srcpkgcache="] if only else []
+        for uri, dest, size, hashstr in self._print_uris([*alone, "download", "--print-uris", *specs],
                                                          "binary packages"):
             m = DEB.match(dest)     # apt names a download name_version_arch.deb, epoch and all
             if not m:
@@ -270,7 +276,9 @@ def update(lk: lock.Lock, settings, log_path: Path, out=None, err=None) -> list[
         builder_found = None
         if debs:
             try:
-                builder_found = apt.binaries(sorted({spec(d.name, d.architecture) for d in debs}))
+                # What mmdebstrap resolves against: the builder's mirror and suite alone.
+                builder_found = apt.binaries(sorted({spec(d.name, d.architecture) for d in debs}),
+                                             only=builder_scheme)
             except UpdateError:
                 builder_found = {}      # a pinned package left the suite: resolve again
 

@@ -219,3 +219,9 @@ def test_a_builder_package_that_moved_re_resolves_the_builder(tmp_path, httpserv
     again = ws.doit("lock", "--update", "--lock", "t.lock")
     assert again.stdout == "" and path.read_bytes() == after
     assert len((tmp_path / "calls").read_text().splitlines()) == 1
+    # A newer one in the security suite is not what mmdebstrap resolves the
+    # builder against (the builder's mirror and suite alone): no resolve either.
+    publish(archive / "debian-security", f"{SUITE}-security", gpg, good, base=["9"], pool="pool/updates/main")
+    third = ws.doit("lock", "--update", "--lock", "t.lock")
+    assert third.stdout == "" and path.read_bytes() == after
+    assert len((tmp_path / "calls").read_text().splitlines()) == 1
