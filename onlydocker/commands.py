@@ -223,7 +223,8 @@ def pin_builder(lk: lock.Lock, settings: config.Settings, log_path: Path, out=No
 class Lock(LaneCommand):
     name = "lock"
     doc_purpose = ("pin the sha256 and size of unpinned sources after a verified fetch; "
-                   "--builder: pin every package of the builder image")
+                   "--builder: pin every package of the builder image; "
+                   "--update: move the Debian pins to the archive's current signed indexes")
     doc_usage = "[--lock PATH | lock=PATH] [--builder | --update]"
     cmd_options = (*LaneCommand.cmd_options, {
         "name": "builder",
