@@ -223,8 +223,9 @@ def pin_builder(lk: lock.Lock, settings: config.Settings, log_path: Path, out=No
 class Lock(LaneCommand):
     name = "lock"
     doc_purpose = ("pin the sha256 and size of unpinned sources after a verified fetch; "
-                   "--builder: pin every package of the builder image")
-    doc_usage = "[--lock PATH | lock=PATH] [--builder]"
+                   "--builder: pin every package of the builder image; "
+                   "--update: move the Debian pins to the archive's current signed indexes")
+    doc_usage = "[--lock PATH | lock=PATH] [--builder | --update]"
     cmd_options = (*LaneCommand.cmd_options, {
         "name": "builder",
         "long": "builder",
@@ -232,9 +233,25 @@ class Lock(LaneCommand):
         "default": False,
         "help": "resolve [builder]'s packages against the configured Debian mirror and pin every .deb "
                 "the bootstrap installs (shows what changed)",
+    }, {
+        "name": "update",
+        "long": "update",
+        "type": bool,
+        "default": False,
+        "help": "re-resolve every debian:/debian-security: source and the builder's .debs against the "
+                "archive's current signed indexes (InRelease checked against $ONLYDOCKER_DEBIAN_KEYRING, "
+                "default Debian's); print `name: old -> new` for each change and rewrite those pins",
     })
 
     def run(self, settings, lk, params, args):
+        if params.get("update"):
+            from . import lockupdate
+            if params.get("builder"):
+                raise ConfigError("--update re-resolves the builder too: give one of --update, --builder")
+            if settings.offline:
+                raise ConfigError("`doit lock --update` reads the Debian archive: not with ONLYDOCKER_OFFLINE set")
+            lockupdate.update(lk, settings, settings.out_root / lk.lane.name / "logs" / "builder-resolve.log")
+            return 0
         if params.get("builder"):
             if settings.offline:
                 print("error: `doit lock --builder` resolves against the Debian mirror: "

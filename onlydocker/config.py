@@ -12,6 +12,9 @@ Environment variables (all optional):
   ONLYDOCKER_DEBIAN_SECURITY_MIRROR  base URL for `debian-security:` URLs (default: apt's)
   ONLYDOCKER_DEBIAN_ARCHIVE_MIRROR   base URL that `debian-archive:` URLs resolve against
                                      (Debian's old-release archive; no default)
+  ONLYDOCKER_DEBIAN_KEYRING          the OpenPGP keyring the mirrors' InRelease files must be
+                                     signed by for `doit lock --update` (default: Debian's,
+                                     /usr/share/keyrings/debian-archive-keyring.gpg)
   ONLYDOCKER_SIGNING_KEY             the Ed25519 signing key (default: ~/.config/onlydocker/signing.key)
   ONLYDOCKER_BOX_BASE_URL            where the Vagrant boxes are published: the catalog
                                      (dist/onlydocker.json) names <base>/<lane>/<box>
@@ -43,6 +46,7 @@ The config file is TOML with the same settings in lower case, e.g.
   mirror = "http://mirror.local/debian"
   security_mirror = "http://mirror.local/debian-security"
   archive_mirror = "http://mirror.local/debian-archive"
+  keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
   box_base_url = "https://boxes.example.org/onlydocker"
   engines = ["default", "ssh://builder@big.local"]
   [remote_cache]
@@ -253,6 +257,7 @@ class Settings:
     box_base_url: str = DEFAULT_BOX_BASE_URL
     remote: RemoteCacheSettings | None = None     # None: no remote cache
     engines: tuple[str, ...] = ()                  # (): the one engine the Docker settings name
+    debian_keyring: Path | None = None             # None: Debian's archive keyring (lockupdate.py)
 
     def mirror_for(self, scheme: str) -> str:
         """Base URL for a mirror scheme such as `debian:`; a clear error if unset."""
@@ -313,4 +318,6 @@ def load(lock: str | os.PathLike | None = None, env=None, root: Path = PROJECT_R
         remote=_remote(env, cfg, cfg_path),
         engines=tuple(env["ONLYDOCKER_ENGINES"].split()) if env.get("ONLYDOCKER_ENGINES") is not None
         else tuple(cfg.get("engines", ())),
+        debian_keyring=Path(env.get("ONLYDOCKER_DEBIAN_KEYRING") or deb["keyring"])
+        if env.get("ONLYDOCKER_DEBIAN_KEYRING") or deb.get("keyring") else None,
     )

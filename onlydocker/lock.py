@@ -366,6 +366,12 @@ def pin_builder(path: str | Path, debs: list[Deb]) -> None:
     import tomlkit
     path = Path(path)
     doc = _parse_for_rewrite(path)
+    _set_debs(path, doc, debs)
+    _replace(path, tomlkit.dumps(doc))
+
+
+def _set_debs(path: Path, doc, debs: list[Deb]) -> None:
+    import tomlkit
     if "builder" not in doc:
         raise LockError(path, "[builder]", None, "no [builder] table to pin")
     array = tomlkit.array()
@@ -375,4 +381,42 @@ def pin_builder(path: str | Path, debs: list[Deb]) -> None:
         array.append(t)
     array.multiline(True)
     doc["builder"]["debs"] = array
+
+
+@dataclass(frozen=True)
+class Repin:
+    """A source's new pin, as the archive's verified index states it: the
+    Debian URL `old_url` of its urls becomes `url`."""
+    name: str
+    version: str
+    file: str
+    old_url: str
+    url: str
+    sha256: str
+    size: int
+
+
+def repin(path: str | Path, sources: list[Repin], debs: list[Deb] | None = None) -> None:
+    """`doit lock --update`: move sources to new versions (version, file, the
+    Debian URL, sha256 and size; a sha512 or sha1 of the old file is
+    dropped) and, when `debs` is given, replace [builder] debs; one atomic
+    rewrite, every comment and every other key kept."""
+    import tomlkit
+    path = Path(path)
+    doc = _parse_for_rewrite(path)
+    tables = {t.get("name"): t for t in doc.get("source", [])}
+    for r in sources:
+        t = tables.get(r.name)
+        if t is None:
+            raise LockError(path, r.name, None, "no such source to re-pin")
+        urls = t["urls"]
+        if r.old_url not in urls:
+            raise LockError(path, r.name, "urls", f"no {r.old_url!r} to replace")
+        urls[list(urls).index(r.old_url)] = r.url
+        t["version"], t["file"], t["sha256"], t["size"] = r.version, r.file, r.sha256, r.size
+        for stale in ("sha512", "sha1"):
+            if stale in t:
+                del t[stale]
+    if debs is not None:
+        _set_debs(path, doc, debs)
     _replace(path, tomlkit.dumps(doc))
