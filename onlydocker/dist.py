@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from . import atomic, box, provenance, sbom, sign, snapshot
+from . import atomic, box, provenance, sbom, sbom3, sign, snapshot
 from .errors import BuildError
 from .hashing import sha256_file
 from .verify import SBOM
@@ -27,6 +27,10 @@ SUMS = "SHA256SUMS"
 SUMS_SIG = "SHA256SUMS.minisig"
 STATEMENT = "provenance.intoto.json"
 ENVELOPE = "provenance.intoto.dsse.json"
+SBOM3 = sbom3.FILE
+# Where the image keeps the SBOM of its own contents (as Talos keeps
+# /usr/share/spdx): written by the image-sbom stage, its own layer.
+SUPPLIER_ENV = "ONLYDOCKER_SUPPLIER"
 
 
 def dist_dir(ws) -> Path:
@@ -60,7 +64,63 @@ def _inputs(ws, stages, settings) -> dict:
         "signing_key": sha256_file(public_key_path(settings)) if key.exists() and public_key_path(settings).exists() else None,
         # The box catalog's URLs come from it: another base URL, another catalog.
         "box_base_url": settings.box_base_url,
+        # The SBOMs name the publisher.
+        "supplier": supplier(),
     }
+
+
+def supplier(env=None) -> str:
+    """Who publishes the lane's artifacts, as an SPDX supplier
+    ("Organization: <name>" or "Person: <name> (<email>)"): ONLYDOCKER_SUPPLIER,
+    else the project. One clear line for anything else."""
+    value = (os.environ if env is None else env).get(SUPPLIER_ENV, "").strip() or sbom.DEFAULT_SUPPLIER
+    if not value.startswith(("Organization: ", "Person: ")) or not value.split(": ", 1)[1].strip():
+        raise BuildError(f"{SUPPLIER_ENV}={value!r}: expected \"Organization: <name>\" or \"Person: <name>\"")
+    return value
+
+
+def release(ws) -> str:
+    """The version of everything the lane publishes: the pipeline's version,
+    then the lane and the first 12 hex digits of its lock's sha256
+    (onlydocker 0.1.0, lane bookworm: "0.1.0+bookworm.1a2b3c4d5e6f"). The
+    code and the lock are what make the artifacts: another lock, another
+    release; the lock's digest is in dist.state.json and legal-info's README."""
+    from . import __version__
+    return f"{__version__}+{ws.lane}.{sha256_file(ws.lock.path)[:12]}"
+
+
+COPYRIGHT_MEMO = "copyrights.json"
+_COPYRIGHT_READER = 1      # bump when legal.copyright_notices reads differently
+
+
+def copyrights(ws, sources) -> dict[str, str]:
+    """Source name -> its copyright notices (legal.copyright_text), read from
+    the verified file in the cache, never downloaded here (the kernel's
+    tarball takes ~20 s to read: the result is kept by sha256 in
+    out/<lane>/copyrights.json). A source not in the cache has none:
+    NOASSERTION."""
+    from .legal import copyright_text
+    memo_path = ws.out / COPYRIGHT_MEMO
+    try:
+        memo = json.loads(memo_path.read_text())
+        if memo.get("reader") != _COPYRIGHT_READER:
+            memo = {}
+    except (OSError, ValueError):
+        memo = {}
+    known = memo.get("texts", {})
+    out, changed = {}, False
+    for s in sources:
+        if s.sha256 not in known:
+            path = ws.fetcher.cache_path(s)     # verified bytes, fetched by the stages that use it
+            if not path.is_file():
+                continue                        # not at hand (no stage uses it): NOASSERTION
+            known[s.sha256] = copyright_text(path, s.file)
+            changed = True
+        if known[s.sha256]:
+            out[s.name] = known[s.sha256]
+    if changed:
+        atomic.write_text(memo_path, json.dumps({"reader": _COPYRIGHT_READER, "texts": known}, sort_keys=True))
+    return out
 
 
 def is_current(ws, stages, settings) -> bool:
@@ -176,7 +236,7 @@ def image_files(ws, stages) -> tuple[sbom.ImageFile, ...]:
     return tuple(out)
 
 
-def sbom_inputs(ws, stages, sums: dict[str, str], settings) -> sbom.Inputs:
+def sbom_inputs(ws, stages, sums: dict[str, str], settings, sha512: dict[str, str] | None = None) -> sbom.Inputs:
     from . import __version__
     from .legal import patch_series
     sources = tuple(s for s in ws.lock.sources if s.pinned)
@@ -192,14 +252,17 @@ def sbom_inputs(ws, stages, sums: dict[str, str], settings) -> sbom.Inputs:
                                     sources=tuple(s.name for s in ws.sources.of(decl)),
                                     container=decl.kind == "container"))
     record = ws.paths.builder()
+    arch = {d.name: d.architecture for d in ws.lock.builder.debs}
     return sbom.Inputs(
         lane=ws.lane, epoch=ws.lock.lane.source_date_epoch, tool=f"onlydocker-{__version__}",
         sources=sources, locations={s.name: _location(s.urls[0]) for s in sources},
         artifacts=dict(sums), artifact_stage={name: d.name for d in stages.values() for _, name in d.artifacts},
         stages=tuple(infos), patches=tuple(patches),
         builder={"tar_sha256": record["tar_sha256"], "packages": record.get("packages", []),
-                 "suite": ws.lock.builder.suite},
-        image_stage=IMAGE_STAGE, image_files=image_files(ws, stages))
+                 "suite": ws.lock.builder.suite, "arch": arch},
+        image_stage=IMAGE_STAGE, image_files=image_files(ws, stages),
+        release=release(ws), supplier=supplier(), suite=ws.lock.builder.suite,
+        copyrights=copyrights(ws, sources), artifact_sha512=dict(sha512 or {}))
 
 
 def publish(ws, stages, settings, log=print) -> None:
@@ -209,7 +272,7 @@ def publish(ws, stages, settings, log=print) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    sums = {}
+    sums, sha512 = {}, {}
     relinked = []
     for name, src in sorted(found.items()):
         dst = tmp / name
@@ -221,6 +284,7 @@ def publish(ws, stages, settings, log=print) -> None:
             linked = False
         before = snapshot.take_file(dst)
         sums[name] = sha256_file(dst)
+        sha512[name] = _sha512(dst)
         if linked:
             relinked.append((src, sums[name], before))
     # The Vagrant catalog: written here, not in the box stage, so that its
@@ -232,10 +296,15 @@ def publish(ws, stages, settings, log=print) -> None:
                 raise BuildError(f"artifact name {box.CATALOG!r} is published by two stages")
             (tmp / box.CATALOG).write_text(box.catalog_from_template(template, settings.box_base_url, ws.lane))
             sums[box.CATALOG] = sha256_file(tmp / box.CATALOG)
-    # The SBOM names every artifact (the catalog too) by its hash, and is itself
-    # listed in SHA256SUMS (so signed with it) and a subject of the provenance.
-    (tmp / SBOM).write_bytes(sbom.render(sbom_inputs(ws, stages, sums, settings)))
+            sha512[box.CATALOG] = _sha512(tmp / box.CATALOG)
+    # The SBOMs (SPDX 2.3 and 3.0.1) name every artifact (the catalog too) by
+    # its hash, and are themselves listed in SHA256SUMS (so signed with it)
+    # and subjects of the provenance.
+    inputs = sbom_inputs(ws, stages, sums, settings, sha512)
+    (tmp / SBOM).write_bytes(sbom.render(inputs))
+    (tmp / SBOM3).write_bytes(sbom3.render(inputs))
     sums[SBOM] = sha256_file(tmp / SBOM)
+    sums[SBOM3] = sha256_file(tmp / SBOM3)
     sums_text = "".join(f"{h}  {n}\n" for n, h in sorted(sums.items()))
     (tmp / SUMS).write_text(sums_text)
 
@@ -278,6 +347,11 @@ def publish(ws, stages, settings, log=print) -> None:
             f"(public key: {public_key_path(settings)})")
     else:
         log(f"UNSIGNED: no signing key at {settings.signing_key}; make one with `doit keygen`")
+
+
+def _sha512(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha512").hexdigest()
 
 
 def _engine_version() -> str:

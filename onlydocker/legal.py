@@ -22,6 +22,7 @@ import csv
 import hashlib
 import io
 import os
+import re
 import shutil
 import tempfile
 from contextlib import ExitStack
@@ -225,3 +226,51 @@ def write(lock, fetcher, root: Path, dest: Path, in_image: set[str] = frozenset(
         return rows
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# A copyright notice as written in a license file: "Copyright (c) 2002-2020
+# Matt Johnston", "Portions copyright (C) 2004 ...", "Copyright 1995 by ...".
+_NOTICE = re.compile(r"^\s*(?:portions\s+)?copyright\s*:?\s*(?:\(c\)|©)?\s*(?:\d{4}|by\b)", re.I)
+# The notice at the top of a license text is the license text's own (the
+# FSF's GPL), not the package's.
+_LICENSE_TEXT = re.compile(r"GNU (?:LESSER |LIBRARY )?GENERAL PUBLIC LICENSE|Apache License|Mozilla Public License")
+
+
+def _notice(value: str) -> str:
+    """A DEP-5 Copyright value ("2012 Docker, Inc.") as a notice."""
+    v = value.strip()
+    return v if not v or v.lower().startswith("copyright") else f"Copyright {v}"
+
+
+def copyright_notices(texts: list[tuple[str, bytes]], deb: bool) -> list[str]:
+    """The copyright notices of a package, in order, each once: of a .deb,
+    its copyright file's `Copyright:` fields (machine-readable format, with
+    continuation lines) or else its notice lines; of a source tarball, the
+    notice lines of its license files (not those of a license text itself)."""
+    out: list[str] = []
+    for _, data in texts:
+        text = data.decode("utf-8", errors="replace")
+        lines = text.splitlines()
+        if deb and text.startswith("Format:"):
+            field = False
+            for line in lines:
+                if line.startswith("Copyright:"):
+                    field = True
+                    out.append(_notice(line.removeprefix("Copyright:")))
+                elif field and line[:1] in (" ", "\t") and line.strip() != ".":
+                    out.append(_notice(line))
+                else:
+                    field = False
+            continue
+        license_text = not deb and _LICENSE_TEXT.search(text)
+        for line in lines:
+            if _NOTICE.match(line) and not (license_text and "Free Software Foundation" in line):
+                out.append(line.strip())
+    return list(dict.fromkeys(n for n in out if n))
+
+
+def copyright_text(path: Path, name: str) -> str | None:
+    """The package's copyright notices as one text, else None (nothing the
+    archive says: SPDX's NOASSERTION)."""
+    notices = copyright_notices(license_texts(path, name), name.endswith((".deb", ".udeb")))
+    return "\n".join(notices) or None

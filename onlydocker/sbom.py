@@ -35,6 +35,19 @@ from .provenance import canonical_json, rfc3339
 SPDX_VERSION = "SPDX-2.3"
 NAMESPACE_BASE = "https://onlydocker.invalid/spdx"
 NOASSERTION = "NOASSERTION"
+# Who publishes the artifacts (ONLYDOCKER_SUPPLIER overrides it): the
+# supplier of every artifact and stage output, and a creator of the SBOM.
+DEFAULT_SUPPLIER = "Organization: Only Docker project"
+DEBIAN = "Organization: Debian"
+# Debian's releases by code name, as purl's `distro` qualifier writes them.
+DEBIAN_VERSIONS = {"jessie": "8", "stretch": "9", "buster": "10", "bullseye": "11", "bookworm": "12",
+                   "trixie": "13"}
+DEBIAN_SCHEMES = ("debian", "debian-security", "debian-archive")
+# The components scanners look up in the NVD by CPE (vendor, product, part),
+# keyed by the lock's source name; the version is the upstream one.
+CPES = {"linux": ("o", "linux", "linux_kernel"), "busybox": ("a", "busybox", "busybox"),
+        "docker.io": ("a", "docker", "docker"), "containerd": ("a", "linuxfoundation", "containerd"),
+        "runc": ("a", "linuxfoundation", "runc")}
 DOCUMENT = "SPDXRef-DOCUMENT"
 _LICENSE_REF = re.compile(r"LicenseRef-[A-Za-z0-9.\-]+")
 
@@ -81,6 +94,11 @@ class Inputs:
     builder: dict | None = None     # {"tar_sha256", "packages": ["name=version", ...], "suite"}
     image_stage: str | None = None  # the stage whose tree is the image (rootfs)
     image_files: tuple[ImageFile, ...] = ()
+    release: str | None = None      # the version of what the lane publishes (dist.release)
+    supplier: str = DEFAULT_SUPPLIER    # who publishes it, as SPDX writes a supplier
+    suite: str | None = None        # the Debian release the sources come from ("bookworm")
+    copyrights: dict = field(default_factory=dict)      # source name -> copyright text (legal.copyright_text)
+    artifact_sha512: dict = field(default_factory=dict)  # dist name -> sha512 (SPDX 3: BSI asks for SHA-512)
 
 
 def spdx_id(kind: str, name: str) -> str:
@@ -93,9 +111,41 @@ def spdx_id(kind: str, name: str) -> str:
     return f"SPDXRef-{kind}-{safe}"
 
 
-def _purl(name: str, version: str, arch: str | None) -> str:
+def distro(suite: str | None) -> str | None:
+    """purl's distro qualifier for a Debian suite: "debian-12" for bookworm."""
+    if not suite:
+        return None
+    return f"debian-{DEBIAN_VERSIONS[suite]}" if suite in DEBIAN_VERSIONS else suite
+
+
+def _purl(name: str, version: str, arch: str | None, suite: str | None = None) -> str:
     v = quote(version, safe=".-_~")
-    return f"pkg:deb/debian/{quote(name, safe='.-_~+')}@{v}" + (f"?arch={arch}" if arch else "")
+    quals = [f"arch={arch}"] if arch else []
+    if distro(suite):
+        quals.append(f"distro={distro(suite)}")
+    return f"pkg:deb/debian/{quote(name, safe='.-_~+')}@{v}" + ("?" + "&".join(quals) if quals else "")
+
+
+def upstream_version(version: str) -> str:
+    """The upstream part of a Debian version: no epoch, no Debian revision,
+    no repack suffix (+dfsg, ~ds): "20.10.24" of "20.10.24+dfsg1-1+deb12u1+b6"."""
+    v = version.split(":", 1)[1] if re.match(r"\d+:", version) else version
+    if "-" in v:
+        v = v.rsplit("-", 1)[0]
+    return re.split(r"[+~]", v, maxsplit=1)[0]
+
+
+def cpe(source_name: str, version: str) -> str | None:
+    """The CPE 2.3 name of a source scanners know by one (CPES), else None."""
+    if source_name not in CPES:
+        return None
+    part, vendor, product = CPES[source_name]
+    v = re.sub(r"([\\:*?!\"#$&'()+,/;<=>@\[\]^`{|}~])", r"\\\1", upstream_version(version))
+    return f"cpe:2.3:{part}:{vendor}:{product}:{v}:*:*:*:*:*:*:*"
+
+
+def is_debian(source) -> bool:
+    return source.urls[0].split(":", 1)[0] in DEBIAN_SCHEMES
 
 
 def _deb_arch(file: str) -> str | None:
@@ -103,7 +153,7 @@ def _deb_arch(file: str) -> str | None:
     return m.group(1) if m else None
 
 
-def _source_package(s, location: str | None) -> dict:
+def _source_package(s, location: str | None, suite: str | None = None, copyright: str | None = None) -> dict:
     is_deb = s.file.endswith((".deb", ".udeb"))
     checksums = [{"algorithm": algo.upper(), "checksumValue": value} for algo, value in sorted(s.hashes().items())]
     pkg = {
@@ -116,23 +166,33 @@ def _source_package(s, location: str | None) -> dict:
         "checksums": checksums,
         "licenseDeclared": s.license,
         "licenseConcluded": NOASSERTION,
-        "copyrightText": NOASSERTION,
+        "copyrightText": copyright or NOASSERTION,
+        # Debian's archive supplies every `debian:` file (its .debs and the
+        # upstream tarballs it keeps as .orig); another URL: not known.
+        "supplier": DEBIAN if is_debian(s) else NOASSERTION,
         "primaryPackagePurpose": "INSTALL" if is_deb else "SOURCE",
         # The lock's own URL: `debian:` ones resolve against any Debian mirror.
         "sourceInfo": f"locked as {', '.join(s.urls)}",
     }
-    if s.urls[0].split(":", 1)[0] in ("debian", "debian-security", "debian-archive"):
+    refs = []
+    if is_debian(s):
         arch = _deb_arch(s.file) if is_deb else "source"
-        pkg["externalRefs"] = [{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
-                                "referenceLocator": _purl(s.name, s.version, arch)}]
+        refs.append({"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
+                     "referenceLocator": _purl(s.name, s.version, arch, suite)})
+    if cpe(s.name, s.version):
+        refs.append({"referenceCategory": "SECURITY", "referenceType": "cpe23Type",
+                     "referenceLocator": cpe(s.name, s.version)})
+    if refs:
+        pkg["externalRefs"] = refs
     return pkg
 
 
 def _package(spdxid: str, name: str, *, version: str | None = None, comment: str | None = None,
              purpose: str | None = None, sha256: str | None = None, file: str | None = None,
-             purl: str | None = None, location: str = NOASSERTION) -> dict:
+             purl: str | None = None, location: str = NOASSERTION, supplier: str | None = None) -> dict:
     pkg = {"SPDXID": spdxid, "name": name, "downloadLocation": location, "filesAnalyzed": False,
-           "licenseConcluded": NOASSERTION, "licenseDeclared": NOASSERTION, "copyrightText": NOASSERTION}
+           "licenseConcluded": NOASSERTION, "licenseDeclared": NOASSERTION, "copyrightText": NOASSERTION,
+           "supplier": supplier or NOASSERTION}
     if version is not None:
         pkg["versionInfo"] = version
     if file is not None:
@@ -159,7 +219,8 @@ def document(inp: Inputs) -> dict:
 
     for name, sha in sorted(inp.artifacts.items()):
         aid = spdx_id("Artifact", name)
-        packages.append(_package(aid, name, file=name, sha256=sha, purpose="FILE",
+        packages.append(_package(aid, name, file=name, sha256=sha, purpose="FILE", version=inp.release,
+                                 supplier=inp.supplier,
                                  comment=f"dist/{name} of lane {inp.lane}, as listed in SHA256SUMS"))
         rels.add((DOCUMENT, "DESCRIBES", aid))
         stage = inp.artifact_stage.get(name)
@@ -168,8 +229,8 @@ def document(inp: Inputs) -> dict:
 
     for st in sorted(inp.stages, key=lambda st: st.name):
         sid = stage_ids[st.name]
-        pkg = _package(sid, f"stage {st.name}", purpose="OTHER", location="NONE",
-                       comment=f"outputs of stage {st.name}: digest {st.digest}, stage key {st.key}")
+        pkg = _package(sid, f"stage {st.name}", purpose="OTHER", location="NONE", version=inp.release,
+                       supplier=inp.supplier, comment=f"outputs of stage {st.name}: digest {st.digest}, stage key {st.key}")
         if st.name == inp.image_stage and inp.image_files:
             # It CONTAINS files: SPDX then wants them analysed, with the
             # verification code over their SHA1s (SPDX 2.3, 7.9).
@@ -182,10 +243,13 @@ def document(inp: Inputs) -> dict:
                 rels.add((sid, "CONTAINS", stage_ids[need]))
         for src in st.sources:
             if src in source_ids:
+                # Made from it (GENERATED_FROM), and could not be made
+                # without it (DEPENDS_ON: what ties it to the tree).
                 rels.add((sid, "GENERATED_FROM", source_ids[src]))
+                rels.add((sid, "DEPENDS_ON", source_ids[src]))
 
     for s in inp.sources:
-        packages.append(_source_package(s, inp.locations.get(s.name)))
+        packages.append(_source_package(s, inp.locations.get(s.name), inp.suite, inp.copyrights.get(s.name)))
 
     for p in sorted(inp.patches, key=lambda p: (p.source, p.order)):
         fid = spdx_id("Patch", f"{p.source}-{p.name}")
@@ -213,17 +277,20 @@ def document(inp: Inputs) -> dict:
 
     if inp.builder:
         bid = "SPDXRef-Builder"
-        packages.append(_package(bid, "builder-image", version=inp.builder.get("suite"), purpose="OTHER",
-                                 sha256=inp.builder["tar_sha256"],
-                                 comment="the builder container image (mmdebstrap); sha256 of its tar"))
+        packages.append(_package(bid, "builder-image", version=builder_version(inp.builder), purpose="OTHER",
+                                 sha256=inp.builder["tar_sha256"], supplier=inp.supplier,
+                                 comment=f"the builder container image (mmdebstrap of Debian "
+                                         f"{inp.builder.get('suite')}); its version: the start of its tar's sha256"))
         for st in inp.stages:
             if st.container:
                 rels.add((bid, "BUILD_TOOL_OF", stage_ids[st.name]))
+                rels.add((stage_ids[st.name], "DEPENDS_ON", bid))   # built in it: ties it to the tree
+        arch = inp.builder.get("arch", {})
         for entry in sorted(inp.builder.get("packages", [])):
             name, _, version = entry.partition("=")
             tid = spdx_id("BuildTool", name)
-            packages.append(_package(tid, name, version=version or None,
-                                     purl=_purl(name, version, None) if version else None,
+            packages.append(_package(tid, name, version=version or None, supplier=DEBIAN,
+                                     purl=_purl(name, version, arch.get(name), inp.suite) if version else None,
                                      comment="a Debian package of the builder image"))
             rels.add((bid, "CONTAINS", tid))
 
@@ -238,7 +305,7 @@ def document(inp: Inputs) -> dict:
         "dataLicense": "CC0-1.0",
         "SPDXID": DOCUMENT,
         "name": f"onlydocker-{inp.lane}",
-        "creationInfo": {"created": rfc3339(inp.epoch), "creators": [f"Tool: {inp.tool}"],
+        "creationInfo": {"created": rfc3339(inp.epoch), "creators": sorted([f"Tool: {inp.tool}", inp.supplier]),
                          "comment": "created at the lane's SOURCE_DATE_EPOCH"},
         "packages": packages,
         "files": files,
@@ -252,6 +319,12 @@ def document(inp: Inputs) -> dict:
                               f"into licenses/<package>/)"} for r in refs]
     digest = hashlib.sha256(canonical_json(doc)).hexdigest()
     return {**doc, "documentNamespace": f"{NAMESPACE_BASE}/{inp.lane}-{digest}"}
+
+
+def builder_version(builder: dict) -> str:
+    """The builder image's version: the first 16 hex digits of its tar's
+    sha256 (what its tag says, onlydocker-builder:<them>)."""
+    return builder["tar_sha256"][:16]
 
 
 def render(inp: Inputs) -> bytes:
