@@ -165,7 +165,10 @@ def _source_package(s, location: str | None, suite: str | None = None, copyright
         "filesAnalyzed": False,
         "checksums": checksums,
         "licenseDeclared": s.license,
-        "licenseConcluded": NOASSERTION,
+        # The lock's license is the project's reading of the package's
+        # copyright file (scripts/debian-lock-entries takes it from a person).
+        "licenseConcluded": s.license,
+        "licenseComments": "concluded by the project when it locked the source, from its copyright file",
         "copyrightText": copyright or NOASSERTION,
         # Debian's archive supplies every `debian:` file (its .debs and the
         # upstream tarballs it keeps as .orig); another URL: not known.
@@ -189,9 +192,10 @@ def _source_package(s, location: str | None, suite: str | None = None, copyright
 
 def _package(spdxid: str, name: str, *, version: str | None = None, comment: str | None = None,
              purpose: str | None = None, sha256: str | None = None, file: str | None = None,
-             purl: str | None = None, location: str = NOASSERTION, supplier: str | None = None) -> dict:
+             purl: str | None = None, location: str = NOASSERTION, supplier: str | None = None,
+             license: str = NOASSERTION) -> dict:
     pkg = {"SPDXID": spdxid, "name": name, "downloadLocation": location, "filesAnalyzed": False,
-           "licenseConcluded": NOASSERTION, "licenseDeclared": NOASSERTION, "copyrightText": NOASSERTION,
+           "licenseConcluded": license, "licenseDeclared": NOASSERTION, "copyrightText": NOASSERTION,
            "supplier": supplier or NOASSERTION}
     if version is not None:
         pkg["versionInfo"] = version
@@ -220,7 +224,7 @@ def document(inp: Inputs) -> dict:
     for name, sha in sorted(inp.artifacts.items()):
         aid = spdx_id("Artifact", name)
         packages.append(_package(aid, name, file=name, sha256=sha, purpose="FILE", version=inp.release,
-                                 supplier=inp.supplier,
+                                 supplier=inp.supplier, license=concluded(inp, inp.artifact_stage.get(name)),
                                  comment=f"dist/{name} of lane {inp.lane}, as listed in SHA256SUMS"))
         rels.add((DOCUMENT, "DESCRIBES", aid))
         stage = inp.artifact_stage.get(name)
@@ -230,7 +234,7 @@ def document(inp: Inputs) -> dict:
     for st in sorted(inp.stages, key=lambda st: st.name):
         sid = stage_ids[st.name]
         pkg = _package(sid, f"stage {st.name}", purpose="OTHER", location="NONE", version=inp.release,
-                       supplier=inp.supplier, comment=f"outputs of stage {st.name}: digest {st.digest}, stage key {st.key}")
+                       supplier=inp.supplier, license=concluded(inp, st.name), comment=f"outputs of stage {st.name}: digest {st.digest}, stage key {st.key}")
         if st.name == inp.image_stage and inp.image_files:
             # It CONTAINS files: SPDX then wants them analysed, with the
             # verification code over their SHA1s (SPDX 2.3, 7.9).
@@ -321,6 +325,32 @@ def document(inp: Inputs) -> dict:
     return {**doc, "documentNamespace": f"{NAMESPACE_BASE}/{inp.lane}-{digest}"}
 
 
+def stage_sources(inp: Inputs, stage: str) -> list[str]:
+    """The sources a stage's output is made of: its own and those of every
+    stage it needs, transitively (names, in the lock's order)."""
+    by_name = {st.name: st for st in inp.stages}
+    seen, todo, names = set(), [stage], set()
+    while todo:
+        n = todo.pop()
+        if n in seen or n not in by_name:
+            continue
+        seen.add(n)
+        names.update(by_name[n].sources)
+        todo.extend(by_name[n].needs)
+    return [s.name for s in inp.sources if s.name in names]
+
+
+def concluded(inp: Inputs, stage: str | None) -> str:
+    """The license of a stage's output (or an artifact's): every license of
+    the sources it is made of, joined with AND (each as the lock concludes
+    it); NOASSERTION when it is made of none."""
+    lic = {s.name: s.license for s in inp.sources}
+    exprs = sorted({lic[n] for n in stage_sources(inp, stage)}) if stage else []
+    if not exprs:
+        return NOASSERTION
+    return exprs[0] if len(exprs) == 1 else " AND ".join(f"({e})" if " " in e else e for e in exprs)
+
+
 def builder_version(builder: dict) -> str:
     """The builder image's version: the first 16 hex digits of its tar's
     sha256 (what its tag says, onlydocker-builder:<them>)."""
@@ -341,3 +371,59 @@ def artifact_hashes(doc: dict) -> dict[str, str]:
             sha = next((c["checksumValue"] for c in p.get("checksums", []) if c.get("algorithm") == "SHA256"), None)
             out[p.get("packageFileName") or p.get("name")] = sha
     return out
+
+
+IMAGE_PATH = "usr/share/spdx/onlydocker.spdx.json"     # where the image keeps the SBOM of its contents
+
+
+def image_document(lane: str, epoch: int, tool: str, version: str, sources, suite: str | None,
+                   files: tuple[ImageFile, ...]) -> dict:
+    """The SBOM the image carries (IMAGE_PATH): the image (a package, its
+    version as its os-release says it) CONTAINS every package it is made of
+    (the lock's sources of the stages its layers come from: name, version,
+    purl, CPE, supplier, licenses) and every regular file of its layers
+    (sha1, sha256), each GENERATED_FROM the package it came from. Not the
+    artifacts that hold the image, nor this file: nothing circular."""
+    image = "SPDXRef-Image"
+    packages = [{"SPDXID": image, "name": "onlydocker-image", "versionInfo": version,
+                 "downloadLocation": NOASSERTION, "filesAnalyzed": True, "supplier": NOASSERTION,
+                 "licenseConcluded": NOASSERTION, "licenseDeclared": NOASSERTION, "copyrightText": NOASSERTION,
+                 "licenseInfoFromFiles": [NOASSERTION], "primaryPackagePurpose": "OPERATING-SYSTEM",
+                 "packageVerificationCode": {"packageVerificationCodeValue": hashlib.sha1(
+                     "".join(sorted(f.sha1 for f in files)).encode()).hexdigest()},
+                 "comment": f"the root filesystem of lane {lane} (every layer of its initrd but this SBOM's)"}]
+    rels = {(DOCUMENT, "DESCRIBES", image)}
+    ids = {}
+    for s in sources:
+        pkg = _source_package(s, None, suite)
+        pkg.pop("sourceInfo", None)
+        packages.append(pkg)
+        ids[s.name] = pkg["SPDXID"]
+        rels.add((image, "CONTAINS", pkg["SPDXID"]))
+    out_files = []
+    for f in sorted(files, key=lambda f: f.path):
+        fid = spdx_id("File", f.path)
+        out_files.append({"SPDXID": fid, "fileName": f"./{f.path}",
+                          "checksums": [{"algorithm": "SHA1", "checksumValue": f.sha1},
+                                        {"algorithm": "SHA256", "checksumValue": f.sha256}],
+                          "licenseConcluded": NOASSERTION, "copyrightText": NOASSERTION})
+        rels.add((image, "CONTAINS", fid))
+        for src in f.origins:
+            if src in ids:
+                rels.add((fid, "GENERATED_FROM", ids[src]))
+    refs = sorted({r for s in sources for r in _LICENSE_REF.findall(s.license)})
+    doc = {
+        "spdxVersion": SPDX_VERSION, "dataLicense": "CC0-1.0", "SPDXID": DOCUMENT,
+        "name": f"onlydocker-image-{lane}",
+        "creationInfo": {"created": rfc3339(epoch), "creators": [f"Tool: {tool}"],
+                         "comment": "created at the lane's SOURCE_DATE_EPOCH"},
+        "packages": packages, "files": out_files,
+        "relationships": [{"spdxElementId": a, "relationshipType": t, "relatedSpdxElement": b}
+                          for a, t, b in sorted(rels)],
+    }
+    if refs:
+        doc["hasExtractedLicensingInfos"] = [
+            {"licenseId": r, "name": r.removeprefix("LicenseRef-"),
+             "extractedText": f"{r}: see the package's copyright file"} for r in refs]
+    digest = hashlib.sha256(canonical_json(doc)).hexdigest()
+    return {**doc, "documentNamespace": f"{NAMESPACE_BASE}/image-{lane}-{digest}"}

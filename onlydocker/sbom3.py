@@ -117,6 +117,7 @@ def document(inp: sbom.Inputs) -> dict:
                       software_primaryPurpose="archive", verifiedUsing=_hashes(**s.hashes()))
         rel(sid, "hasDistributionArtifact", [fid])
         rel(sid, "hasDeclaredLicense", [license_of(s.license)])
+        rel(sid, "hasConcludedLicense", [license_of(s.license)])     # the project's, when it locked it
 
     patch_ids: dict[str, list[str]] = {}
     for p in sorted(inp.patches, key=lambda p: (p.source, p.order)):
@@ -192,6 +193,8 @@ def document(inp: sbom.Inputs) -> dict:
                       verifiedUsing=_hashes(sha256=sha, sha512=inp.artifact_sha512.get(name)))
         rel(aid, "hasDistributionArtifact", [fid])
         stage = inp.artifact_stage.get(name)
+        if sbom.concluded(inp, stage) != sbom.NOASSERTION:
+            rel(aid, "hasConcludedLicense", [license_of(sbom.concluded(inp, stage))])
         if stage in stage_ids:
             rel(aid, "contains", [stage_ids[stage]], completeness="complete")
         roots.append(aid)
