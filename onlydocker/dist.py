@@ -31,6 +31,8 @@ SBOM3 = sbom3.FILE
 # Where the image keeps the SBOM of its own contents (as Talos keeps
 # /usr/share/spdx): written by the image-sbom stage, its own layer.
 SUPPLIER_ENV = "ONLYDOCKER_SUPPLIER"
+# The modules that write dist/'s metadata: a change to one republishes.
+SBOM_CODE = ("dist.py", "sbom.py", "sbom3.py", "legal.py", "provenance.py")
 
 
 def dist_dir(ws) -> Path:
@@ -64,8 +66,9 @@ def _inputs(ws, stages, settings) -> dict:
         "signing_key": sha256_file(public_key_path(settings)) if key.exists() and public_key_path(settings).exists() else None,
         # The box catalog's URLs come from it: another base URL, another catalog.
         "box_base_url": settings.box_base_url,
-        # The SBOMs name the publisher.
+        # The SBOMs name the publisher; another SBOM writer, other SBOMs.
         "supplier": supplier(),
+        "code": {m: sha256_file(Path(__file__).with_name(m)) for m in SBOM_CODE},
     }
 
 
@@ -90,7 +93,7 @@ def release(ws) -> str:
 
 
 COPYRIGHT_MEMO = "copyrights.json"
-_COPYRIGHT_READER = 1      # bump when legal.copyright_notices reads differently
+_COPYRIGHT_READER = 2      # bump when legal.copyright_notices reads differently
 
 
 def copyrights(ws, sources) -> dict[str, str]:
@@ -262,7 +265,8 @@ def sbom_inputs(ws, stages, sums: dict[str, str], settings, sha512: dict[str, st
                  "suite": ws.lock.builder.suite, "arch": arch},
         image_stage=IMAGE_STAGE, image_files=image_files(ws, stages),
         release=release(ws), supplier=supplier(), suite=ws.lock.builder.suite,
-        copyrights=copyrights(ws, sources), artifact_sha512=dict(sha512 or {}))
+        copyrights=copyrights(ws, sources), artifact_sha512=dict(sha512 or {}),
+        project_license=_project_license())
 
 
 def publish(ws, stages, settings, log=print) -> None:
@@ -347,6 +351,14 @@ def publish(ws, stages, settings, log=print) -> None:
             f"(public key: {public_key_path(settings)})")
     else:
         log(f"UNSIGNED: no signing key at {settings.signing_key}; make one with `doit keygen`")
+
+
+def _project_license() -> str | None:
+    from importlib.metadata import PackageNotFoundError, metadata
+    try:
+        return metadata("onlydocker")["License"] or None
+    except PackageNotFoundError:
+        return None
 
 
 def _sha512(path: Path) -> str:

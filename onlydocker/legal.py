@@ -269,8 +269,34 @@ def copyright_notices(texts: list[tuple[str, bytes]], deb: bool) -> list[str]:
     return list(dict.fromkeys(n for n in out if n))
 
 
+HEADER_LINES = 40              # where a source file states its copyright
+MAX_TREE_NOTICES = 1000
+
+
+def tree_notices(path: Path, name: str) -> list[str]:
+    """The copyright notices in the headers (first HEADER_LINES lines) of a
+    source tarball's files, each once, in archive order (at most
+    MAX_TREE_NOTICES)."""
+    out: dict[str, None] = {}
+
+    def want(parts, m):
+        return m.size <= MAX_LICENSE_BYTES and len(out) < MAX_TREE_NOTICES
+    for _, data in _archive_files(path, name, want):
+        if b"\0" in data[:1024]:
+            continue                # not text
+        for line in data.decode("utf-8", errors="replace").splitlines()[:HEADER_LINES]:
+            text = re.sub(r"^[\s/*#;!%-]*", "", line).strip().rstrip("*/ ").strip()
+            if _NOTICE.match(text) and len(text) < 200:
+                out.setdefault(text)
+    return list(out)[:MAX_TREE_NOTICES]
+
+
 def copyright_text(path: Path, name: str) -> str | None:
     """The package's copyright notices as one text, else None (nothing the
-    archive says: SPDX's NOASSERTION)."""
-    notices = copyright_notices(license_texts(path, name), name.endswith((".deb", ".udeb")))
+    archive says: SPDX's NOASSERTION): its copyright or license files', and
+    for a source tarball whose license files state none, its files' headers'."""
+    deb = name.endswith((".deb", ".udeb"))
+    notices = copyright_notices(license_texts(path, name), deb)
+    if not notices and not deb and is_archive(name):
+        notices = tree_notices(path, name)
     return "\n".join(notices) or None

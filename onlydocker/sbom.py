@@ -99,6 +99,7 @@ class Inputs:
     suite: str | None = None        # the Debian release the sources come from ("bookworm")
     copyrights: dict = field(default_factory=dict)      # source name -> copyright text (legal.copyright_text)
     artifact_sha512: dict = field(default_factory=dict)  # dist name -> sha512 (SPDX 3: BSI asks for SHA-512)
+    project_license: str | None = None  # the pipeline's own license (pyproject.toml): of what it writes itself
 
 
 def spdx_id(kind: str, name: str) -> str:
@@ -193,9 +194,9 @@ def _source_package(s, location: str | None, suite: str | None = None, copyright
 def _package(spdxid: str, name: str, *, version: str | None = None, comment: str | None = None,
              purpose: str | None = None, sha256: str | None = None, file: str | None = None,
              purl: str | None = None, location: str = NOASSERTION, supplier: str | None = None,
-             license: str = NOASSERTION) -> dict:
+             license: str = NOASSERTION, copyright: str = NOASSERTION) -> dict:
     pkg = {"SPDXID": spdxid, "name": name, "downloadLocation": location, "filesAnalyzed": False,
-           "licenseConcluded": license, "licenseDeclared": NOASSERTION, "copyrightText": NOASSERTION,
+           "licenseConcluded": license, "licenseDeclared": NOASSERTION, "copyrightText": copyright,
            "supplier": supplier or NOASSERTION}
     if version is not None:
         pkg["versionInfo"] = version
@@ -225,6 +226,7 @@ def document(inp: Inputs) -> dict:
         aid = spdx_id("Artifact", name)
         packages.append(_package(aid, name, file=name, sha256=sha, purpose="FILE", version=inp.release,
                                  supplier=inp.supplier, license=concluded(inp, inp.artifact_stage.get(name)),
+                                 copyright=copyright_of(inp, inp.artifact_stage.get(name)),
                                  comment=f"dist/{name} of lane {inp.lane}, as listed in SHA256SUMS"))
         rels.add((DOCUMENT, "DESCRIBES", aid))
         stage = inp.artifact_stage.get(name)
@@ -344,11 +346,27 @@ def concluded(inp: Inputs, stage: str | None) -> str:
     """The license of a stage's output (or an artifact's): every license of
     the sources it is made of, joined with AND (each as the lock concludes
     it); NOASSERTION when it is made of none."""
+    if stage is None and inp.project_license:
+        return inp.project_license      # written by the pipeline itself (the box catalog), from its own template
     lic = {s.name: s.license for s in inp.sources}
     exprs = sorted({lic[n] for n in stage_sources(inp, stage)}) if stage else []
     if not exprs:
         return NOASSERTION
     return exprs[0] if len(exprs) == 1 else " AND ".join(f"({e})" if " " in e else e for e in exprs)
+
+
+def copyright_of(inp: Inputs, stage: str | None) -> str:
+    """The copyright notices of a stage's output (or an artifact's): those of
+    every source it is made of, each once, in the lock's order; NONE for an
+    artifact the pipeline writes itself (no stage: the box catalog); NOASSERTION
+    when it is made of none, or of one whose notices the build does not have."""
+    if stage is None and inp.project_license:
+        return "NONE"       # the pipeline wrote all of it (the box catalog) and put no notice in it
+    names = stage_sources(inp, stage) if stage else []
+    if not names or any(not inp.copyrights.get(n) for n in names):
+        return NOASSERTION
+    lines = [line for n in names for line in inp.copyrights[n].splitlines()]
+    return "\n".join(dict.fromkeys(lines))
 
 
 def builder_version(builder: dict) -> str:

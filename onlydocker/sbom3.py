@@ -188,6 +188,8 @@ def document(inp: sbom.Inputs) -> dict:
     for name, sha in sorted(inp.artifacts.items()):
         aid = element("Artifact", name, "software_Package", name=name, software_packageVersion=inp.release,
                       suppliedBy=publisher, software_primaryPurpose="other",
+                      software_copyrightText=None if sbom.copyright_of(inp, inp.artifact_stage.get(name)) == sbom.NOASSERTION
+                      else sbom.copyright_of(inp, inp.artifact_stage.get(name)),
                       comment=f"dist/{name} of lane {inp.lane}, as listed in SHA256SUMS")
         fid = element("DistFile", name, "software_File", name=name, software_fileKind="file",
                       verifiedUsing=_hashes(sha256=sha, sha512=inp.artifact_sha512.get(name)))
