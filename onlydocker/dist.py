@@ -92,38 +92,49 @@ def release(ws) -> str:
     return f"{__version__}+{ws.lane}.{sha256_file(ws.lock.path)[:12]}"
 
 
-COPYRIGHT_MEMO = "copyrights.json"
 _COPYRIGHT_READER = 2      # bump when legal.copyright_notices reads differently
 
 
-def copyrights(ws, sources) -> dict[str, str]:
-    """Source name -> its copyright notices (legal.copyright_text), read from
-    the verified file in the cache, never downloaded here (the kernel's
-    tarball takes ~20 s to read: the result is kept by sha256 in
-    out/<lane>/copyrights.json). A source not in the cache has none:
-    NOASSERTION."""
-    from .legal import copyright_text
-    memo_path = ws.out / COPYRIGHT_MEMO
+def _memo(settings, sha256: str, make):
+    """What make() reads from the file of this sha256, kept in the cache
+    (cache/copyrights/, one file per sha256 and reader: reading the
+    kernel's tarball takes ~20 s, and CI's cache is warm)."""
+    path = settings.cache_dir / "copyrights" / f"{_COPYRIGHT_READER}-{sha256}.json"
     try:
-        memo = json.loads(memo_path.read_text())
-        if memo.get("reader") != _COPYRIGHT_READER:
-            memo = {}
-    except (OSError, ValueError):
-        memo = {}
-    known = memo.get("texts", {})
-    out, changed = {}, False
+        return json.loads(path.read_text())["value"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    value = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(path, json.dumps({"value": value}, sort_keys=True))
+    return value
+
+
+def copyrights(ws, settings, sources) -> dict[str, str]:
+    """Source name -> its copyright notices (legal.copyright_text), read from
+    the verified file in the cache, never downloaded here. A source not in
+    the cache (no stage uses it) has none: NOASSERTION."""
+    from .legal import copyright_text
+    out = {}
     for s in sources:
-        if s.sha256 not in known:
-            path = ws.fetcher.cache_path(s)     # verified bytes, fetched by the stages that use it
-            if not path.is_file():
-                continue                        # not at hand (no stage uses it): NOASSERTION
-            known[s.sha256] = copyright_text(path, s.file)
-            changed = True
-        if known[s.sha256]:
-            out[s.name] = known[s.sha256]
-    if changed:
-        atomic.write_text(memo_path, json.dumps({"reader": _COPYRIGHT_READER, "texts": known}, sort_keys=True))
+        path = ws.fetcher.cache_path(s)     # verified bytes, fetched by the stages that use it
+        if not path.is_file():
+            continue
+        text = _memo(settings, s.sha256, lambda: copyright_text(path, s.file))
+        if text:
+            out[s.name] = text
     return out
+
+
+def tool_copyrights(settings, tar_sha256: str) -> dict[str, str]:
+    """The builder's package name -> its copyright notices, from the builder
+    image's tar in the cache (legal.builder_copyrights). Without the tar at
+    hand: none (NOASSERTION)."""
+    from .legal import builder_copyrights
+    tar = settings.cache_dir / "builders" / f"{tar_sha256}.tar.zst"
+    if not tar.is_file():
+        return {}
+    return _memo(settings, tar_sha256, lambda: builder_copyrights(tar))
 
 
 def is_current(ws, stages, settings) -> bool:
@@ -262,10 +273,11 @@ def sbom_inputs(ws, stages, sums: dict[str, str], settings, sha512: dict[str, st
         artifacts=dict(sums), artifact_stage={name: d.name for d in stages.values() for _, name in d.artifacts},
         stages=tuple(infos), patches=tuple(patches),
         builder={"tar_sha256": record["tar_sha256"], "packages": record.get("packages", []),
-                 "suite": ws.lock.builder.suite, "arch": arch},
+                 "suite": ws.lock.builder.suite, "arch": arch,
+                 "copyrights": tool_copyrights(settings, record["tar_sha256"])},
         image_stage=IMAGE_STAGE, image_files=image_files(ws, stages),
         release=release(ws), supplier=supplier(), suite=ws.lock.builder.suite,
-        copyrights=copyrights(ws, sources), artifact_sha512=dict(sha512 or {}),
+        copyrights=copyrights(ws, settings, sources), artifact_sha512=dict(sha512 or {}),
         project_license=_project_license())
 
 

@@ -300,3 +300,34 @@ def copyright_text(path: Path, name: str) -> str | None:
     if not notices and not deb and is_archive(name):
         notices = tree_notices(path, name)
     return "\n".join(notices) or None
+
+
+def builder_copyrights(tar_zst: Path) -> dict[str, str]:
+    """Package name -> the copyright notices of its copyright file, for the
+    builder image's packages (usr/share/doc/<package>/copyright in the
+    image's tar, as the builder cache keeps it: zstd; a doc folder that is a
+    link to another package's counts as that one's). A package without one
+    has none here."""
+    import tarfile
+
+    import zstandard
+    texts: dict[str, bytes] = {}
+    links: dict[str, str] = {}
+    with open(tar_zst, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as f, \
+            tarfile.open(fileobj=f, mode="r|") as tf:
+        for m in tf:
+            parts = [p for p in m.name.split("/") if p not in ("", ".")]
+            if len(parts) == 4 and parts[:3] == ["usr", "share", "doc"] and m.issym():
+                links[parts[3]] = m.linkname.rstrip("/").rsplit("/", 1)[-1]
+            elif len(parts) == 5 and parts[:3] == ["usr", "share", "doc"] and parts[4] == "copyright" \
+                    and m.isfile() and m.size <= MAX_LICENSE_BYTES:
+                texts[parts[3]] = tf.extractfile(m).read()
+    for name, target in links.items():
+        if name not in texts and target in texts:
+            texts[name] = texts[target]
+    out = {}
+    for name, data in texts.items():
+        notices = copyright_notices([("copyright", data)], deb=True)
+        if notices:
+            out[name] = "\n".join(notices)
+    return out

@@ -296,6 +296,7 @@ def document(inp: Inputs) -> dict:
             name, _, version = entry.partition("=")
             tid = spdx_id("BuildTool", name)
             packages.append(_package(tid, name, version=version or None, supplier=DEBIAN,
+                                     copyright=inp.builder.get("copyrights", {}).get(name) or NOASSERTION,
                                      purl=_purl(name, version, arch.get(name), inp.suite) if version else None,
                                      comment="a Debian package of the builder image"))
             rels.add((bid, "CONTAINS", tid))
