@@ -126,6 +126,17 @@ def copyrights(ws, settings, sources) -> dict[str, str]:
     return out
 
 
+def source_sha512(ws, settings, sources) -> dict[str, str]:
+    """Source name -> the sha512 of its verified file in the cache (BSI asks
+    for SHA-512; the lock pins SHA-256), kept in cache/copyrights/ too."""
+    out = {}
+    for s in sources:
+        path = ws.fetcher.cache_path(s)
+        if path.is_file():
+            out[s.name] = _memo(settings, f"sha512-{s.sha256}", lambda: _sha512(path))
+    return out
+
+
 def tool_copyrights(settings, tar_sha256: str) -> dict[str, str]:
     """The builder's package name -> its copyright notices, from the builder
     image's tar in the cache (legal.builder_copyrights). Without the tar at
@@ -278,7 +289,7 @@ def sbom_inputs(ws, stages, sums: dict[str, str], settings, sha512: dict[str, st
         image_stage=IMAGE_STAGE, image_files=image_files(ws, stages),
         release=release(ws), supplier=supplier(), suite=ws.lock.builder.suite,
         copyrights=copyrights(ws, settings, sources), artifact_sha512=dict(sha512 or {}),
-        project_license=_project_license())
+        project_license=_project_license(), source_sha512=source_sha512(ws, settings, sources))
 
 
 def publish(ws, stages, settings, log=print) -> None:

@@ -100,6 +100,7 @@ class Inputs:
     copyrights: dict = field(default_factory=dict)      # source name -> copyright text (legal.copyright_text)
     artifact_sha512: dict = field(default_factory=dict)  # dist name -> sha512 (SPDX 3: BSI asks for SHA-512)
     project_license: str | None = None  # the pipeline's own license (pyproject.toml): of what it writes itself
+    source_sha512: dict = field(default_factory=dict)   # source name -> sha512 of its verified file
 
 
 def spdx_id(kind: str, name: str) -> str:

@@ -114,7 +114,8 @@ def document(inp: sbom.Inputs) -> dict:
                       comment=f"locked as {', '.join(s.urls)}")
         source_ids[s.name] = sid
         fid = element("SourceFile", s.file, "software_File", name=s.file, software_fileKind="file",
-                      software_primaryPurpose="archive", verifiedUsing=_hashes(**s.hashes()))
+                      software_primaryPurpose="archive",
+                      verifiedUsing=_hashes(**{"sha512": inp.source_sha512.get(s.name), **s.hashes()}))
         rel(sid, "hasDistributionArtifact", [fid])
         rel(sid, "hasDeclaredLicense", [license_of(s.license)])
         rel(sid, "hasConcludedLicense", [license_of(s.license)])     # the project's, when it locked it
@@ -187,7 +188,7 @@ def document(inp: sbom.Inputs) -> dict:
     roots = []
     for name, sha in sorted(inp.artifacts.items()):
         aid = element("Artifact", name, "software_Package", name=name, software_packageVersion=inp.release,
-                      suppliedBy=publisher, software_primaryPurpose="other",
+                      suppliedBy=publisher, originatedBy=[publisher], software_primaryPurpose="other",
                       software_copyrightText=None if sbom.copyright_of(inp, inp.artifact_stage.get(name)) == sbom.NOASSERTION
                       else sbom.copyright_of(inp, inp.artifact_stage.get(name)),
                       comment=f"dist/{name} of lane {inp.lane}, as listed in SHA256SUMS")

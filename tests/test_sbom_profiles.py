@@ -13,8 +13,8 @@ The verdicts that hold, and why the others cannot (docs/sbom.md):
     concluded license (and some copyright texts) the build does not know;
   - BSI TR-03183-2: the checker reads SPDX 3 only; on ours, everything the
     build knows passes, and what it does not know stays unasserted (the
-    upstream authors' email or URL of each component, SHA-512 of the
-    sources Debian publishes with SHA-256).
+    upstream authors' email or URL of each component; a file purpose SPDX
+    calls a container image or firmware).
 """
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ def test_the_lanes_sboms_pass_ntia_and_cisa_and_state_what_bsi_lacks(modern_lane
     # that fail are the data the build does not have.
     checker, rows = check(spdx3, "bsi", "spdx3")
     for row in ("Creator of the SBOM", "Timestamp", "Dependency Completeness", "Component Names",
-                "Component Versions", "Distribution Filenames", "Distribution Licenses"):
+                "Component Versions", "Distribution Filenames", "Distribution Licenses",
+                "Deployable Component Hashes"):
         assert rows[row], f"BSI: {row} fails"
     # The command the docs show, once, as a user runs it.
     cli = shutil.which("sbomcheck") or str(Path(sys.executable).with_name("sbomcheck"))
