@@ -28,6 +28,7 @@ SUMS_SIG = "SHA256SUMS.minisig"
 STATEMENT = "provenance.intoto.json"
 ENVELOPE = "provenance.intoto.dsse.json"
 SBOM3 = sbom3.FILE
+IMAGE_SBOM_STAGE = "image-sbom"     # its output: the image's own SBOM, which states the sources' notices
 # Where the image keeps the SBOM of its own contents (as Talos keeps
 # /usr/share/spdx): written by the image-sbom stage, its own layer.
 SUPPLIER_ENV = "ONLYDOCKER_SUPPLIER"
@@ -92,60 +93,28 @@ def release(ws) -> str:
     return f"{__version__}+{ws.lane}.{sha256_file(ws.lock.path)[:12]}"
 
 
-_COPYRIGHT_READER = 2      # bump when legal.copyright_notices reads differently
-
-
-def _memo(settings, sha256: str, make):
-    """What make() reads from the file of this sha256, kept in the cache
-    (cache/copyrights/, one file per sha256 and reader: reading the
-    kernel's tarball takes ~20 s, and CI's cache is warm)."""
-    path = settings.cache_dir / "copyrights" / f"{_COPYRIGHT_READER}-{sha256}.json"
+def source_facts(ws) -> tuple[dict[str, str], dict[str, str]]:
+    """(source name -> copyright notices, source name -> sha512), as the
+    image's own SBOM states them: the image-sbom stage reads them from the
+    sources (legal.copyright_text), so that dist/ is made of stage outputs
+    and the lock, never of what this machine's cache holds."""
+    path = ws.paths.stage_dir(IMAGE_SBOM_STAGE) / sbom.IMAGE_PATH
     try:
-        return json.loads(path.read_text())["value"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    value = make()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(path, json.dumps({"value": value}, sort_keys=True))
-    return value
-
-
-def copyrights(ws, settings, sources) -> dict[str, str]:
-    """Source name -> its copyright notices (legal.copyright_text), read from
-    the verified file in the cache, never downloaded here. A source not in
-    the cache (no stage uses it) has none: NOASSERTION."""
-    from .legal import copyright_text
-    out = {}
-    for s in sources:
-        path = ws.fetcher.cache_path(s)     # verified bytes, fetched by the stages that use it
-        if not path.is_file():
-            continue
-        text = _memo(settings, s.sha256, lambda: copyright_text(path, s.file))
-        if text:
-            out[s.name] = text
-    return out
-
-
-def source_sha512(ws, settings, sources) -> dict[str, str]:
-    """Source name -> the sha512 of its verified file in the cache (BSI asks
-    for SHA-512; the lock pins SHA-256), kept in cache/copyrights/ too."""
-    out = {}
-    for s in sources:
-        path = ws.fetcher.cache_path(s)
-        if path.is_file():
-            out[s.name] = _memo(settings, f"sha512-{s.sha256}", lambda: _sha512(path))
-    return out
+        return sbom.source_facts(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return {}, {}
+    except ValueError as e:
+        raise BuildError(f"{path}: not a readable SPDX JSON document ({e})") from None
 
 
 def tool_copyrights(settings, tar_sha256: str) -> dict[str, str]:
     """The builder's package name -> its copyright notices, from the builder
-    image's tar in the cache (legal.builder_copyrights). Without the tar at
-    hand: none (NOASSERTION)."""
+    image's tar (legal.builder_copyrights), which the builder task keeps in
+    the cache (restoring it from a remote cache if need be). Without it:
+    none (NOASSERTION)."""
     from .legal import builder_copyrights
     tar = settings.cache_dir / "builders" / f"{tar_sha256}.tar.zst"
-    if not tar.is_file():
-        return {}
-    return _memo(settings, tar_sha256, lambda: builder_copyrights(tar))
+    return builder_copyrights(tar) if tar.is_file() else {}
 
 
 def is_current(ws, stages, settings) -> bool:
@@ -278,6 +247,7 @@ def sbom_inputs(ws, stages, sums: dict[str, str], settings, sha512: dict[str, st
                                     container=decl.kind == "container"))
     record = ws.paths.builder()
     arch = {d.name: d.architecture for d in ws.lock.builder.debs}
+    notices, source_sha512 = source_facts(ws)
     return sbom.Inputs(
         lane=ws.lane, epoch=ws.lock.lane.source_date_epoch, tool=f"onlydocker-{__version__}",
         sources=sources, locations={s.name: _location(s.urls[0]) for s in sources},
@@ -288,8 +258,8 @@ def sbom_inputs(ws, stages, sums: dict[str, str], settings, sha512: dict[str, st
                  "copyrights": tool_copyrights(settings, record["tar_sha256"])},
         image_stage=IMAGE_STAGE, image_files=image_files(ws, stages),
         release=release(ws), supplier=supplier(), suite=ws.lock.builder.suite,
-        copyrights=copyrights(ws, settings, sources), artifact_sha512=dict(sha512 or {}),
-        project_license=_project_license(), source_sha512=source_sha512(ws, settings, sources))
+        copyrights=notices, artifact_sha512=dict(sha512 or {}),
+        project_license=_project_license(), source_sha512=source_sha512, sbom_files=(SBOM3,))
 
 
 def publish(ws, stages, settings, log=print) -> None:
@@ -327,11 +297,14 @@ def publish(ws, stages, settings, log=print) -> None:
     # The SBOMs (SPDX 2.3 and 3.0.1) name every artifact (the catalog too) by
     # its hash, and are themselves listed in SHA256SUMS (so signed with it)
     # and subjects of the provenance.
+    # The SPDX 3 one first: the SPDX 2.3 one lists it (and verify checks its hash).
     inputs = sbom_inputs(ws, stages, sums, settings, sha512)
-    (tmp / SBOM).write_bytes(sbom.render(inputs))
     (tmp / SBOM3).write_bytes(sbom3.render(inputs))
-    sums[SBOM] = sha256_file(tmp / SBOM)
     sums[SBOM3] = sha256_file(tmp / SBOM3)
+    sha512[SBOM3] = _sha512(tmp / SBOM3)
+    from dataclasses import replace
+    (tmp / SBOM).write_bytes(sbom.render(replace(inputs, artifacts=dict(sums), artifact_sha512=dict(sha512))))
+    sums[SBOM] = sha256_file(tmp / SBOM)
     sums_text = "".join(f"{h}  {n}\n" for n, h in sorted(sums.items()))
     (tmp / SUMS).write_text(sums_text)
 

@@ -100,6 +100,7 @@ class Inputs:
     copyrights: dict = field(default_factory=dict)      # source name -> copyright text (legal.copyright_text)
     artifact_sha512: dict = field(default_factory=dict)  # dist name -> sha512 (SPDX 3: BSI asks for SHA-512)
     project_license: str | None = None  # the pipeline's own license (pyproject.toml): of what it writes itself
+    sbom_files: tuple[str, ...] = ()    # artifacts that are SBOMs of this build (the SPDX 3 one): CC0-1.0, as SPDX data
     source_sha512: dict = field(default_factory=dict)   # source name -> sha512 of its verified file
 
 
@@ -225,10 +226,14 @@ def document(inp: Inputs) -> dict:
 
     for name, sha in sorted(inp.artifacts.items()):
         aid = spdx_id("Artifact", name)
+        is_sbom = name in inp.sbom_files
         packages.append(_package(aid, name, file=name, sha256=sha, purpose="FILE", version=inp.release,
-                                 supplier=inp.supplier, license=concluded(inp, inp.artifact_stage.get(name)),
-                                 copyright=copyright_of(inp, inp.artifact_stage.get(name)),
-                                 comment=f"dist/{name} of lane {inp.lane}, as listed in SHA256SUMS"))
+                                 supplier=inp.supplier,
+                                 license="CC0-1.0" if is_sbom else concluded(inp, inp.artifact_stage.get(name)),
+                                 copyright="NONE" if is_sbom else copyright_of(inp, inp.artifact_stage.get(name)),
+                                 comment=f"dist/{name} of lane {inp.lane}, as listed in SHA256SUMS"
+                                 + ("; this build's SBOM in SPDX 3.0.1 (its data license: CC0-1.0)" if is_sbom
+                                    else "")))
         rels.add((DOCUMENT, "DESCRIBES", aid))
         stage = inp.artifact_stage.get(name)
         if stage in stage_ids:
@@ -397,7 +402,8 @@ IMAGE_PATH = "usr/share/spdx/onlydocker.spdx.json"     # where the image keeps t
 
 
 def image_document(lane: str, epoch: int, tool: str, version: str, sources, suite: str | None,
-                   files: tuple[ImageFile, ...]) -> dict:
+                   files: tuple[ImageFile, ...], copyrights: dict | None = None,
+                   sha512: dict | None = None) -> dict:
     """The SBOM the image carries (IMAGE_PATH): the image (a package, its
     version as its os-release says it) CONTAINS every package it is made of
     (the lock's sources of the stages its layers come from: name, version,
@@ -415,8 +421,11 @@ def image_document(lane: str, epoch: int, tool: str, version: str, sources, suit
     rels = {(DOCUMENT, "DESCRIBES", image)}
     ids = {}
     for s in sources:
-        pkg = _source_package(s, None, suite)
+        pkg = _source_package(s, None, suite, (copyrights or {}).get(s.name))
         pkg.pop("sourceInfo", None)
+        if (sha512 or {}).get(s.name) and "SHA512" not in {c["algorithm"] for c in pkg["checksums"]}:
+            pkg["checksums"] = sorted(pkg["checksums"] + [{"algorithm": "SHA512", "checksumValue": sha512[s.name]}],
+                                      key=lambda c: c["algorithm"])
         packages.append(pkg)
         ids[s.name] = pkg["SPDXID"]
         rels.add((image, "CONTAINS", pkg["SPDXID"]))
@@ -447,3 +456,18 @@ def image_document(lane: str, epoch: int, tool: str, version: str, sources, suit
              "extractedText": f"{r}: see the package's copyright file"} for r in refs]
     digest = hashlib.sha256(canonical_json(doc)).hexdigest()
     return {**doc, "documentNamespace": f"{NAMESPACE_BASE}/image-{lane}-{digest}"}
+
+
+def source_facts(doc: dict) -> tuple[dict[str, str], dict[str, str]]:
+    """(source name -> copyright text, source name -> sha512) as an image
+    document (image_document) states them."""
+    notices, sha512 = {}, {}
+    for p in doc.get("packages", []):
+        if not p.get("SPDXID", "").startswith("SPDXRef-Source-"):
+            continue
+        if p.get("copyrightText") not in (None, NOASSERTION, "NONE"):
+            notices[p["name"]] = p["copyrightText"]
+        for c in p.get("checksums", []):
+            if c.get("algorithm") == "SHA512":
+                sha512[p["name"]] = c["checksumValue"]
+    return notices, sha512

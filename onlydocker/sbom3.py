@@ -16,8 +16,9 @@ What it holds:
   - the image's files (software_File, sha256 and sha1), which the initrd
     contains, generated from the source each came from.
 
-Its ids hang below the SPDX 2.3 document's namespace (itself the sha256 of
-that document's content): the same inputs, the same bytes.
+Its ids hang below a namespace made of the sha256 of its own content
+(written with a placeholder there): the same inputs, the same bytes. The
+SPDX 2.3 document lists this file among the artifacts, with its hash.
 """
 from __future__ import annotations
 
@@ -47,9 +48,20 @@ def _agent_name(supplier: str) -> tuple[str, str]:
     return kind, name.strip()
 
 
+_PLACEHOLDER = "urn:onlydocker:spdx3-base"
+
+
 def document(inp: sbom.Inputs) -> dict:
-    doc2 = sbom.document(inp)
-    base = doc2["documentNamespace"]
+    """The document, its ids below f"{NAMESPACE_BASE}/{lane}-spdx3-<sha256>":
+    the sha256 of the document written with a placeholder base, so that
+    the same inputs give the same ids and other inputs others."""
+    doc = _document(inp, _PLACEHOLDER)
+    digest = hashlib.sha256(sbom.canonical_json(doc)).hexdigest()
+    text = json.dumps(doc).replace(_PLACEHOLDER, f"{sbom.NAMESPACE_BASE}/{inp.lane}-spdx3-{digest}")
+    return json.loads(text)
+
+
+def _document(inp: sbom.Inputs, base: str) -> dict:
 
     def iri(kind: str, name: str) -> str:
         return f"{base}/{kind}/{quote(name, safe='')}"
@@ -211,7 +223,7 @@ def document(inp: sbom.Inputs) -> dict:
              {"type": "SpdxDocument", "spdxId": doc_id, "creationInfo": CREATION, "name": f"onlydocker-{inp.lane}",
               "profileConformance": ["build", "core", "simpleLicensing", "software"],
               "rootElement": [sbom_id], "element": [sbom_id] + elements,
-              "comment": f"the same build as the SPDX 2.3 document {base}"},
+              "comment": f"the same build as dist/onlydocker.spdx.json (SPDX 2.3), which lists this file"},
              {"type": "software_Sbom", "spdxId": sbom_id, "creationInfo": CREATION, "name": f"onlydocker-{inp.lane}",
               "software_sbomType": ["build"], "rootElement": roots, "element": elements}]
     nodes += [graph[k] for k in sorted(graph)]

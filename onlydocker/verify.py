@@ -14,7 +14,6 @@ from .hashing import sha256_file
 
 SUMS = "SHA256SUMS"
 SBOM = "onlydocker.spdx.json"
-SBOM3 = "onlydocker.spdx3.json"     # the same build in SPDX 3.0.1: an SBOM, not an artifact it describes
 # Files that SHA256SUMS cannot list because they are made from it.
 METADATA = {"SHA256SUMS", "SHA256SUMS.minisig", "provenance.intoto.json", "provenance.intoto.dsse.json"}
 
@@ -54,7 +53,7 @@ def verify_sbom(dist: Path, sums: dict[str, str]) -> list[Finding]:
         return [Finding("SBOM-WRONG", SBOM, f"not a readable SPDX JSON document: {e}")]
     wrong = []
     for name, expected in sorted(sums.items()):
-        if name in (SBOM, SBOM3):
+        if name == SBOM:
             continue
         if name not in described:
             wrong.append(Finding("SBOM-WRONG", name, f"listed in SHA256SUMS but not described by {SBOM}"))

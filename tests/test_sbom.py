@@ -280,7 +280,8 @@ license = "MIT"
     statement = json.loads((d / "provenance.intoto.json").read_text())
     assert {s["name"]: s["digest"]["sha256"] for s in statement["subject"]} == sums
     assert {p.file_name: p.checksums[0].value for p in doc.packages if p.spdx_id.startswith("SPDXRef-Artifact-")} \
-        == {"vmlinuz": hashlib.sha256(b"kernel").hexdigest()}
+        == {"vmlinuz": hashlib.sha256(b"kernel").hexdigest(), "onlydocker.spdx3.json": sums["onlydocker.spdx3.json"]}
+    load_spdx3((d / "onlydocker.spdx3.json").read_bytes())       # the same build in SPDX 3.0.1, valid
     patch = next(f for f in doc.files if f.name.startswith("./patches/"))
     assert patch.name == "./patches/busybox/0001-x.patch" and \
         {c.value for c in patch.checksums} == {hashlib.sha1(PATCH).hexdigest(), hashlib.sha256(PATCH).hexdigest()}

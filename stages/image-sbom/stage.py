@@ -5,8 +5,10 @@ and the packages they come from. A file is traced to its package by
 content: the sha256 of a member of one of the docker stage's .debs names
 that .deb; the sha256 of an output of an upstream stage built from source
 names that stage's sources (BusyBox, the kernel, ...); else it is the
-pipeline's own (init, the scripts). It describes neither itself nor the
-artifacts that hold the image: nothing circular."""
+pipeline's own (init, the scripts). Each package carries its copyright
+notices (legal.copyright_text) and the sha512 of its file, read here where
+the sources are: dist/'s SBOMs take them from this document. It describes
+neither itself nor the artifacts that hold the image: nothing circular."""
 from __future__ import annotations
 
 import hashlib
@@ -71,8 +73,14 @@ def build(ctx: StageContext) -> None:
     for line in (ctx.deps["rootfs"] / "etc" / "os-release").read_text().splitlines():
         if line.startswith("VERSION_ID="):
             version = line.split("=", 1)[1].strip('"')
+    # What the sources say of themselves: copyright notices, sha512.
+    notices, sha512 = {}, {}
+    for s in sources:
+        if s.name in ctx.sources:
+            notices[s.name] = legal.copyright_text(ctx.sources[s.name], s.file)
+            sha512[s.name] = _sha(ctx.sources[s.name], "sha512")
     doc = sbom.image_document(ctx.lane, ctx.source_date_epoch, f"onlydocker-{__version__}", version, sources,
-                              ctx.lock.builder.suite, tuple(files))
+                              ctx.lock.builder.suite, tuple(files), copyrights=notices, sha512=sha512)
     out = ctx.out / sbom.IMAGE_PATH
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(readable_json(doc))
