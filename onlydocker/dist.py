@@ -8,6 +8,7 @@ still completes and says it is unsigned.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,9 +29,9 @@ SUMS_SIG = "SHA256SUMS.minisig"
 STATEMENT = "provenance.intoto.json"
 ENVELOPE = "provenance.intoto.dsse.json"
 SBOM3 = sbom3.FILE
-IMAGE_SBOM_STAGE = "image-sbom"     # its output: the image's own SBOM, which states the sources' notices
-# Where the image keeps the SBOM of its own contents (as Talos keeps
-# /usr/share/spdx): written by the image-sbom stage, its own layer.
+# The stage that writes the SBOM the image keeps of its own contents (as Talos
+# keeps /usr/share/spdx), a layer of its own; it states the sources' notices.
+IMAGE_SBOM_STAGE = "image-sbom"
 SUPPLIER_ENV = "ONLYDOCKER_SUPPLIER"
 # The modules that write dist/'s metadata: a change to one republishes.
 SBOM_CODE = ("dist.py", "sbom.py", "sbom3.py", "legal.py", "provenance.py")
@@ -259,7 +260,7 @@ def sbom_inputs(ws, stages, sums: dict[str, str], settings, sha512: dict[str, st
         image_stage=IMAGE_STAGE, image_files=image_files(ws, stages),
         release=release(ws), supplier=supplier(), suite=ws.lock.builder.suite,
         copyrights=notices, artifact_sha512=dict(sha512 or {}),
-        project_license=_project_license(), source_sha512=source_sha512, sbom_files=(SBOM3,))
+        project_license=sbom.PROJECT_LICENSE, source_sha512=source_sha512, sbom_files=(SBOM3,))
 
 
 def publish(ws, stages, settings, log=print) -> None:
@@ -302,8 +303,7 @@ def publish(ws, stages, settings, log=print) -> None:
     (tmp / SBOM3).write_bytes(sbom3.render(inputs))
     sums[SBOM3] = sha256_file(tmp / SBOM3)
     sha512[SBOM3] = _sha512(tmp / SBOM3)
-    from dataclasses import replace
-    (tmp / SBOM).write_bytes(sbom.render(replace(inputs, artifacts=dict(sums), artifact_sha512=dict(sha512))))
+    (tmp / SBOM).write_bytes(sbom.render(dataclasses.replace(inputs, artifacts=dict(sums), artifact_sha512=dict(sha512))))
     sums[SBOM] = sha256_file(tmp / SBOM)
     sums_text = "".join(f"{h}  {n}\n" for n, h in sorted(sums.items()))
     (tmp / SUMS).write_text(sums_text)
@@ -347,14 +347,6 @@ def publish(ws, stages, settings, log=print) -> None:
             f"(public key: {public_key_path(settings)})")
     else:
         log(f"UNSIGNED: no signing key at {settings.signing_key}; make one with `doit keygen`")
-
-
-def _project_license() -> str | None:
-    from importlib.metadata import PackageNotFoundError, metadata
-    try:
-        return metadata("onlydocker")["License"] or None
-    except PackageNotFoundError:
-        return None
 
 
 def _sha512(path: Path) -> str:

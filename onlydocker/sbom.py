@@ -39,6 +39,8 @@ NOASSERTION = "NOASSERTION"
 # supplier of every artifact and stage output, and a creator of the SBOM.
 DEFAULT_SUPPLIER = "Organization: Only Docker project"
 DEBIAN = "Organization: Debian"
+# The pipeline's own license (pyproject.toml's): of what it writes itself.
+PROJECT_LICENSE = "Apache-2.0"
 # Debian's releases by code name, as purl's `distro` qualifier writes them.
 DEBIAN_VERSIONS = {"jessie": "8", "stretch": "9", "buster": "10", "bullseye": "11", "bookworm": "12",
                    "trixie": "13"}

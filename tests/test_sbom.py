@@ -410,6 +410,11 @@ def test_copyright_notices_from_copyright_files_and_source_headers():
         "Copyright (c) 2002-2020 Matt Johnston", "Portions copyright (c) 2004 Mihnea Stoenescu"]
 
 
+def test_the_project_license_is_pyproject_tomls():
+    import tomllib
+    assert tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["license"]["text"] == sbom.PROJECT_LICENSE
+
+
 def test_the_release_and_the_supplier_setting(tmp_path, monkeypatch):
     from onlydocker import dist
     from onlydocker.errors import BuildError
