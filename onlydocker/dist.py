@@ -8,13 +8,14 @@ still completes and says it is unsigned.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
 
-from . import atomic, box, provenance, sbom, sign, snapshot
+from . import atomic, box, provenance, sbom, sbom3, sign, snapshot
 from .errors import BuildError
 from .hashing import sha256_file
 from .verify import SBOM
@@ -27,6 +28,13 @@ SUMS = "SHA256SUMS"
 SUMS_SIG = "SHA256SUMS.minisig"
 STATEMENT = "provenance.intoto.json"
 ENVELOPE = "provenance.intoto.dsse.json"
+SBOM3 = sbom3.FILE
+# The stage that writes the SBOM the image keeps of its own contents (as Talos
+# keeps /usr/share/spdx), a layer of its own; it states the sources' notices.
+IMAGE_SBOM_STAGE = "image-sbom"
+SUPPLIER_ENV = "ONLYDOCKER_SUPPLIER"
+# The modules that write dist/'s metadata: a change to one republishes.
+SBOM_CODE = ("dist.py", "sbom.py", "sbom3.py", "legal.py", "provenance.py")
 
 
 def dist_dir(ws) -> Path:
@@ -62,6 +70,9 @@ def _inputs(ws, stages, settings) -> dict:
         "box_base_url": settings.box_base_url,
         # The provenance names the pipeline's own source: a commit, another provenance.
         "source": _source(settings),
+        # The SBOMs name the publisher; another SBOM writer, other SBOMs.
+        "supplier": supplier(),
+        "code": {m: sha256_file(Path(__file__).with_name(m)) for m in SBOM_CODE},
     }
 
 
@@ -80,6 +91,50 @@ def _lock_identity(ws, settings) -> dict:
     root = settings.root.resolve()
     return {"path": str(path.relative_to(root)) if path.is_relative_to(root) else path.name,
             "digest": {"sha256": sha256_file(ws.lock.path)}}
+
+
+def supplier(env=None) -> str:
+    """Who publishes the lane's artifacts, as an SPDX supplier
+    ("Organization: <name>" or "Person: <name> (<email>)"): ONLYDOCKER_SUPPLIER,
+    else the project. One clear line for anything else."""
+    value = (os.environ if env is None else env).get(SUPPLIER_ENV, "").strip() or sbom.DEFAULT_SUPPLIER
+    if not value.startswith(("Organization: ", "Person: ")) or not value.split(": ", 1)[1].strip():
+        raise BuildError(f"{SUPPLIER_ENV}={value!r}: expected \"Organization: <name>\" or \"Person: <name>\"")
+    return value
+
+
+def release(ws) -> str:
+    """The version of everything the lane publishes: the pipeline's version,
+    then the lane and the first 12 hex digits of its lock's sha256
+    (onlydocker 0.1.0, lane bookworm: "0.1.0+bookworm.1a2b3c4d5e6f"). The
+    code and the lock are what make the artifacts: another lock, another
+    release; the lock's digest is in dist.state.json and legal-info's README."""
+    from . import __version__
+    return f"{__version__}+{ws.lane}.{sha256_file(ws.lock.path)[:12]}"
+
+
+def source_facts(ws) -> tuple[dict[str, str], dict[str, str]]:
+    """(source name -> copyright notices, source name -> sha512), as the
+    image's own SBOM states them: the image-sbom stage reads them from the
+    sources (legal.copyright_text), so that dist/ is made of stage outputs
+    and the lock, never of what this machine's cache holds."""
+    path = ws.paths.stage_dir(IMAGE_SBOM_STAGE) / sbom.IMAGE_PATH
+    try:
+        return sbom.source_facts(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return {}, {}
+    except ValueError as e:
+        raise BuildError(f"{path}: not a readable SPDX JSON document ({e})") from None
+
+
+def tool_copyrights(settings, tar_sha256: str) -> dict[str, str]:
+    """The builder's package name -> its copyright notices, from the builder
+    image's tar (legal.builder_copyrights), which the builder task keeps in
+    the cache (restoring it from a remote cache if need be). Without it:
+    none (NOASSERTION)."""
+    from .legal import builder_copyrights
+    tar = settings.cache_dir / "builders" / f"{tar_sha256}.tar.zst"
+    return builder_copyrights(tar) if tar.is_file() else {}
 
 
 def is_current(ws, stages, settings) -> bool:
@@ -195,7 +250,7 @@ def image_files(ws, stages) -> tuple[sbom.ImageFile, ...]:
     return tuple(out)
 
 
-def sbom_inputs(ws, stages, sums: dict[str, str], settings) -> sbom.Inputs:
+def sbom_inputs(ws, stages, sums: dict[str, str], settings, sha512: dict[str, str] | None = None) -> sbom.Inputs:
     from . import __version__
     from .legal import patch_series
     sources = tuple(s for s in ws.lock.sources if s.pinned)
@@ -211,14 +266,20 @@ def sbom_inputs(ws, stages, sums: dict[str, str], settings) -> sbom.Inputs:
                                     sources=tuple(s.name for s in ws.sources.of(decl)),
                                     container=decl.kind == "container"))
     record = ws.paths.builder()
+    arch = {d.name: d.architecture for d in ws.lock.builder.debs}
+    notices, source_sha512 = source_facts(ws)
     return sbom.Inputs(
         lane=ws.lane, epoch=ws.lock.lane.source_date_epoch, tool=f"onlydocker-{__version__}",
         sources=sources, locations={s.name: _location(s.urls[0]) for s in sources},
         artifacts=dict(sums), artifact_stage={name: d.name for d in stages.values() for _, name in d.artifacts},
         stages=tuple(infos), patches=tuple(patches),
         builder={"tar_sha256": record["tar_sha256"], "packages": record.get("packages", []),
-                 "suite": ws.lock.builder.suite},
-        image_stage=IMAGE_STAGE, image_files=image_files(ws, stages))
+                 "suite": ws.lock.builder.suite, "arch": arch,
+                 "copyrights": tool_copyrights(settings, record["tar_sha256"])},
+        image_stage=IMAGE_STAGE, image_files=image_files(ws, stages),
+        release=release(ws), supplier=supplier(), suite=ws.lock.builder.suite,
+        copyrights=notices, artifact_sha512=dict(sha512 or {}),
+        project_license=sbom.PROJECT_LICENSE, source_sha512=source_sha512, sbom_files=(SBOM3,))
 
 
 def publish(ws, stages, settings, log=print) -> None:
@@ -229,7 +290,7 @@ def publish(ws, stages, settings, log=print) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    sums = {}
+    sums, sha512 = {}, {}
     relinked = []
     for name, src in sorted(found.items()):
         dst = tmp / name
@@ -241,6 +302,7 @@ def publish(ws, stages, settings, log=print) -> None:
             linked = False
         before = snapshot.take_file(dst)
         sums[name] = sha256_file(dst)
+        sha512[name] = _sha512(dst)
         if linked:
             relinked.append((src, sums[name], before))
     # The Vagrant catalog: written here, not in the box stage, so that its
@@ -252,9 +314,16 @@ def publish(ws, stages, settings, log=print) -> None:
                 raise BuildError(f"artifact name {box.CATALOG!r} is published by two stages")
             (tmp / box.CATALOG).write_text(box.catalog_from_template(template, settings.box_base_url, ws.lane))
             sums[box.CATALOG] = sha256_file(tmp / box.CATALOG)
-    # The SBOM names every artifact (the catalog too) by its hash, and is itself
-    # listed in SHA256SUMS (so signed with it) and a subject of the provenance.
-    (tmp / SBOM).write_bytes(sbom.render(sbom_inputs(ws, stages, sums, settings)))
+            sha512[box.CATALOG] = _sha512(tmp / box.CATALOG)
+    # The SBOMs (SPDX 2.3 and 3.0.1) name every artifact (the catalog too) by
+    # its hash, and are themselves listed in SHA256SUMS (so signed with it)
+    # and subjects of the provenance.
+    # The SPDX 3 one first: the SPDX 2.3 one lists it (and verify checks its hash).
+    inputs = sbom_inputs(ws, stages, sums, settings, sha512)
+    (tmp / SBOM3).write_bytes(sbom3.render(inputs))
+    sums[SBOM3] = sha256_file(tmp / SBOM3)
+    sha512[SBOM3] = _sha512(tmp / SBOM3)
+    (tmp / SBOM).write_bytes(sbom.render(dataclasses.replace(inputs, artifacts=dict(sums), artifact_sha512=dict(sha512))))
     sums[SBOM] = sha256_file(tmp / SBOM)
     sums_text = "".join(f"{h}  {n}\n" for n, h in sorted(sums.items()))
     (tmp / SUMS).write_text(sums_text)
@@ -267,7 +336,8 @@ def publish(ws, stages, settings, log=print) -> None:
         subjects=sums, materials=_materials(ws),
         builder={"id": "https://onlydocker.invalid/pipeline", "version": {"onlydocker": _engine_version()}},
         stage_keys=stage_keys, lane=ws.lane, epoch=ws.lock.lane.source_date_epoch,
-        lock=_lock_identity(ws, settings), source=source, settings={"box_base_url": settings.box_base_url})
+        lock=_lock_identity(ws, settings), source=source,
+        settings={"box_base_url": settings.box_base_url, "supplier": state["supplier"]})
     payload = provenance.canonical_json(statement)
     (tmp / STATEMENT).write_bytes(payload)
 
@@ -301,6 +371,11 @@ def publish(ws, stages, settings, log=print) -> None:
             f"(public key: {public_key_path(settings)})")
     else:
         log(f"UNSIGNED: no signing key at {settings.signing_key}; make one with `doit keygen`")
+
+
+def _sha512(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha512").hexdigest()
 
 
 def _engine_version() -> str:

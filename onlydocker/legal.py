@@ -22,6 +22,7 @@ import csv
 import hashlib
 import io
 import os
+import re
 import shutil
 import tempfile
 from contextlib import ExitStack
@@ -225,3 +226,108 @@ def write(lock, fetcher, root: Path, dest: Path, in_image: set[str] = frozenset(
         return rows
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# A copyright notice as written in a license file: "Copyright (c) 2002-2020
+# Matt Johnston", "Portions copyright (C) 2004 ...", "Copyright 1995 by ...".
+_NOTICE = re.compile(r"^\s*(?:portions\s+)?copyright\s*:?\s*(?:\(c\)|©)?\s*(?:\d{4}|by\b)", re.I)
+# The notice at the top of a license text is the license text's own (the
+# FSF's GPL), not the package's.
+_LICENSE_TEXT = re.compile(r"GNU (?:LESSER |LIBRARY )?GENERAL PUBLIC LICENSE|Apache License|Mozilla Public License")
+
+
+def _notice(value: str) -> str:
+    """A DEP-5 Copyright value ("2012 Docker, Inc.") as a notice."""
+    v = value.strip()
+    return v if not v or v.lower().startswith("copyright") else f"Copyright {v}"
+
+
+def copyright_notices(texts: list[tuple[str, bytes]], deb: bool) -> list[str]:
+    """The copyright notices of a package, in order, each once: of a .deb,
+    its copyright file's `Copyright:` fields (machine-readable format, with
+    continuation lines) or else its notice lines; of a source tarball, the
+    notice lines of its license files (not those of a license text itself)."""
+    out: list[str] = []
+    for _, data in texts:
+        text = data.decode("utf-8", errors="replace")
+        lines = text.splitlines()
+        if deb and text.startswith("Format:"):
+            field = False
+            for line in lines:
+                if line.startswith("Copyright:"):
+                    field = True
+                    out.append(_notice(line.removeprefix("Copyright:")))
+                elif field and line[:1] in (" ", "\t") and line.strip() != ".":
+                    out.append(_notice(line))
+                else:
+                    field = False
+            continue
+        license_text = not deb and _LICENSE_TEXT.search(text)
+        for line in lines:
+            if _NOTICE.match(line) and not (license_text and "Free Software Foundation" in line):
+                out.append(line.strip())
+    return list(dict.fromkeys(n for n in out if n))
+
+
+HEADER_LINES = 40              # where a source file states its copyright
+MAX_TREE_NOTICES = 1000
+
+
+def tree_notices(path: Path, name: str) -> list[str]:
+    """The copyright notices in the headers (first HEADER_LINES lines) of a
+    source tarball's files, each once, in archive order (at most
+    MAX_TREE_NOTICES)."""
+    out: dict[str, None] = {}
+
+    def want(parts, m):
+        return m.size <= MAX_LICENSE_BYTES and len(out) < MAX_TREE_NOTICES
+    for _, data in _archive_files(path, name, want):
+        if b"\0" in data[:1024]:
+            continue                # not text
+        for line in data.decode("utf-8", errors="replace").splitlines()[:HEADER_LINES]:
+            text = re.sub(r"^[\s/*#;!%-]*", "", line).strip().rstrip("*/ ").strip()
+            if _NOTICE.match(text) and len(text) < 200:
+                out.setdefault(text)
+    return list(out)[:MAX_TREE_NOTICES]
+
+
+def copyright_text(path: Path, name: str) -> str | None:
+    """The package's copyright notices as one text, else None (nothing the
+    archive says: SPDX's NOASSERTION): its copyright or license files', and
+    for a source tarball whose license files state none, its files' headers'."""
+    deb = name.endswith((".deb", ".udeb"))
+    notices = copyright_notices(license_texts(path, name), deb)
+    if not notices and not deb and is_archive(name):
+        notices = tree_notices(path, name)
+    return "\n".join(notices) or None
+
+
+def builder_copyrights(tar_zst: Path) -> dict[str, str]:
+    """Package name -> the copyright notices of its copyright file, for the
+    builder image's packages (usr/share/doc/<package>/copyright in the
+    image's tar, as the builder cache keeps it: zstd; a doc folder that is a
+    link to another package's counts as that one's). A package without one
+    has none here."""
+    import tarfile
+
+    import zstandard
+    texts: dict[str, bytes] = {}
+    links: dict[str, str] = {}
+    with open(tar_zst, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as f, \
+            tarfile.open(fileobj=f, mode="r|") as tf:
+        for m in tf:
+            parts = [p for p in m.name.split("/") if p not in ("", ".")]
+            if len(parts) == 4 and parts[:3] == ["usr", "share", "doc"] and m.issym():
+                links[parts[3]] = m.linkname.rstrip("/").rsplit("/", 1)[-1]
+            elif len(parts) == 5 and parts[:3] == ["usr", "share", "doc"] and parts[4] == "copyright" \
+                    and m.isfile() and m.size <= MAX_LICENSE_BYTES:
+                texts[parts[3]] = tf.extractfile(m).read()
+    for name, target in links.items():
+        if name not in texts and target in texts:
+            texts[name] = texts[target]
+    out = {}
+    for name, data in texts.items():
+        notices = copyright_notices([("copyright", data)], deb=True)
+        if notices:
+            out[name] = "\n".join(notices)
+    return out

@@ -142,6 +142,7 @@ class Provenance:
     materials: list[dict]
     subjects: dict[str, str]
     box_base_url: str | None = None     # externalParameters.settings: the catalog's base URL
+    supplier: str | None = None         # and the SBOMs' supplier (ONLYDOCKER_SUPPLIER)
 
 
 def parse_provenance(data: bytes, sums: dict[str, str]) -> Provenance:
@@ -192,7 +193,10 @@ def parse_provenance(data: bytes, sums: dict[str, str]) -> Provenance:
     if box_base_url is not None and not (isinstance(box_base_url, str)
                                          and re.fullmatch(r"(https?|file)://\S+", box_base_url)):
         raise bad(f"externalParameters.settings.box_base_url {box_base_url!r} is not an http(s) or file URL")
-    return Provenance(lane, lock, source, materials, subjects, box_base_url)
+    supplier = (ext.get("settings") or {}).get("supplier") if isinstance(ext.get("settings"), dict) else None
+    if supplier is not None and not (isinstance(supplier, str) and supplier.startswith(("Organization: ", "Person: "))):
+        raise bad(f"externalParameters.settings.supplier {supplier!r} is not an SPDX supplier")
+    return Provenance(lane, lock, source, materials, subjects, box_base_url, supplier)
 
 
 # --- the checkout ------------------------------------------------------------------
@@ -445,6 +449,8 @@ def run(where: str, settings, release_key: Path, rebuilder_key: Path, legal_info
     if prov.box_base_url:
         # The release's catalog names its boxes under the publisher's URL: the same here.
         env["ONLYDOCKER_BOX_BASE_URL"] = prov.box_base_url
+    if prov.supplier:
+        env["ONLYDOCKER_SUPPLIER"] = prov.supplier      # the SBOMs name the release's publisher
     log(f"rebuild: building lane {prov.lane} from scratch in {clone} (no stage cache)")
     rc = _doit(clone, clone / prov.lock["path"], ["build"], env, log)
     if rc != 0:

@@ -58,6 +58,12 @@ def check_selftest(result: boot.BootResult) -> None:
     assert "selftest: ok: a container runs on the bridge" in text
     assert "lease of 10.0.2.15 obtained" in text, "the DHCP container got no lease"
     assert "starting the console container from" in text
+    # The SBOM the image keeps of its own contents (issue 27): Docker's and BusyBox's packages.
+    assert "selftest: ok: the image's SBOM is in /usr/share/spdx" in text
+    assert re.search(r"^pkg:deb/debian/docker\.io@[^?\s]+\?arch=amd64&distro=debian-\d+\r?$", text, re.M), \
+        "the image's SBOM names no docker.io package"
+    assert re.search(r"^pkg:deb/debian/busybox@[^?\s]+\?arch=source&distro=debian-\d+\r?$", text, re.M), \
+        "the image's SBOM names no busybox package"
 
 
 def test_boot_needs_an_image(tmp_path):

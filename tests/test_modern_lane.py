@@ -57,7 +57,8 @@ def test_full_build_publishes_signed_artifacts(lane):
     assert "source: not a git work tree" in lane.first.stdout
     # The setting that changes the catalog's bytes, so that a rebuild uses the same.
     from onlydocker import config
-    assert external["settings"] == {"box_base_url": config.load(env=lane.env, root=lane.root).box_base_url}
+    assert external["settings"] == {"box_base_url": config.load(env=lane.env, root=lane.root).box_base_url,
+                                    "supplier": "Organization: Only Docker project"}
 
 
 def test_a_fresh_clone_restores_the_whole_lane_from_the_remote_cache_without_building(lane, tmp_path):

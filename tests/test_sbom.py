@@ -280,7 +280,8 @@ license = "MIT"
     statement = json.loads((d / "provenance.intoto.json").read_text())
     assert {s["name"]: s["digest"]["sha256"] for s in statement["subject"]} == sums
     assert {p.file_name: p.checksums[0].value for p in doc.packages if p.spdx_id.startswith("SPDXRef-Artifact-")} \
-        == {"vmlinuz": hashlib.sha256(b"kernel").hexdigest()}
+        == {"vmlinuz": hashlib.sha256(b"kernel").hexdigest(), "onlydocker.spdx3.json": sums["onlydocker.spdx3.json"]}
+    load_spdx3((d / "onlydocker.spdx3.json").read_bytes())       # the same build in SPDX 3.0.1, valid
     patch = next(f for f in doc.files if f.name.startswith("./patches/"))
     assert patch.name == "./patches/busybox/0001-x.patch" and \
         {c.value for c in patch.checksums} == {hashlib.sha1(PATCH).hexdigest(), hashlib.sha256(PATCH).hexdigest()}
@@ -308,3 +309,135 @@ license = "MIT"
     # The lock changes (a license), no stage does: dist/ is out of date (the SBOM says licenses).
     lk.path.write_text(lk.path.read_text().replace('license = "gpl-2.0-only"', 'license = "GPL-2.0-or-later"'))
     assert json.loads((ws.out / "dist.state.json").read_text()) != dist._inputs(ws, stages, settings)
+
+
+# --- issue 27: what compliance checkers and scanners read ---------------------
+
+def load_spdx3(data: bytes):
+    """The SPDX 3.0.1 document as spdx-python-model loads it (offline): its
+    deserializer refuses wrong types; linking finds every reference; writing
+    it again refuses a missing required property."""
+    import io
+    from spdx_python_model.bindings import v3_0_1 as spdx3
+    objects = spdx3.SHACLObjectSet()
+    spdx3.JSONLDDeserializer().read(io.BytesIO(data), objects)
+    missing = objects.link()
+    # The only ids not in the document: SPDX's own individuals (e.g. NoAssertionElement).
+    assert {m for m in missing if not m.startswith("https://spdx.org/rdf/3.0.1/terms/")} == set()
+    spdx3.JSONLDSerializer().write(objects, io.BytesIO())
+    return spdx3, objects
+
+
+def test_the_spdx3_document_is_valid_3_0_1_and_holds_the_build(tmp_path):
+    from onlydocker import sbom3
+    lk = tiny_lock(tmp_path)
+    inp = inputs(lk, release="0.1.0+tiny.abc", suite="bookworm", artifact_sha512={"vmlinuz": "5" * 128},
+                 copyrights={"busybox": "Copyright (C) 1999 Erik Andersen"})
+    data = sbom3.render(inp)
+    assert data == sbom3.render(inp)                         # same inputs, same bytes
+    spdx3, objects = load_spdx3(data)
+    [doc] = objects.foreach_type(spdx3.SpdxDocument)
+    [bom] = doc.rootElement
+    assert isinstance(bom, spdx3.software_Sbom) and list(bom.software_sbomType) == [spdx3.software_SbomType.build]
+    pkgs = {p.name: p for p in objects.foreach_type(spdx3.software_Package)}
+    assert {p.name for p in bom.rootElement} == {"vmlinuz", "initrd"}
+    assert pkgs["vmlinuz"].software_packageVersion == "0.1.0+tiny.abc"
+    assert pkgs["busybox"].software_copyrightText == "Copyright (C) 1999 Erik Andersen"
+    assert pkgs["busybox"].software_packageUrl == "pkg:deb/debian/busybox@1.35.0?arch=source&distro=debian-12"
+    builds = {b.build_buildId: b for b in objects.foreach_type(spdx3.build_Build)}
+    assert set(builds) == {"tiny/busybox/k1", "tiny/docker/k2", "tiny/kernel/k3", "tiny/initrd/k4"}
+    rels = {(getattr(r.from_, "spdxId", r.from_), r.relationshipType.rsplit("/", 1)[-1],
+             tuple(sorted(getattr(t, "spdxId", t) for t in r.to))) for r in objects.foreach_type(spdx3.Relationship)}
+    kinds = {t for _, t, _ in rels}
+    assert {"hasInput", "hasOutput", "usesTool", "contains", "hasDistributionArtifact", "hasConcludedLicense",
+            "hasDeclaredLicense", "patchedBy", "dependsOn"} <= kinds
+    busybox_build = builds["tiny/busybox/k1"].spdxId
+    assert any(f == busybox_build and t == "hasInput" and pkgs["busybox"].spdxId in to for f, t, to in rels)
+    # The builder's packages are tools of the container stages' builds, with their purls.
+    tools = {t.name: t for t in objects.foreach_type(spdx3.Tool)}
+    assert [e.identifier for e in tools["gcc-12 12.2.0-14"].externalIdentifier] == \
+        ["pkg:deb/debian/gcc-12@12.2.0-14?distro=debian-12"]
+    assert not any(f == builds["tiny/initrd/k4"].spdxId and t == "usesTool" for f, t, _ in rels)  # a python stage
+
+
+def test_purls_cpes_suppliers_and_versions_scanners_read(tmp_path):
+    lk = tiny_lock(tmp_path)
+    raw = json.loads(sbom.render(inputs(lk, release="0.1.0+tiny.abc", suite="bookworm",
+                                        builder={"tar_sha256": SHA["tar"], "packages": ["gcc-12=12.2.0-14"],
+                                                 "suite": "bookworm", "arch": {"gcc-12": "amd64"}})))
+    pkgs = {p["SPDXID"]: p for p in raw["packages"]}
+    refs = {p["name"]: {r["referenceType"]: r["referenceLocator"] for r in p.get("externalRefs", [])}
+            for p in raw["packages"]}
+    assert refs["libselinux1"]["purl"] == "pkg:deb/debian/libselinux1@3.4-1%2Bb6?arch=amd64&distro=debian-12"
+    assert refs["busybox"]["cpe23Type"] == "cpe:2.3:a:busybox:busybox:1.35.0:*:*:*:*:*:*:*"
+    assert refs["gcc-12"]["purl"] == "pkg:deb/debian/gcc-12@12.2.0-14?arch=amd64&distro=debian-12"
+    assert "purl" not in refs["libdevmapper1.02.1"]          # not from Debian's archive: no Debian purl
+    assert pkgs["SPDXRef-Source-busybox"]["supplier"] == "Organization: Debian"
+    assert pkgs["SPDXRef-Source-libdevmapper1.02.1"]["supplier"] == "NOASSERTION"
+    for aid in ("SPDXRef-Artifact-vmlinuz", "SPDXRef-Stage-kernel"):
+        assert (pkgs[aid]["versionInfo"], pkgs[aid]["supplier"]) == ("0.1.0+tiny.abc", sbom.DEFAULT_SUPPLIER)
+    assert sorted(raw["creationInfo"]["creators"]) == ["Organization: Only Docker project", "Tool: onlydocker-test"]
+    # Every package hangs from an artifact (NTIA's checker ignores a floating one).
+    edges = {}
+    for r in raw["relationships"]:
+        if r["relationshipType"] in ("DESCRIBES", "CONTAINS", "DEPENDS_ON"):
+            edges.setdefault(r["spdxElementId"], set()).add(r["relatedSpdxElement"])
+    seen, todo = set(), ["SPDXRef-DOCUMENT"]
+    while todo:
+        n = todo.pop()
+        if n not in seen:
+            seen.add(n)
+            todo.extend(edges.get(n, ()))
+    assert set(pkgs) <= seen
+    # CPEs: the upstream version, escaped as CPE 2.3 wants.
+    assert sbom.cpe("docker.io", "20.10.24+dfsg1-1+deb12u1+b6") == "cpe:2.3:a:docker:docker:20.10.24:*:*:*:*:*:*:*"
+    assert sbom.cpe("containerd", "1.6.20~ds1-1+deb12u3").split(":")[5] == "1.6.20"
+    assert sbom.cpe("runc", "1:1.1.5+ds1-1").split(":")[3:6] == ["linuxfoundation", "runc", "1.1.5"]
+    assert sbom.cpe("tini", "0.19.0-1") is None
+    assert sbom.distro("bookworm") == "debian-12" and sbom.distro("sid") == "sid"
+
+
+def test_copyright_notices_from_copyright_files_and_source_headers():
+    from onlydocker import legal
+    dep5 = (b"Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
+            b"Files: *\nCopyright: 2012-2018 Docker, Inc.\n 2015 John Howard\nLicense: Apache-2.0\n\n"
+            b"Files: debian/*\nCopyright: Copyright (c) 2015 Thomas Orozco\nLicense: MIT\n")
+    assert legal.copyright_notices([("usr/share/doc/x/copyright", dep5)], deb=True) == [
+        "Copyright 2012-2018 Docker, Inc.", "Copyright 2015 John Howard", "Copyright (c) 2015 Thomas Orozco"]
+    gpl = b"GNU GENERAL PUBLIC LICENSE\nCopyright (C) 1989, 1991 Free Software Foundation, Inc.\n"
+    mit = b"Copyright (c) 2002-2020 Matt Johnston\nPortions copyright (c) 2004 Mihnea Stoenescu\n"
+    assert legal.copyright_notices([("COPYING", gpl), ("LICENSE", mit)], deb=False) == [
+        "Copyright (c) 2002-2020 Matt Johnston", "Portions copyright (c) 2004 Mihnea Stoenescu"]
+
+
+def test_the_project_license_is_pyproject_tomls():
+    import tomllib
+    assert tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["license"]["text"] == sbom.PROJECT_LICENSE
+
+
+def test_the_release_and_the_supplier_setting(tmp_path, monkeypatch):
+    from onlydocker import dist
+    from onlydocker.errors import BuildError
+    assert dist.supplier({}) == "Organization: Only Docker project"
+    assert dist.supplier({"ONLYDOCKER_SUPPLIER": "Organization: ACME"}) == "Organization: ACME"
+    with pytest.raises(BuildError, match="ONLYDOCKER_SUPPLIER='ACME': expected \"Organization: <name>\""):
+        dist.supplier({"ONLYDOCKER_SUPPLIER": "ACME"})
+    lk = tiny_lock(tmp_path)
+
+    class WS:
+        lane, lock = "tiny", lk
+    assert dist.release(WS) == f"0.1.0+tiny.{hashlib.sha256(lk.path.read_bytes()).hexdigest()[:12]}"
+
+
+def test_the_image_sbom_describes_its_files_and_packages_not_itself(tmp_path):
+    lk = tiny_lock(tmp_path)
+    files = (sbom.ImageFile("bin/busybox", "a" * 64, "a" * 40, ("busybox",)),
+             sbom.ImageFile("init", "b" * 64, "b" * 40))
+    data = sbom.canonical_json(sbom.image_document("tiny", lk.lane.source_date_epoch, "onlydocker-test",
+                                                   "20.10-tiny", lk.sources, "bookworm", files))
+    doc = validated(tmp_path, data)
+    assert {f.name for f in doc.files} == {"./bin/busybox", "./init"}
+    rels = {(r.spdx_element_id, r.relationship_type.name, r.related_spdx_element_id) for r in doc.relationships}
+    assert ("SPDXRef-Image", "CONTAINS", "SPDXRef-Source-busybox") in rels
+    assert (sbom.spdx_id("File", "bin/busybox"), "GENERATED_FROM", "SPDXRef-Source-busybox") in rels
+    assert b"pkg:deb/debian/busybox@1.35.0?arch=source&distro=debian-12" in data
