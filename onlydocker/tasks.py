@@ -158,8 +158,20 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
     def users(s) -> list:
         return users_of.get(s.name, [])
 
+    cached_memo: dict[str, bool] = {}
+
+    def cached(d) -> bool:
+        # A stage that needs others has a key that their outputs make, known
+        # only once they are made: it counts as cached when every stage it
+        # needs does. A guess on the side of not fetching: when it is wrong,
+        # the stage builds and fetches its sources itself (sources.verified).
+        if d.name not in cached_memo:
+            cached_memo[d.name] = (all(cached(stages[n]) for n in d.needs) if d.needs
+                                   else ws.cached(d, builder_sha()))
+        return cached_memo[d.name]
+
     def users_cached(s) -> bool:
-        return bool(users(s)) and all(ws.cached(d, builder_sha()) for d in users(s))
+        return bool(users(s)) and all(cached(d) for d in users(s))
 
     # Whether a stage will stay as out/ holds it this run: its outputs are
     # there and so are those of every stage it needs, so none of them runs.
