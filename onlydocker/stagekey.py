@@ -16,7 +16,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,9 +37,10 @@ PACKAGE = Path(__file__).parent
 ENTRY = f"{KINDS['python']}:build"
 
 
-def _imports_of(tree: ast.AST) -> Iterable[str]:
-    """The names of our own modules a module's source imports (at the top or
-    inside functions), except under `if TYPE_CHECKING:` (types only)."""
+def _imports_of(tree: ast.AST) -> Iterable[tuple[int, str, tuple[str, ...]]]:
+    """Every import statement of a module's source (at the top or inside
+    functions) as (level, module, names), except under `if TYPE_CHECKING:`
+    (types only). `import a.b` is (0, "a.b", ())."""
     todo = [tree]
     while todo:
         node = todo.pop()
@@ -48,25 +49,62 @@ def _imports_of(tree: ast.AST) -> Iterable[str]:
             continue
         todo.extend(ast.iter_child_nodes(node))
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:
-                yield node.module.split(".")[0]
-            elif node.level == 1:
-                yield from (a.name for a in node.names)
-            elif node.level == 0 and (node.module or "").startswith(f"{PACKAGE.name}."):
-                yield node.module.split(".")[1]
-            elif node.level == 0 and node.module == PACKAGE.name:
-                yield from (a.name for a in node.names)
+            yield node.level, node.module or "", tuple(a.name for a in node.names)
         elif isinstance(node, ast.Import):
-            yield from (a.name.split(".")[1] for a in node.names if a.name.startswith(f"{PACKAGE.name}."))
+            yield from ((0, a.name, ()) for a in node.names)
 
 
-# sha256 of a module's source -> the modules of ours it imports: a pure
-# function of the bytes, so it is remembered (per process, and across runs in
+def module_file(dotted: str) -> Path | None:
+    """Our module by its dotted name below the package ("cpio", "formats.cpio";
+    a subpackage is its __init__.py), or None when it is not ours."""
+    base = PACKAGE.joinpath(*dotted.split("."))
+    for p in (base.with_name(base.name + ".py"), base / "__init__.py"):
+        if p.is_file():
+            return p
+    return None
+
+
+def module_key(dotted: str) -> str:
+    """How a module is named in a key: its path below the package
+    ("cpio.py", "formats/cpio.py", "formats/__init__.py")."""
+    return module_file(dotted).relative_to(PACKAGE).as_posix()
+
+
+def _ours(level: int, module: str, names: tuple[str, ...], here: str) -> Iterator[str]:
+    """The dotted names (below the package) of our modules one import
+    statement runs, in the module whose package is `here` ("" at the top):
+    the module named and, for `from X import n`, n when n is a module of X;
+    each with the packages above it (Python runs their __init__.py first)."""
+    if level:
+        parts = here.split(".") if here else []
+        if level - 1 > len(parts):
+            return
+        target = ".".join([*parts[:len(parts) - (level - 1)], *filter(None, [module])])
+    elif module == PACKAGE.name or module.startswith(f"{PACKAGE.name}."):
+        target = module[len(PACKAGE.name) + 1:]
+    else:
+        return
+    found = [target] if target else []
+    for n in names:
+        sub = f"{target}.{n}" if target else n
+        if module_file(sub) is not None:
+            found.append(sub)
+    for name in found:
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            if module_file(".".join(parts[:i])) is not None:
+                yield ".".join(parts[:i])
+
+
+# sha256 of a module's source -> its import statements: a pure function of
+# the bytes, so it is remembered (per process, and across runs in
 # out/<lane>/code-imports.json): a no-op need not parse the same modules again.
-_parsed: dict[str, list[str]] = {}
+_parsed: dict[str, list] = {}
 
 
-def _module_imports(path: Path) -> list[str]:
+def _module_imports(path: Path, here: str = "") -> list[str]:
+    """Our modules (dotted names) that the module at `path`, in the package
+    `here`, imports."""
     source = path.read_bytes()
     digest = hashlib.sha256(source).hexdigest()
     if digest not in _parsed:
@@ -74,8 +112,14 @@ def _module_imports(path: Path) -> list[str]:
             tree = ast.parse(source, str(path))
         except SyntaxError as e:       # a stage.py being edited: one line, as any bad input
             raise BuildError(f"{path}: line {e.lineno}: {e.msg}") from None
-        _parsed[digest] = sorted(set(_imports_of(tree)))
-    return _parsed[digest]
+        _parsed[digest] = sorted({(lv, m, n) for lv, m, n in _imports_of(tree)})
+    return sorted({name for lv, m, n in _parsed[digest] for name in _ours(lv, m, tuple(n), here)})
+
+
+def _well_formed(imports) -> bool:
+    return isinstance(imports, list) and all(
+        isinstance(i, list) and len(i) == 3 and isinstance(i[0], int) and isinstance(i[1], str)
+        and isinstance(i[2], list) and all(isinstance(n, str) for n in i[2]) for i in imports)
 
 
 def remembered_imports(memo: Path):
@@ -88,7 +132,9 @@ def remembered_imports(memo: Path):
             try:
                 known = json.loads(memo.read_text())
                 if isinstance(known, dict) and known.get("parser") == parser:
-                    _parsed.update({k: v for k, v in known.get("modules", {}).items() if isinstance(v, list)})
+                    # Each entry checked for its shape: a memo is a cache, never trusted to be right.
+                    _parsed.update({k: [(i[0], i[1], tuple(i[2])) for i in v]
+                                    for k, v in known.get("modules", {}).items() if _well_formed(v)})
             except (OSError, ValueError, AttributeError):
                 pass
             self.before = len(_parsed)
@@ -112,11 +158,13 @@ def code_closure(path: Path) -> set[str]:
     seen: set[str] = set()
     while todo:
         m = todo.pop()
-        module = PACKAGE / f"{m}.py"
-        if m in seen or not module.is_file():
+        module = module_file(m)
+        if m in seen or module is None:
             continue
         seen.add(m)
-        todo.extend(_module_imports(module))
+        # Relative imports resolve from the module's package (its own name, for an __init__.py).
+        here = m if module.name == "__init__.py" else m.rpartition(".")[0]
+        todo.extend(_module_imports(module, here))
     return seen
 
 
@@ -164,7 +212,7 @@ def key_inputs(decl: StageDecl, lane: Lane, sources: Sequence[Source], patches: 
         # (and re-compress) the initrd.
         with remembered_imports(memo):
             closure = code_closure(decl.dir / KINDS["python"]) | {"tarball"}
-        inputs["code"] = {f"{m}.py": sha256_file(PACKAGE / f"{m}.py") for m in sorted(closure)}
+        inputs["code"] = {module_key(m): sha256_file(module_file(m)) for m in sorted(closure)}
         if "compress" in closure:
             # The compressors' own versions (liblzma, zlib, zstandard) shape
             # the bytes as much as our code does.

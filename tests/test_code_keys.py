@@ -90,3 +90,57 @@ def test_a_python_stage_key_covers_its_stage_py_and_the_modules_it_imports(tmp_p
     (pkg / "writer.py").write_text("X = 2\n")
     third = key()
     assert len({first, second, third}) == 3
+
+
+@pytest.mark.parametrize("spelling", ["from .formats import writer", "from .formats.writer import X",
+                                      "from onlydocker.formats import writer", "import onlydocker.formats.writer",
+                                      "from . import formats"])
+def test_a_module_moved_into_a_subpackage_stays_in_the_key(tmp_path, monkeypatch, spelling):
+    """The writer the stage uses moves to formats/writer.py: editing it (or
+    the subpackage's __init__.py, which Python runs first) still changes the
+    key; editing a module no stage imports does not."""
+    import types
+    pkg = tmp_path / "onlydocker"
+    (pkg / "formats").mkdir(parents=True)
+    (pkg / "formats" / "__init__.py").write_text("from . import writer\n" if spelling.endswith("formats") else "")
+    (pkg / "formats" / "writer.py").write_text("from ..errors import E\nX = 1\n")
+    (pkg / "errors.py").write_text("E = 1\n")
+    (pkg / "helper.py").write_text(f"{spelling}\n")
+    (pkg / "unrelated.py").write_text("")
+    (pkg / "tarball.py").write_text("")
+    monkeypatch.setattr(stagekey, "PACKAGE", pkg)
+    d = tmp_path / "stages" / "p"
+    d.mkdir(parents=True)
+    (d / "stage.toml").write_text('description = "p"\nkind = "python"\noutputs = ["x"]\n')
+    (d / "stage.py").write_text("from onlydocker import helper\ndef build(ctx):\n    pass\n")
+    decl = load_stage(d)
+    lane = types.SimpleNamespace(name="l", source_date_epoch=1)
+
+    def key() -> str:
+        return stagekey.key(stagekey.key_inputs(decl, lane, [], [], {}, None, tmp_path / "memo.json"))
+
+    assert stagekey.code_closure(d / "stage.py") == {"helper", "formats", "formats.writer", "errors"}
+    first = key()
+    (pkg / "unrelated.py").write_text("Y = 1\n")
+    assert key() == first
+    (pkg / "formats" / "writer.py").write_text("from ..errors import E\nX = 2\n")
+    second = key()
+    assert second != first
+    (pkg / "errors.py").write_text("E = 2\n")       # reached by a relative import from the subpackage
+    assert key() != second
+
+
+def test_a_memo_of_another_shape_is_ignored_not_trusted(tmp_path):
+    """The imports memo is a cache: entries of another shape (an older
+    parser's, a damaged file) are parsed again, never used."""
+    import hashlib
+    import json
+    stage = tmp_path / "stage.py"
+    stage.write_text("from onlydocker import cpio\n")
+    digest = hashlib.sha256(stage.read_bytes()).hexdigest()
+    memo = tmp_path / "memo.json"
+    parser = stagekey.sha256_file(Path(stagekey.__file__))
+    memo.write_text(json.dumps({"parser": parser, "modules": {digest: ["cpio", "compress"]}}))
+    stagekey._parsed.pop(digest, None)
+    with stagekey.remembered_imports(memo):
+        assert "cpio" in stagekey.code_closure(stage)
