@@ -17,6 +17,9 @@ What each option removes (said before anything is removed; `-n` only says):
              other keys (other lanes, older builds) and the builder images
              (shared by every lane with the same [builder]) stay; the
              remote cache is never touched.
+  --kept     also the lane's kept build trees (kept.py: Docker volumes on
+             every engine of ONLYDOCKER_ENGINES, or the usual one); the next
+             build of those stages starts from a fresh extraction.
 
 A lane being built by another doit run is not cleaned (its run lock is held).
 """

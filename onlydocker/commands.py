@@ -364,20 +364,25 @@ class Clean(LaneCommand):
                     "help": "also the lane's kept incremental state: doit's database, the sources' checked "
                             "verdicts, the imports memo, the builder's record"},
                    {"name": "cache", "long": "cache", "type": bool, "default": False,
-                    "help": "also the stage cache entries of the keys the lane's stages in out/ were made from"})
+                    "help": "also the stage cache entries of the keys the lane's stages in out/ were made from"},
+                   {"name": "kept", "long": "kept", "type": bool, "default": False,
+                    "help": "also the lane's kept build trees (Docker volumes, `doit kept` lists them) on "
+                            "every engine: the next build of those stages starts from a fresh extraction"})
 
     def run(self, settings, lk, params, args):
         from . import clean
         from .tasks import RunLock
         if args:
             raise ConfigError(f"doit clean takes no arguments (got {' '.join(args)}); "
-                              f"--state and --cache say what else to remove")
+                              f"--state, --cache and --kept say what else to remove")
         out = settings.out_root / lk.lane.name
+        if not params["dryrun"] and out.is_dir():
+            RunLock(out / ".run.lock").acquire()      # not while a build writes there (or uses a kept tree)
+        if params["kept"]:
+            self._clean_kept(settings, lk, params["dryrun"])
         if not out.is_dir():
             print(f"lane {lk.lane.name}: nothing to remove ({out} does not exist)")
             return 0
-        if not params["dryrun"]:
-            RunLock(out / ".run.lock").acquire()      # not while a build writes there
         items = clean.plan(out, settings.stage_cache, state=params["state"], cache=params["cache"])
         if not items:
             print(f"lane {lk.lane.name}: nothing to remove in {out}")
@@ -390,6 +395,43 @@ class Clean(LaneCommand):
         total = clean.human(sum(r.size for r in items))
         print(f"lane {lk.lane.name}: {'would remove' if params['dryrun'] else 'removed'} {len(items)} path(s), "
               f"{total}" + ("" if params["cache"] else "; every cache kept"))
+        return 0
+
+
+    @staticmethod
+    def _clean_kept(settings, lk, dryrun: bool) -> None:
+        from . import clean, kept
+        verb = "would remove" if dryrun else "removing"
+        for member, trees in kept.on_engines(settings, lk.lane.name):
+            for t in trees:
+                print(f"{verb} {'kept tree':<11} {clean.human(t.size or 0):>9}  volume {t.volume} "
+                      f"(stage {t.stage}, engine {member.name})")
+                if not dryrun:
+                    kept.remove(member.client, t.volume)
+
+
+class Kept(LaneCommand):
+    name = "kept"
+    doc_purpose = "list the lane's kept build trees (what makes a stage's next build incremental), size per stage"
+    doc_usage = "[--lock PATH | lock=PATH]"
+    doc_description = ("A stage with `keep = true` (the kernel, BusyBox) keeps its build tree in a Docker volume "
+                       "on the engine that built it, for its next build: never in its key, never cached or "
+                       "uploaded, never used by `doit repro`'s clean build or under ONLYDOCKER_CLEAN=1. "
+                       "`doit clean --kept` removes them. See onlydocker/kept.py.")
+
+    def run(self, settings, lk, params, args):
+        from . import clean, kept
+        if args:
+            raise ConfigError(f"doit kept takes no arguments (got {' '.join(args)})")
+        total = n = 0
+        for member, trees in kept.on_engines(settings, lk.lane.name):
+            for t in trees:
+                size = clean.human(t.size) if t.size is not None else "?"
+                print(f"{t.stage:<12} {size:>9}  volume {t.volume} on engine {member.name}")
+                total += t.size or 0
+                n += 1
+        print(f"lane {lk.lane.name}: {n} kept tree(s), {clean.human(total)}"
+              + ("; `doit clean --kept` removes them" if n else ""))
         return 0
 
 

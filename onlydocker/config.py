@@ -24,6 +24,8 @@ Environment variables (all optional):
   ONLYDOCKER_STAGE_CACHE             the stage cache (default: $ONLYDOCKER_CACHE/stages)
   ONLYDOCKER_REBUILD                 stages (comma-separated, or "all") built from scratch and
                                      never cached (`doit repro`'s second build)
+  ONLYDOCKER_CLEAN=1                 build every container stage from a fresh extraction: no
+                                     kept tree (kept.py) is read or written
   ONLYDOCKER_VARIATION_FILE          a TOML file of conditions inside the build container (the
                                      Variation fields below; `doit repro`'s second build)
   ONLYDOCKER_REMOTE_CACHE            a remote cache in Bazel's HTTP cache protocol (/cas/, /ac/):
@@ -245,6 +247,7 @@ class Settings:
     out_dir: Path | None = None            # None: root/out
     stage_cache_dir: Path | None = None    # None: cache_dir/stages
     rebuild: frozenset[str] = frozenset()
+    clean: bool = False                    # no kept trees (ONLYDOCKER_CLEAN=1)
     variation: Variation = Variation()
 
     @property
@@ -312,6 +315,7 @@ def load(lock: str | os.PathLike | None = None, env=None, root: Path = PROJECT_R
         out_dir=Path(env["ONLYDOCKER_OUT"]) if env.get("ONLYDOCKER_OUT") else None,
         stage_cache_dir=Path(env["ONLYDOCKER_STAGE_CACHE"]) if env.get("ONLYDOCKER_STAGE_CACHE") else None,
         rebuild=frozenset(filter(None, env.get("ONLYDOCKER_REBUILD", "").split(","))),
+        clean=_flag(env.get("ONLYDOCKER_CLEAN", "")),
         variation=load_variation(Path(env["ONLYDOCKER_VARIATION_FILE"])) if env.get("ONLYDOCKER_VARIATION_FILE")
         else Variation(),
         box_base_url=box_base_url.rstrip("/"),

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import kept
 from .canon import rfc2822
 from .config import Variation
 from .errors import BuildError
@@ -17,11 +18,14 @@ from .progress import for_stage
 from .sources import LaneSources
 if TYPE_CHECKING:
     from .decl import StageDecl
+    from .kept import Keep
     from .lock import Lane
 
 PRELUDE = Path(__file__).with_name("prelude.sh")
 # Shell helpers shipped to /build/engine/ in every container stage.
 HELPERS = {"kconfig-fragment": Path(__file__).with_name("kconfig-fragment.sh")}
+# The prelude's line when a build goes on from its kept tree (prelude.sh).
+KEPT_REUSED = "prelude: kept tree: reused"
 
 
 def container_env(decl: StageDecl, lane: Lane, v: Variation) -> dict[str, str]:
@@ -55,8 +59,10 @@ class ContainerRunner:
     sources: LaneSources
     variation: Variation
 
-    def build(self, decl: StageDecl, raw_tar: Path) -> None:
-        """Run the stage's build.sh; its /build/out as a tar at `raw_tar`."""
+    def build(self, decl: StageDecl, raw_tar: Path, keep: Keep | None = None) -> bool:
+        """Run the stage's build.sh; its /build/out as a tar at `raw_tar`.
+        With `keep`, /build/src is the stage's kept tree (kept.py); True when
+        the build went on from it (the prelude says which)."""
         from . import engine, engines, lanedata
         from .unpack import kind_of
         v = self.variation
@@ -78,23 +84,40 @@ class ContainerRunner:
             for need in decl.needs:
                 inputs.append((self.paths.stage_dir(need), f"/build/deps/{need}"))
             env = container_env(decl, self.lane, v)
+            volumes = {}
+            if keep is not None:
+                # Not in the key's environment (stagekey.py): how far the
+                # build starts from changes how long it takes, not its bytes.
+                env["ONLYDOCKER_KEEP"] = keep.identity
+                volumes = {keep.volume: kept.MOUNT}
             builder = self.paths.builder()
             spec = engine.RunSpec(image=builder["tag"], command=["sh", "/build/engine/prelude.sh"],
                                   env=env, workdir="/build", hostname=v.hostname, inputs=inputs,
-                                  user=v.user, root=decl.root, memory=engine.memory_for(int(env["JOBS"])))
+                                  user=v.user, root=decl.root, memory=engine.memory_for(int(env["JOBS"])),
+                                  volumes=volumes)
             log_path = self.paths.log_path(decl.name)
             log_path.parent.mkdir(parents=True, exist_ok=True)
             # The engine with the fewest stages running (engines.py); the
             # same container on any of them, so the same bytes come out.
             pool = engines.pool(self.sources.fetcher.settings)
+            reused = []
+
+            def note(line: str) -> None:
+                if line.startswith(KEPT_REUSED):
+                    reused.append(line)
+                beat.note(line)
+
             with pool.lease(decl.name) as on:
                 pool.provide_builder(on, builder)
                 where = f" on engine {on.name}" if pool.several else ""
                 if where:
                     print(f"{decl.name}: building{where}", flush=True)
                 try:
+                    if keep is not None:
+                        kept.prepare(on.client, keep, self.lane.name, decl.name)
                     with for_stage(decl.name) as beat:
                         engine.run(on.client, spec, output_tar=raw_tar, log_path=log_path,
-                                   name_prefix=f"onlydocker-{self.lane.name}-{decl.name}", on_line=beat.note)
+                                   name_prefix=f"onlydocker-{self.lane.name}-{decl.name}", on_line=note)
                 except BuildError as e:
                     raise BuildError(f"stage {decl.name} failed{where}: {e}") from None
+            return bool(reused)

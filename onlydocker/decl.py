@@ -22,10 +22,12 @@ from .canon import compact_json
 from .errors import OnlyDockerError
 from .hashing import sha256_file
 
-STAGE_KEYS = {"description", "sources", "needs", "outputs", "artifacts", "kind", "root", "cost", "kconfig"}
+STAGE_KEYS = {"description", "sources", "needs", "outputs", "artifacts", "kind", "root", "cost", "kconfig", "keep"}
 # Keys that change no byte, left out of the stage key: `cost` orders the work,
-# `kconfig` allows a folder's shape (the fragment itself is in the key).
-KEYLESS = {"cost", "kconfig"}
+# `kconfig` allows a folder's shape (the fragment itself is in the key), `keep`
+# makes the next build faster and never different (kept.py; `doit repro` and
+# the tests prove it).
+KEYLESS = {"cost", "kconfig", "keep"}
 KINDS = {"container": "build.sh", "python": "stage.py"}     # kind -> the file that does the work
 LANE_FILES = {"config", "lane.toml"}
 # Python's own cache files: never a stage's (nor in its key).
@@ -45,6 +47,7 @@ class StageDecl:
     root: bool = False      # the build needs uid 0 in its container (none of ours does)
     cost: float = 1.0       # rough seconds on 2 cores: the longest chain starts first (schedule.py)
     kconfig: bool = False   # the tool has Kconfig: lanes/<lane>/config is a fragment
+    keep: bool = False      # its build tree (/build/src) is kept for its next build (kept.py)
 
     def lane_dir(self, lane: str) -> Path:
         return self.dir / "lanes" / lane
@@ -121,6 +124,9 @@ def load_stage(path: Path) -> StageDecl:
     kconfig = data.get("kconfig", False)
     if not isinstance(kconfig, bool):
         raise OnlyDockerError(f"{toml_path}: kconfig = true|false, not {kconfig!r}")
+    keep = data.get("keep", False)
+    if not isinstance(keep, bool) or (keep and kind != "container"):
+        raise OnlyDockerError(f"{toml_path}: keep = true|false, for a container stage only, not {keep!r}")
     problems = shape_problems(path, kind, kconfig)
     if problems:
         raise OnlyDockerError(f"{path}: {'; '.join(problems)}")
@@ -128,7 +134,8 @@ def load_stage(path: Path) -> StageDecl:
         name=path.name, dir=path, description=data["description"],
         sources=tuple(data.get("sources", ())), needs=tuple(data.get("needs", ())),
         outputs=tuple(data["outputs"]), kind=kind,
-        artifacts=tuple(sorted(data.get("artifacts", {}).items())), root=root, cost=float(cost), kconfig=kconfig)
+        artifacts=tuple(sorted(data.get("artifacts", {}).items())), root=root, cost=float(cost), kconfig=kconfig,
+        keep=keep)
 
 
 def file_digest(rel: str, path: Path) -> str:

@@ -139,6 +139,9 @@ class RunSpec:
     memory: str = MEMORY_LIMIT
     inputs: list[tuple[Path, str]] = field(default_factory=list)   # host file or dir -> absolute container path
     output_path: str = "/build/out"
+    # Named volumes of the engine -> absolute container path (a stage's kept
+    # tree, kept.py); each mount point is made owned by the build's user.
+    volumes: dict[str, str] = field(default_factory=dict)
 
     @property
     def owner(self) -> tuple[int, int]:
@@ -323,6 +326,7 @@ def run(client: docker.DockerClient, spec: RunSpec, *, output_tar: Path | None, 
             network_mode="none", network_disabled=True,
             cap_drop=None if spec.root else ["ALL"], security_opt=["no-new-privileges"],
             mem_limit=spec.memory, memswap_limit=spec.memory, pids_limit=PIDS_LIMIT,
+            volumes={v: {"bind": p, "mode": "rw"} for v, p in spec.volumes.items()} or None,
             labels={"org.onlydocker.build": name_prefix})
     except docker.errors.ImageNotFound:
         raise BuildError(f"{what}: image {spec.image} is not in the engine: run `doit build:builder`") from None
@@ -332,10 +336,11 @@ def run(client: docker.DockerClient, spec: RunSpec, *, output_tar: Path | None, 
     part = output_tar.with_name(f".{output_tar.name}.{name}.part") if output_tar is not None else None
     step = "copying the inputs in"
     try:
-        # The inputs, and the working directory owned by the build's user
-        # (the engine would make it root's).
+        # The inputs, and the working directory and the volumes' mount points
+        # owned by the build's user (the engine would make them root's).
+        dirs = [spec.workdir, *spec.volumes.values()]
         try:
-            ok = container.put_archive("/", tar_stream(spec.inputs, owner=spec.owner, dirs=[spec.workdir]))
+            ok = container.put_archive("/", tar_stream(spec.inputs, owner=spec.owner, dirs=dirs))
         except docker.errors.APIError as e:
             raise EngineError(f"the engine refused the inputs of {name} ({what}): {e.explanation or e}") from None
         if not ok:

@@ -10,9 +10,36 @@ set -eu
 umask "${ONLYDOCKER_UMASK:-022}"
 started=$(date +%s)
 
+# A kept tree (kept.py): /build/src is the stage's volume, left by its last
+# build. It is built on only when its stamp, written below after a build that
+# succeeded, names this build's identity (every input of the stage key but
+# the lane's Kconfig fragment); anything else (no stamp: none yet, or a build
+# that failed or was killed; another identity) is wiped first. The stamp is
+# removed before the build starts, so a build cut short leaves none.
+kept=0
+if [ -n "${ONLYDOCKER_KEEP:-}" ]; then
+    stamp=/build/src/.onlydocker-kept
+    exec 9>/build/src/.onlydocker-kept.lock
+    if ! flock -n 9; then
+        echo "prelude: kept tree: waiting for another build of this stage that uses it"
+        flock 9
+    fi
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$ONLYDOCKER_KEEP" ]; then
+        kept=1
+        echo "prelude: kept tree: reused (an earlier build of the same identity $ONLYDOCKER_KEEP): building incrementally"
+    else
+        if [ -f "$stamp" ]; then why="it was made for another identity"; else why="none, or its last build did not finish"; fi
+        echo "prelude: kept tree: not used ($why): building from a fresh extraction"
+        find /build/src -mindepth 1 -maxdepth 1 ! -name .onlydocker-kept.lock -exec rm -rf {} +
+    fi
+    rm -f "$stamp"
+fi
+
 mkdir -p /build/src /build/out /build/work /build/home
 while read -r name file version kind; do
     [ -n "$name" ] || continue
+    # A reused kept tree holds these sources, unpacked and patched.
+    [ "$kept" = 0 ] || continue
     archive="/build/sources/$file"
     # The host's verdict (unpack.kind_of): only what it checked as a tar is
     # unpacked; .deb and plain files: the script takes them as they are.
@@ -73,4 +100,7 @@ echo "prelude: running build.sh (stage $STAGE, lane $LANE, $JOBS jobs, uid $(id 
 cd /build/work
 $run
 finished=$(date +%s)
+if [ -n "${ONLYDOCKER_KEEP:-}" ]; then
+    echo "$ONLYDOCKER_KEEP" > /build/src/.onlydocker-kept
+fi
 echo "prelude: build.sh took $((finished - unpacked)) s; unpacking and patches $((unpacked - started)) s"

@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Callable
 
 import zstandard
 
-from . import atomic, snapshot, stagekey
+from . import atomic, kept, snapshot, stagekey
 from .config import Variation
 from .container import ContainerRunner
 from .decl import StageDecl
 from .errors import BuildError, MachineError, OnlyDockerError, check_free, machine_cause, machine_error
+from .kept import Keep
 from .manifest import digest, first_difference, manifest_of_tar, manifest_of_tree
 from .paths import LanePaths
 from .pystage import PythonRunner
@@ -48,6 +49,8 @@ class Workspace:
     # Stages to build from scratch whatever the cache holds, and never cache
     # (`doit repro`'s second build); "all" for every stage.
     rebuild: frozenset[str] = frozenset()
+    # Every container stage from a fresh extraction (ONLYDOCKER_CLEAN=1): no kept trees.
+    clean: bool = False
     paths: LanePaths = field(init=False)
     sources: LaneSources = field(init=False)
 
@@ -210,8 +213,10 @@ class Workspace:
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix=f"stage-{decl.name}-", dir=self.paths.tmp()) as tmp:
             raw = Path(tmp) / "raw.tar"
+            incremental = False
             if decl.kind == "container":
-                ContainerRunner(self.lock.lane, self.paths, self.sources, self.variation).build(decl, raw)
+                incremental = ContainerRunner(self.lock.lane, self.paths, self.sources, self.variation).build(
+                    decl, raw, keep=self.keep(decl))
             else:
                 PythonRunner(self.lock, self.paths, self.sources).build(decl, Path(tmp), raw)
             packed = Path(tmp) / "out.tar"
@@ -237,8 +242,18 @@ class Workspace:
                 source = Path(tmp) / "out.tar.zst"
                 compress_file(packed, source)
             self._materialise(decl, key, source, files)
-        log(f"{decl.name}: built ({key[:16]}) in {time.monotonic() - started:.1f} s")
+        how = ", incrementally from its kept tree" if incremental else ""
+        log(f"{decl.name}: built ({key[:16]}) in {time.monotonic() - started:.1f} s{how}")
         return "built"
+
+    def keep(self, decl: StageDecl) -> Keep | None:
+        """The stage's kept tree for this build (kept.py), or None: a stage
+        without `keep = true`, a varied or forced build (`doit repro`'s
+        second), or ONLYDOCKER_CLEAN=1. Those build from a fresh extraction
+        and leave every kept tree as it is."""
+        if not decl.keep or self.clean or not self.variation.canonical or self.forced(decl.name):
+            return None
+        return Keep(kept.volume_name(self.lane, decl.name), kept.identity(self.key_inputs(decl)))
 
     @staticmethod
     def _room_needed(dest: Path, size: int | None) -> int | None:

@@ -68,7 +68,8 @@ def workspace_from_env(lock_path: str | None = None, root: Path | None = None) -
     ws = Workspace(root=settings.root, out=settings.out_root / lock.lane.name,
                    store=StageStore(settings.stage_cache, remote), lock=lock,
                    fetcher=Fetcher(settings, remote=remote),
-                   variation=settings.variation, rebuild=settings.rebuild)
+                   variation=settings.variation, rebuild=settings.rebuild,
+                   clean=settings.clean)
     return settings, ws
 
 
