@@ -44,13 +44,13 @@ Environment variables (all optional):
 
 The config file is TOML with the same settings in lower case, e.g.
   mirrors = ["http://cache.local/sources"]
+  box_base_url = "https://boxes.example.org/onlydocker"
+  engines = ["default", "ssh://builder@big.local"]
   [debian]
   mirror = "http://mirror.local/debian"
   security_mirror = "http://mirror.local/debian-security"
   archive_mirror = "http://mirror.local/debian-archive"
   keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
-  box_base_url = "https://boxes.example.org/onlydocker"
-  engines = ["default", "ssh://builder@big.local"]
   [remote_cache]
   url = "https://cache.example.org/onlydocker"
   readonly = true
@@ -305,7 +305,7 @@ def load(lock: str | os.PathLike | None = None, env=None, root: Path = PROJECT_R
         lock_path=lock_path,
         cache_dir=cache_dir.resolve(),
         downloads_dir=Path(env.get("ONLYDOCKER_DOWNLOADS") or cfg.get("downloads") or root / "downloads"),
-        offline=(env.get("ONLYDOCKER_OFFLINE", "") not in ("", "0", "no", "false")) or bool(cfg.get("offline", False)),
+        offline=_flag(env["ONLYDOCKER_OFFLINE"]) if env.get("ONLYDOCKER_OFFLINE") else _flag(cfg.get("offline", False)),
         source_mirrors=source_mirrors,
         debian_mirror=env.get("ONLYDOCKER_DEBIAN_MIRROR") or deb.get("mirror") or apt_debian_mirror(),
         debian_security_mirror=env.get("ONLYDOCKER_DEBIAN_SECURITY_MIRROR") or deb.get("security_mirror")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .canon import compact_json
-from .errors import OnlyDockerError
+from .errors import StageError
 from .hashing import sha256_file
 
 STAGE_KEYS = {"description", "sources", "needs", "outputs", "artifacts", "kind", "root", "cost", "kconfig", "keep"}
@@ -103,33 +103,33 @@ def load_stage(path: Path) -> StageDecl:
     try:
         data = tomllib.loads(toml_path.read_text())
     except FileNotFoundError:
-        raise OnlyDockerError(f"{path}: missing stage.toml (every stage folder has one)") from None
+        raise StageError(f"{path}: missing stage.toml (every stage folder has one)") from None
     except (OSError, tomllib.TOMLDecodeError) as e:
-        raise OnlyDockerError(f"{toml_path}: {e}") from None
+        raise StageError(f"{toml_path}: {e}") from None
     unknown = set(data) - STAGE_KEYS
     if unknown:
-        raise OnlyDockerError(f"{toml_path}: unknown keys {sorted(unknown)}; known are {sorted(STAGE_KEYS)}")
+        raise StageError(f"{toml_path}: unknown keys {sorted(unknown)}; known are {sorted(STAGE_KEYS)}")
     for key in ("description", "outputs"):
         if key not in data:
-            raise OnlyDockerError(f"{toml_path}: missing key {key!r}")
+            raise StageError(f"{toml_path}: missing key {key!r}")
     kind = data.get("kind", "container")
     if kind not in KINDS:
-        raise OnlyDockerError(f"{toml_path}: kind {kind!r} is not one of {sorted(KINDS)}")
+        raise StageError(f"{toml_path}: kind {kind!r} is not one of {sorted(KINDS)}")
     root = data.get("root", False)
     if not isinstance(root, bool) or (root and kind != "container"):
-        raise OnlyDockerError(f"{toml_path}: root = true|false, for a container stage only")
+        raise StageError(f"{toml_path}: root = true|false, for a container stage only")
     cost = data.get("cost", 1.0)
     if not isinstance(cost, (int, float)) or isinstance(cost, bool) or cost < 0:
-        raise OnlyDockerError(f"{toml_path}: cost = <seconds, a number ≥ 0>, not {cost!r}")
+        raise StageError(f"{toml_path}: cost = <seconds, a number ≥ 0>, not {cost!r}")
     kconfig = data.get("kconfig", False)
     if not isinstance(kconfig, bool):
-        raise OnlyDockerError(f"{toml_path}: kconfig = true|false, not {kconfig!r}")
+        raise StageError(f"{toml_path}: kconfig = true|false, not {kconfig!r}")
     keep = data.get("keep", False)
     if not isinstance(keep, bool) or (keep and kind != "container"):
-        raise OnlyDockerError(f"{toml_path}: keep = true|false, for a container stage only, not {keep!r}")
+        raise StageError(f"{toml_path}: keep = true|false, for a container stage only, not {keep!r}")
     problems = shape_problems(path, kind, kconfig)
     if problems:
-        raise OnlyDockerError(f"{path}: {'; '.join(problems)}")
+        raise StageError(f"{path}: {'; '.join(problems)}")
     return StageDecl(
         name=path.name, dir=path, description=data["description"],
         sources=tuple(data.get("sources", ())), needs=tuple(data.get("needs", ())),
@@ -156,12 +156,12 @@ def load_stages(stages_dir: Path) -> dict[str, StageDecl]:
     for name, decl in stages.items():
         for need in decl.needs:
             if need not in stages:
-                raise OnlyDockerError(f"{decl.dir / 'stage.toml'}: needs unknown stage {need!r}")
+                raise StageError(f"{decl.dir / 'stage.toml'}: needs unknown stage {need!r}")
         sorter.add(name, *decl.needs)
     try:
         sorter.prepare()
     except graphlib.CycleError as e:
-        raise OnlyDockerError(f"stages: dependency cycle {' -> '.join(reversed(e.args[1]))}") from None
+        raise StageError(f"stages: dependency cycle {' -> '.join(reversed(e.args[1]))}") from None
     order: list[str] = []
     while sorter.is_active():
         ready = sorted(sorter.get_ready())

@@ -49,6 +49,16 @@ class UnpinnedSource(OnlyDockerError):
     """A source has no sha256/size yet: `doit lock` must pin it first."""
 
 
+class StageError(OnlyDockerError):
+    """A stage folder is wrong (its stage.toml, its shape, a need, a cycle): nothing has run."""
+
+
+class LegalInfoError(OnlyDockerError):
+    """`doit legal-info` cannot assemble its folder from the lane (a patch
+    series names a missing file, a source is unpinned, a license file
+    cannot be written); nothing is left half-written."""
+
+
 class UnsafeArchive(OnlyDockerError):
     """An archive member would escape its directory or is not allowed."""
 

@@ -29,7 +29,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from . import unpack
-from .errors import HashMismatch, OnlyDockerError
+from .errors import HashMismatch, LegalInfoError
 from .hashing import sha256_file
 
 LICENSE_PREFIXES = ("COPYING", "LICENSE", "LICENCE", "NOTICE")
@@ -53,7 +53,7 @@ def patch_series(root: Path, source) -> list[Path]:
         names = sorted(p.name for p in d.iterdir() if p.is_file() and p.name.endswith(".patch"))
     missing = [n for n in names if not (d / n).is_file()]
     if missing:
-        raise OnlyDockerError(f"{series}: names {missing[0]!r}, which is not in {d}")
+        raise LegalInfoError(f"{series}: names {missing[0]!r}, which is not in {d}")
     return [d / n for n in names]
 
 
@@ -172,7 +172,7 @@ def write(lock, fetcher, root: Path, dest: Path, in_image: set[str] = frozenset(
         rows = []
         unpinned = [s.name for s in lock.sources if not s.pinned]
         if unpinned:
-            raise OnlyDockerError(f"{lock.path}: source(s) {', '.join(unpinned)} not pinned: run `doit lock` first")
+            raise LegalInfoError(f"{lock.path}: source(s) {', '.join(unpinned)} not pinned: run `doit lock` first")
         for s in lock.sources:
             path = _verified(fetcher, s)
             _copy(path, tmp / "sources" / s.file)
@@ -188,7 +188,7 @@ def write(lock, fetcher, root: Path, dest: Path, in_image: set[str] = frozenset(
                     out.parent.mkdir(parents=True, exist_ok=True)
                     out.write_bytes(data)
                 except OSError as e:      # e.g. a file and a folder of the same name in the archive
-                    raise OnlyDockerError(f"{path} (source {s.name!r}): license file {rel!r} "
+                    raise LegalInfoError(f"{path} (source {s.name!r}): license file {rel!r} "
                                           f"cannot be written: {e}") from None
             if not texts:
                 log(f"legal-info: warning: no license file found in {s.file} (source {s.name}); "

@@ -59,4 +59,4 @@ class LanePaths:
         try:
             return json.loads(self.builder_record.read_text())
         except FileNotFoundError:
-            raise BuildError(f"no builder image recorded at {self.builder_record}: run `doit builder` first") from None
+            raise BuildError(f"no builder image recorded at {self.builder_record}: run `doit build:builder` first") from None

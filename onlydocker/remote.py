@@ -259,16 +259,6 @@ class RemoteCache:
             if self.put_entry(kind, key, sha, Path(blob).stat().st_size, record):
                 self._count("uploads")
 
-    def fetch_entry(self, kind: str, key: str, dest: Path) -> dict | None:
-        """Download the blob a trusted entry names into `dest`; the entry's
-        record, or None on any miss."""
-        entry = self.get_entry(kind, key)
-        if entry is None or not isinstance(entry.get("record"), dict):
-            return None
-        if not self.get_blob(entry["blob"]["sha256"], dest, entry["blob"]["size"], hit=True):
-            return None
-        return entry["record"]
-
     # --- writing ------------------------------------------------------------------
 
     def writable(self) -> bool:
