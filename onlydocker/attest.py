@@ -208,9 +208,11 @@ def check(sums: dict[str, str], folder: Path, trusted: list[TrustedKey], require
         lines.append(Line("REBUILDERS-OK", f"{n} of {required} required",
                           f"independent rebuilders got these exact bytes: {names}"))
     else:
+        missing = [t.keyid for t in independent if t.keyid not in agreed and t.keyid not in disagreed]
+        against = sorted(k for k in disagreed if k not in agreed)
         lines.append(Line("TOO-FEW", f"{n} of {required} required",
-                          f"agreed: {names}; missing: {', '.join(t.keyid for t in independent if t.keyid not in agreed and t.keyid not in disagreed) or 'none'}; "
-                          f"disagreed: {', '.join(sorted(k for k in disagreed if k not in agreed)) or 'none'}"))
+                          f"agreed: {names}; missing: {', '.join(missing) or 'none'}; "
+                          f"disagreed: {', '.join(against) or 'none'}"))
     return lines
 
 

@@ -34,10 +34,10 @@ import zstandard
 # is imported or looked up: a no-op's up-to-date checks do without it.
 from . import atomic
 from . import debs as debs_mod
-from .errors import BuildError, ConfigError, FetchError, OnlyDockerError, UnpinnedSource
 from .canon import rfc3339
-from .store import ZSTD_LEVEL, compress_file
+from .errors import BuildError, ConfigError, FetchError, OnlyDockerError, UnpinnedSource
 from .hashing import sha256_file
+from .store import ZSTD_LEVEL, compress_file
 from .unpack import check_source
 
 VERSION = "2"
@@ -161,7 +161,8 @@ def _run_logged(cmd: list[str], epoch: int | None, log_path: Path, what: str) ->
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     with open(log_path, "w", buffering=1) as log:
-        log.write("$ %s%s\n" % (f"SOURCE_DATE_EPOCH={epoch} " if epoch is not None else "", shlex.join(cmd)))
+        prefix = f"SOURCE_DATE_EPOCH={epoch} " if epoch is not None else ""
+        log.write(f"$ {prefix}{shlex.join(cmd)}\n")
         try:
             r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         except FileNotFoundError:

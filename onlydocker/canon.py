@@ -24,7 +24,7 @@ def readable_json(obj) -> bytes:
 
 
 def rfc3339(epoch: float) -> str:
-    return datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.fromtimestamp(int(epoch), datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def rfc2822(epoch: float) -> str:

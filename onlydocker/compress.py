@@ -18,7 +18,7 @@ import io
 import lzma
 import os
 import zlib
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import zstandard
 
@@ -67,7 +67,7 @@ def _size_of(src: BinaryIO) -> int:
         return -1
 
 
-def compress(src: Union[bytes, bytearray, BinaryIO], fmt: str, out: BinaryIO) -> None:
+def compress(src: bytes | bytearray | BinaryIO, fmt: str, out: BinaryIO) -> None:
     """Compress `src` (bytes or a binary stream, read to its end) into `out`."""
     if isinstance(src, (bytes, bytearray, memoryview)):
         src = io.BytesIO(bytes(src))

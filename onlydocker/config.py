@@ -176,8 +176,8 @@ def _trusted_keys(items, where: str) -> tuple[str, ...]:
     """Each item a minisign public key's base64 line, or the path of a .pub
     file (its last line is the key). Each key is parsed here, so a bad one
     is one clear error before any build."""
-    from .sign import parse_public_key
     from .errors import SigningError
+    from .sign import parse_public_key
     keys = []
     for item in items:
         text = item

@@ -16,6 +16,7 @@ from .errors import BuildError
 from .paths import LanePaths
 from .progress import for_stage
 from .sources import LaneSources
+
 if TYPE_CHECKING:
     from .decl import StageDecl
     from .kept import Keep

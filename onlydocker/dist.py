@@ -231,7 +231,7 @@ def image_files(ws, stages) -> tuple[sbom.ImageFile, ...]:
         debs = [s for s in srcs if s.file.endswith((".deb", ".udeb"))]
         tars = tuple(s.name for s in srcs if s not in debs)
         deb_of = {h: s.name for s in debs for h in ws.sources.deb_file_hashes(s)}
-        for rel, f in manifest_of_tree(ws.paths.stage_dir(name)).items():
+        for f in manifest_of_tree(ws.paths.stage_dir(name)).values():
             if f["type"] == "file" and f["sha256"] != empty:
                 by_hash[f["sha256"]] = ((deb_of[f["sha256"]],), None) if f["sha256"] in deb_of else \
                     (tars, None) if tars else ((), name)

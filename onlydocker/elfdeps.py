@@ -110,7 +110,7 @@ def closure(binary: Path, sysroot: Path) -> list[Path]:
                 raise BuildError(f"{label}: its ELF interpreter {info.interp} is not in {sysroot}")
             found.add(posixpath.normpath(info.interp.lstrip("/")))
 
-        def expand(dirs):
+        def expand(dirs, origin=origin):
             return [d.replace("${ORIGIN}", origin).replace("$ORIGIN", origin).lstrip("/") or "."
                     for d in dirs]
         # ld.so: DT_RPATH (own, then the loaders') only when there is no DT_RUNPATH.

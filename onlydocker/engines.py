@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError, EngineError
+
 if TYPE_CHECKING:
     import docker
     import docker.tls
@@ -83,7 +84,7 @@ def parse(text: str) -> Entry:
         raise bad(f"has the scheme {scheme}://, which Docker does not serve")
     url = urllib.parse.urlsplit(text)
     try:
-        url.port
+        _ = url.port          # parsed on access: a port that is not a number raises here
     except ValueError:
         raise bad("has a port that is not a number from 1 to 65535") from None
     if not url.hostname:
@@ -225,7 +226,7 @@ class Pool:
             answers = list(ask_all.map(ask, self.entries))
         members: list[Member] = []
         silent: list[tuple[str, str]] = []
-        for entry, answer in zip(self.entries, answers):
+        for entry, answer in zip(self.entries, answers, strict=True):
             if isinstance(answer, str):
                 silent.append((entry.name, answer))
                 continue

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import atomic, snapshot, stagekey
-from .errors import BuildError, OnlyDockerError
+from .errors import OnlyDockerError
 from .manifest import digest, first_difference, manifest_of_tree
 
 

@@ -30,12 +30,22 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from .config import MIRROR_SCHEMES, Settings
-from .errors import FetchError, HashMismatch, MachineError, OnlyDockerError, UnpinnedSource, machine_cause, machine_error
+from .errors import (
+    FetchError,
+    HashMismatch,
+    MachineError,
+    OnlyDockerError,
+    UnpinnedSource,
+    machine_cause,
+    machine_error,
+)
 from .hashing import CHUNK, MultiHasher
 from .progress import Heartbeat
+
 if TYPE_CHECKING:
-    from .remote import RemoteCache
     import requests
+
+    from .remote import RemoteCache
 
 CONNECT_TIMEOUT = 15
 READ_TIMEOUT = 60

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import os
 
-
 CHUNK = 1 << 20
 HASH_LENGTHS = {"sha256": 64, "sha512": 128, "sha1": 40}
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from . import elfdeps
 from .errors import BuildError
+
 if TYPE_CHECKING:      # only a type: the stage engine is not part of a stage's code key
     from .pystage import StageContext
 

@@ -19,7 +19,6 @@ its place and renamed into it when complete.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import os
 import re

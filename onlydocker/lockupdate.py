@@ -126,7 +126,7 @@ class Apt:
         }
         text = "".join(f'{k} "{v}";\n' for k, v in conf.items())
         text += "#clear APT::Default-Release;\n#clear APT::Architectures;\n"
-        text += "APT::Architectures {%s};\n" % " ".join(f'"{a}";' for a in architectures)
+        text += "APT::Architectures {" + " ".join(f'"{a}";' for a in architectures) + "};\n"
         (work / "apt.conf").write_text(text)
         self.env = dict(os.environ, APT_CONFIG=str(work / "apt.conf"), LC_ALL="C.UTF-8")
 

@@ -24,7 +24,7 @@ def manifest_of_tar(tar_path: Path) -> dict[str, dict]:
             elif m.isfile():
                 h = hashlib.sha256()
                 f = tf.extractfile(m)
-                for chunk in iter(lambda: f.read(1 << 20), b""):
+                for chunk in iter(lambda f=f: f.read(1 << 20), b""):
                     h.update(chunk)
                 files[m.name] = {"type": "file", "sha256": h.hexdigest(), "mode": m.mode & 0o7777}
             else:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 class Heartbeat:
@@ -33,7 +33,7 @@ class Heartbeat:
             elapsed = time.monotonic() - self.started
             self._say(f"[{elapsed:5.0f} s] {line[:150] if line is not None else 'still running'}")
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         self.started = time.monotonic()
         self._thread.start()
         return self

@@ -4,15 +4,17 @@ is packed as a tar (tarball.py)."""
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from .decl import KINDS
 from .errors import BuildError, OnlyDockerError
 from .paths import LanePaths
 from .progress import for_stage
 from .sources import LaneSources
+
 if TYPE_CHECKING:
     from .decl import StageDecl
     from .lock import Lock

@@ -378,7 +378,8 @@ def compare(rel: Release, rebuilt: Path, report_dir: Path, log) -> list[Row]:
 def run(where: str, settings, release_key: Path, rebuilder_key: Path, legal_info: Path | None,
         attestation: Path | None, junit: Path | None, log=print) -> int:
     from . import lock as lock_mod
-    from .junit import Case, write as write_junit
+    from .junit import Case
+    from .junit import write as write_junit
     from .repro import _copy_tree, _doit
     cases: list[Case] = []
 

@@ -244,7 +244,8 @@ def document(inp: Inputs) -> dict:
     for st in sorted(inp.stages, key=lambda st: st.name):
         sid = stage_ids[st.name]
         pkg = _package(sid, f"stage {st.name}", purpose="OTHER", location="NONE", version=inp.release,
-                       supplier=inp.supplier, license=concluded(inp, st.name), comment=f"outputs of stage {st.name}: digest {st.digest}, stage key {st.key}")
+                       supplier=inp.supplier, license=concluded(inp, st.name),
+                       comment=f"outputs of stage {st.name}: digest {st.digest}, stage key {st.key}")
         if st.name == inp.image_stage and inp.image_files:
             # It CONTAINS files: SPDX then wants them analysed, with the
             # verification code over their SHA1s (SPDX 2.3, 7.9).

@@ -223,7 +223,7 @@ def _document(inp: sbom.Inputs, base: str) -> dict:
              {"type": "SpdxDocument", "spdxId": doc_id, "creationInfo": CREATION, "name": f"onlydocker-{inp.lane}",
               "profileConformance": ["build", "core", "simpleLicensing", "software"],
               "rootElement": [sbom_id], "element": [sbom_id] + elements,
-              "comment": f"the same build as dist/onlydocker.spdx.json (SPDX 2.3), which lists this file"},
+              "comment": "the same build as dist/onlydocker.spdx.json (SPDX 2.3), which lists this file"},
              {"type": "software_Sbom", "spdxId": sbom_id, "creationInfo": CREATION, "name": f"onlydocker-{inp.lane}",
               "software_sbomType": ["build"], "rootElement": roots, "element": elements}]
     nodes += [graph[k] for k in sorted(graph)]

@@ -10,6 +10,7 @@ from . import atomic
 from .errors import HashMismatch
 from .hashing import sha256_file
 from .paths import LanePaths
+
 if TYPE_CHECKING:
     from .decl import StageDecl
     from .fetch import Fetcher

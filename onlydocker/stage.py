@@ -14,9 +14,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import zstandard
 
@@ -31,6 +32,7 @@ from .paths import LanePaths
 from .pystage import PythonRunner
 from .sources import LaneSources
 from .store import StageStore, compress_file
+
 if TYPE_CHECKING:
     from .fetch import Fetcher
     from .lock import Lock

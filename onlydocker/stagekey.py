@@ -29,6 +29,7 @@ from .container import HELPERS, PRELUDE, container_env
 from .decl import KINDS, StageDecl, file_digest
 from .errors import BuildError
 from .hashing import sha256_file
+
 if TYPE_CHECKING:
     from .lock import Lane, Source
 

@@ -33,6 +33,7 @@ import zstandard
 
 from . import atomic
 from .errors import BuildError, machine_cause, machine_error
+
 if TYPE_CHECKING:
     from .remote import RemoteCache
 

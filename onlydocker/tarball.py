@@ -15,9 +15,10 @@ import shutil
 import stat
 import tarfile
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Mapping, Union
+from typing import BinaryIO
 
 from .errors import UnsafeArchive
 
@@ -46,7 +47,7 @@ class Slice:
 # An entry is a 4-tuple (name, kind, mode, payload): kind "file", "dir" or
 # "symlink"; payload bytes or a path (or a Slice) for a file, the target for a
 # symlink, None for a directory.
-Payload = Union[bytes, tuple, None]
+Payload = bytes | tuple | None
 
 
 def _info(name: str, kind: str, mode: int, mtime: int, size: int = 0, link: str = "") -> tarfile.TarInfo:

@@ -16,10 +16,10 @@ from pathlib import Path
 from . import atomic, engines
 from . import config as config_mod
 from . import lock as lock_mod
-from .errors import OnlyDockerError
-from .report import RESULTS, run_reporting
-from .fetch import Fetcher
 from .decl import load_stages
+from .errors import OnlyDockerError
+from .fetch import Fetcher
+from .report import RESULTS, run_reporting
 from .stage import Workspace
 from .store import StageStore
 
@@ -63,7 +63,7 @@ def workspace_from_env(lock_path: str | None = None, root: Path | None = None) -
     lock = lock_mod.load(settings.lock_path, licenses_memo=settings.out_root / ".licenses.json")
     remote = None
     if settings.remote is not None:
-        from . import remote as remote_mod     # requests and cryptography: only when one is set
+        from . import remote as remote_mod  # requests and cryptography: only when one is set
         remote = remote_mod.from_settings(settings)
     ws = Workspace(root=settings.root, out=settings.out_root / lock.lane.name,
                    store=StageStore(settings.stage_cache, remote), lock=lock,

@@ -22,8 +22,8 @@ checks (which come first because their messages are clearer).
 """
 from __future__ import annotations
 
-import io
 import hashlib
+import io
 import os
 import posixpath
 import shutil

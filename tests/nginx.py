@@ -65,7 +65,7 @@ class Nginx:
     def data(self) -> Path:
         return self.root / "data"
 
-    def start(self) -> "Nginx":
+    def start(self) -> Nginx:
         self.root.mkdir(parents=True, exist_ok=True)
         self.data.mkdir(exist_ok=True)
         # nginx's {PLAIN} scheme: no htpasswd tool needed for a test password.

@@ -3,7 +3,6 @@ no engine: the provenance's checks, the checkout's, the comparison (with
 diffoscope's summary), and the attestation's verdicts."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path

@@ -38,7 +38,8 @@ suite, target, mirror = args
 include = next(o for o in opts if o.startswith("--include=")).split("=", 1)[1].split(",")
 hooks = [o.split("=", 1)[1] for o in opts if o.startswith("--customize-hook=")]
 with open(os.environ["STAND_IN_LOG"], "a") as log:
-    log.write(" ".join(a.replace("\n", "|") for a in sys.argv[1:]) + " SOURCE_DATE_EPOCH=" + os.environ.get("SOURCE_DATE_EPOCH", "-") + "\n")
+    log.write(" ".join(a.replace("\n", "|") for a in sys.argv[1:])
+              + " SOURCE_DATE_EPOCH=" + os.environ.get("SOURCE_DATE_EPOCH", "-") + "\n")
 
 def stanzas(text):
     return [dict(l.split(": ", 1) for l in p.splitlines() if ": " in l and not l[0].isspace())
@@ -272,7 +273,8 @@ def test_a_pinned_package_with_a_member_that_climbs_out_is_refused_before_mmdebs
     # The builder's .debs are untrusted like any source (and dpkg unpacks
     # them as root): every member is checked before mmdebstrap sees them.
     from onlydocker.errors import UnsafeArchive
-    from tests.test_untrusted import _deb as evil_deb, _evil_tar
+    from tests.test_untrusted import _deb as evil_deb
+    from tests.test_untrusted import _evil_tar
     data = evil_deb(_evil_tar("dot-dot", "w:xz"))
     url = "pool/main/e/evil/evil_1.0_all.deb"
     httpserver.expect_request(f"/debian/{url}").respond_with_data(data)

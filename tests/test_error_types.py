@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from onlydocker import legal
-from onlydocker.errors import BuildError, LegalInfoError, StageError
 from onlydocker.decl import load_stage
+from onlydocker.errors import BuildError, LegalInfoError, StageError
 from onlydocker.paths import LanePaths
 
 

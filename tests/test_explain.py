@@ -8,7 +8,6 @@ import json
 
 import pytest
 
-from tests import workspace as wsmod
 from tests.test_stages import PATCH, tiny  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.docker

@@ -20,7 +20,10 @@ BODY = bytes(range(256)) * 4096          # 1 MiB
 SHA = hashlib.sha256(BODY).hexdigest()
 
 
-def source(urls, sha=SHA, size=len(BODY), **kw) -> Source:
+SIZE = len(BODY)
+
+
+def source(urls, sha=SHA, size=SIZE, **kw) -> Source:
     return Source(name="blob", group="blob", version="1", file="blob.tar.gz", urls=tuple(urls),
                   sha256=sha, size=size, license="MIT", **kw)
 
@@ -161,7 +164,7 @@ def test_a_reset_connection_is_resumed_with_range(settings, monkeypatch):
     server = ResettingServer()
     path = Fetcher(settings).fetch(source([server.url]))
     assert path.read_bytes() == BODY
-    assert len(server.requests) == 2 and "range: bytes=%d-" % (len(BODY) // 2) in server.requests[1].lower()
+    assert len(server.requests) == 2 and f"range: bytes={len(BODY) // 2}-" in server.requests[1].lower()
 
 
 def test_offline_without_the_file_says_so(httpserver, tmp_path):
@@ -234,7 +237,7 @@ def test_a_stalled_connection_times_out_and_is_resumed(settings, monkeypatch):
     monkeypatch.setattr("onlydocker.fetch.READ_TIMEOUT", 0.5)
     server = ResettingServer("stall")
     assert Fetcher(settings).fetch(source([server.url])).read_bytes() == BODY
-    assert "range: bytes=%d-" % (len(BODY) // 2) in server.requests[1].lower()
+    assert f"range: bytes={len(BODY) // 2}-" in server.requests[1].lower()
 
 
 def test_a_server_that_ignores_range_is_read_from_the_start(settings, monkeypatch):
@@ -293,7 +296,7 @@ def test_file_urls_are_verified_too(tmp_path, settings):
 def test_a_bad_hand_placed_file_leaves_the_downloads_folder(httpserver, settings):
     settings.downloads_dir.mkdir(parents=True)
     (settings.downloads_dir / "blob.tar.gz").write_bytes(b"short")
-    with pytest.raises(HashMismatch, match="size mismatch: expected %d, got 5" % len(BODY)):
+    with pytest.raises(HashMismatch, match=f"size mismatch: expected {len(BODY)}, got 5"):
         Fetcher(settings).fetch(source([httpserver.url_for("/never")]))
     assert not (settings.downloads_dir / "blob.tar.gz").exists()      # cannot fail the next run again
     assert [p.read_bytes() for p in rejected(settings)] == [b"short"]

@@ -191,6 +191,7 @@ def _tiny_image(client, tag: str) -> None:
     """An image of one static busybox (the host's, which setup.sh installs)."""
     import io
     import tarfile
+
     from onlydocker import engine
     from tests.conftest import require_tool
     busybox = Path(require_tool("busybox")).resolve()
@@ -206,6 +207,7 @@ def _tiny_image(client, tag: str) -> None:
 def test_an_engine_stopped_while_the_outputs_stream_ends_the_stage_in_seconds(tmp_path, docker_client):
     import tempfile
     import threading
+
     from onlydocker import engine
     from onlydocker.errors import EngineError
     from tests.test_engines import SecondEngine

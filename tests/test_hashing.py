@@ -7,7 +7,6 @@ import os
 from onlydocker.hashing import CHUNK, MultiHasher, sha256_file
 
 
-
 def test_sha256_file_matches_hashlib_across_chunk_boundaries(tmp_path):
     for size in (0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 7):
         data = os.urandom(size)

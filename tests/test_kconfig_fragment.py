@@ -15,7 +15,7 @@ import pytest
 
 from onlydocker import config, lock
 from onlydocker.fetch import Fetcher
-from tests.conftest import MODERN_LOCK, MODERN_LANE, require_tool
+from tests.conftest import MODERN_LANE, MODERN_LOCK, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 HELPER = ROOT / "onlydocker" / "kconfig-fragment.sh"

@@ -63,7 +63,7 @@ def test_clean_removes_outputs_and_says_so_and_keeps_caches_unless_asked(tmp_pat
     _fake_build(ws, cache)
     out = ws.out(ws.lane)
     dry = ws.doit("clean", "-n", "lock=t.lock")
-    assert f"would remove output" in dry.stdout and (out / "stages").exists()
+    assert "would remove output" in dry.stdout and (out / "stages").exists()
     r = ws.doit("clean", "lock=t.lock")
     said = [line.split()[-1] for line in r.stdout.splitlines() if line.startswith("removing")]
     assert sorted(said) == sorted(str(out / n) for n in ("stages", "dist", "last-run.json"))

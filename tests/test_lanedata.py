@@ -119,8 +119,8 @@ def test_every_container_stage_keeps_its_lane_data_in_one_format():
     lanes = {p.name for p in (ROOT / "stages").glob("*/lanes/*") if p.is_dir()}
     assert lanes == {"2015", "bookworm"}
     seen = 0
-    for decl in container_stages():
-        for lane_dir in sorted((decl.dir / "lanes").glob("*")) if (decl.dir / "lanes").is_dir() else []:
+    for stage in container_stages():
+        for lane_dir in sorted((stage.dir / "lanes").glob("*")) if (stage.dir / "lanes").is_dir() else []:
             names = {p.name for p in lane_dir.iterdir()}
             assert names and names <= {"config", "lane.toml"}, f"{lane_dir}: {sorted(names)}"
             if "lane.toml" in names:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from pathlib import Path
 
 from onlydocker import legal, lock
 from tests import workspace as wsmod

@@ -13,7 +13,9 @@ import pytest
 from onlydocker import lock
 from onlydocker.hashing import sha256_file
 from tests import workspace as wsmod
-from tests.conftest import MODERN_LANE as LANE, MODERN_LOCK as LOCK, require_tool
+from tests.conftest import MODERN_LANE as LANE
+from tests.conftest import MODERN_LOCK as LOCK
+from tests.conftest import require_tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.budget(f"lane tests: {LANE}")]
 

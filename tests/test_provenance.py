@@ -23,9 +23,13 @@ def inputs(shuffle: int | None = None) -> dict:
     stage_keys = {"kernel": "1" * 64, "busybox": "2" * 64, "initrd": "3" * 64}
     if shuffle is not None:
         rng = random.Random(shuffle)
-        items = list(subjects.items()); rng.shuffle(items); subjects = dict(items)
+        items = list(subjects.items())
+        rng.shuffle(items)
+        subjects = dict(items)
         rng.shuffle(materials)
-        keys = list(stage_keys.items()); rng.shuffle(keys); stage_keys = dict(keys)
+        keys = list(stage_keys.items())
+        rng.shuffle(keys)
+        stage_keys = dict(keys)
     return dict(subjects=subjects, materials=materials, builder={"id": "https://onlydocker.invalid/pipeline"},
                 stage_keys=stage_keys, lane="bookworm", epoch=EPOCH,
                 lock={"path": "locks/bookworm.lock", "digest": {"sha256": H["a"]}})

@@ -190,7 +190,8 @@ def test_verify_checks_the_sboms_hashes_against_sha256sums_and_the_provenance(tm
         "SBOM-OK       onlydocker.spdx.json  its 2 artifact hashes agree with SHA256SUMS and the provenance names it"]
 
     # An SBOM that says another sha256 for the initrd (SHA256SUMS itself consistent).
-    sums = publish_by_hand(tmp_path / "other", lk, described={"vmlinuz": hashlib.sha256(b"vmlinuz" * 100).hexdigest(), "initrd": "0" * 64})
+    sums = publish_by_hand(tmp_path / "other", lk,
+                           described={"vmlinuz": hashlib.sha256(b"vmlinuz" * 100).hexdigest(), "initrd": "0" * 64})
     wrong = [f for f in verify_dist(tmp_path / "other", None) if f.state == "SBOM-WRONG"]
     assert [(f.name, "0" * 64 in f.detail and sums["initrd"] in f.detail) for f in wrong] == [("initrd", True)]
     assert not wrong[0].ok
@@ -318,6 +319,7 @@ def load_spdx3(data: bytes):
     deserializer refuses wrong types; linking finds every reference; writing
     it again refuses a missing required property."""
     import io
+
     from spdx_python_model.bindings import v3_0_1 as spdx3
     objects = spdx3.SHACLObjectSet()
     spdx3.JSONLDDeserializer().read(io.BytesIO(data), objects)

@@ -28,7 +28,9 @@ from pathlib import Path
 import pytest
 
 from onlydocker import box
-from tests.conftest import MODERN_LANE as LANE, MODERN_LOCK as LOCK, require_tool
+from tests.conftest import MODERN_LANE as LANE
+from tests.conftest import MODERN_LOCK as LOCK
+from tests.conftest import require_tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.budget("vagrant")]
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from onlydocker import __version__, legal, sbom
 from onlydocker.canon import readable_json
 from onlydocker.decl import load_stages
+
 if TYPE_CHECKING:      # only a type: the stage engine is not part of this stage's code key
     from pathlib import Path
 
@@ -51,7 +52,7 @@ def build(ctx: StageContext) -> None:
         tars = tuple(s.name for s in stage_sources[name] if not s.file.endswith((".deb", ".udeb")))
         if name in LAYERS or not tars:
             continue
-        for rel, p in _files(dep).items():
+        for p in _files(dep).values():
             origin.setdefault(_sha(p, "sha256"), tars)
     # Unpacked from a .deb: the member's hash names it.
     for s in ctx.lock.sources:

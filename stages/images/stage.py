@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from onlydocker import dockerimage
 from onlydocker.layout import read_toml
+
 if TYPE_CHECKING:      # only a type: the stage engine is not part of this stage's code key
     from onlydocker.pystage import StageContext
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from onlydocker import compress, cpio
 from onlydocker.errors import BuildError
+
 if TYPE_CHECKING:      # only a type: the stage engine is not part of this stage's code key
     from pathlib import Path
 

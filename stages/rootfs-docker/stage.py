@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from onlydocker import compress, cpio
 from onlydocker.layout import check_installs, fail, install, read_toml
+
 if TYPE_CHECKING:      # only a type: the stage engine is not part of this stage's code key
     from pathlib import Path
 

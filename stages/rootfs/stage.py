@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from onlydocker import elfdeps
 from onlydocker.errors import BuildError
 from onlydocker.layout import check_installs, copy_file, fail, install, link_to, read_toml, symlink, write
+
 if TYPE_CHECKING:      # only a type: the stage engine is not part of this stage's code key
     from pathlib import Path
 
