@@ -120,7 +120,7 @@ def test_the_repositorys_own_stages_have_the_one_shape():
     stages = load_stages(REPO / "stages")
     assert {d.name for d in stages.values() if d.kconfig} == {"kernel", "busybox"}
     assert {d.name for d in stages.values() if d.kind == "python"} == {"box", "images", "initrd", "rootfs",
-                                                                     "rootfs-docker", "image-sbom"}
+                                                                     "rootfs-docker", "image-sbom", "source-notices"}
 
 
 def test_stage_py_is_loaded_by_path_under_its_own_name_and_leaves_no_cache(tmp_path):

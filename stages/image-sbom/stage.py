@@ -6,15 +6,16 @@ content: the sha256 of a member of one of the docker stage's .debs names
 that .deb; the sha256 of an output of an upstream stage built from source
 names that stage's sources (BusyBox, the kernel, ...); else it is the
 pipeline's own (init, the scripts). Each package carries its copyright
-notices (legal.copyright_text) and the sha512 of its file, read here where
-the sources are: dist/'s SBOMs take them from this document. It describes
+notices and the sha512 of its file, as the source-notices stage read them
+from the sources: dist/'s SBOMs take them from this document. It describes
 neither itself nor the artifacts that hold the image: nothing circular."""
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import TYPE_CHECKING
 
-from onlydocker import __version__, legal, sbom
+from onlydocker import __version__, sbom
 from onlydocker.canon import readable_json
 from onlydocker.decl import load_stages
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:      # only a type: the stage engine is not part of this stage
     from onlydocker.pystage import StageContext
 
 LAYERS = ("rootfs", "rootfs-docker")
+NOTICES = "source-notices"       # the stage that read the sources (its output is not a layer)
 
 
 def _tree(dep: Path) -> Path:
@@ -49,18 +51,19 @@ def build(ctx: StageContext) -> None:
     origin: dict[str, tuple[str, ...]] = {}
     # Built from source: an output file names the stage's sources.
     for name, dep in ctx.deps.items():
+        if name == NOTICES:
+            continue
         tars = tuple(s.name for s in stage_sources[name] if not s.file.endswith((".deb", ".udeb")))
         if name in LAYERS or not tars:
             continue
         for p in _files(dep).values():
             origin.setdefault(_sha(p, "sha256"), tars)
-    # Unpacked from a .deb: the member's hash names it.
+    # Unpacked from a .deb: the member's hash names it (source-notices read the .debs).
+    facts = json.loads((ctx.deps[NOTICES] / "source-notices.json").read_text())
     for s in ctx.lock.sources:
-        if s.name in ctx.sources and s.file.endswith((".deb", ".udeb")):
-            for _, data in legal._archive_files(ctx.sources[s.name], s.file, lambda parts, m: True):
-                h = hashlib.sha256(data).hexdigest()
-                if h != empty:
-                    origin[h] = (s.name,)
+        if s.name in facts and s.file.endswith((".deb", ".udeb")):
+            for h in facts[s.name]["members"]:
+                origin[h] = (s.name,)
     files = []
     for layer in LAYERS:
         for rel, p in _files(_tree(ctx.deps[layer])).items():
@@ -68,7 +71,7 @@ def build(ctx: StageContext) -> None:
             files.append(sbom.ImageFile(path=rel, sha256=sha256, sha1=_sha(p, "sha1"),
                                         origins=origin.get(sha256, ()) if sha256 != empty else ()))
     # The packages: every source of the stages the layers are made of.
-    names = {s.name for n in ctx.deps for s in stage_sources[n]}
+    names = {s.name for n in ctx.deps if n != NOTICES for s in stage_sources[n]}
     sources = [s for s in ctx.lock.sources if s.name in names]
     version = "unknown"
     for line in (ctx.deps["rootfs"] / "etc" / "os-release").read_text().splitlines():
@@ -77,9 +80,9 @@ def build(ctx: StageContext) -> None:
     # What the sources say of themselves: copyright notices, sha512.
     notices, sha512 = {}, {}
     for s in sources:
-        if s.name in ctx.sources:
-            notices[s.name] = legal.copyright_text(ctx.sources[s.name], s.file)
-            sha512[s.name] = _sha(ctx.sources[s.name], "sha512")
+        if s.name in facts:
+            notices[s.name] = facts[s.name]["copyright"]
+            sha512[s.name] = facts[s.name]["sha512"]
     doc = sbom.image_document(ctx.lane, ctx.source_date_epoch, f"onlydocker-{__version__}", version, sources,
                               ctx.lock.builder.suite, tuple(files), copyrights=notices, sha512=sha512)
     out = ctx.out / sbom.IMAGE_PATH
