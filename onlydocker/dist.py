@@ -134,7 +134,24 @@ def tool_copyrights(settings, tar_sha256: str) -> dict[str, str]:
     none (NOASSERTION)."""
     from .legal import builder_copyrights
     tar = settings.cache_dir / "builders" / f"{tar_sha256}.tar.zst"
-    return builder_copyrights(tar) if tar.is_file() else {}
+    # Read once per builder (2 s of zstd for 200 MB), then from the record
+    # beside the tar: a pure function of the tar's bytes, named by its sha256.
+    # A record of another shape is read again from the tar, never trusted.
+    memo = tar.with_name(f"{tar_sha256}.copyrights.json")
+    try:
+        known = json.loads(memo.read_text())
+        if isinstance(known, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in known.items()):
+            return known
+    except (OSError, ValueError):
+        pass
+    if not tar.is_file():
+        return {}
+    found = builder_copyrights(tar)
+    try:
+        atomic.write_json(memo, found)
+    except OSError:
+        pass            # a read-only or full cache: read from the tar again next time
+    return found
 
 
 def is_current(ws, stages, settings) -> bool:

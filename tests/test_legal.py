@@ -142,3 +142,36 @@ def test_patch_series_follows_the_prelude(tmp_path):
     (d / "series").write_text("0002-b.patch\n# comment\n  \n0001-a.patch\n")
     assert [p.name for p in legal.patch_series(tmp_path, s)] == ["0002-b.patch", "0001-a.patch"]
     assert legal.patch_series(tmp_path / "elsewhere", s) == []
+
+
+def test_the_builders_copyrights_are_read_once_and_a_damaged_record_is_read_again(tmp_path):
+    """dist's SBOMs name each builder package's copyright notices, read from
+    the builder's tar (2 s for 200 MB) once, then from the record beside it."""
+    import json
+    import tarfile
+    import types
+
+    import zstandard
+
+    from onlydocker import dist
+    text = b"Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n" \
+           b"Files: *\nCopyright: 2024 Somebody <s@example.org>\nLicense: MIT\n"
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        info = tarfile.TarInfo("./usr/share/doc/pkg/copyright")
+        info.size = len(text)
+        tf.addfile(info, io.BytesIO(text))
+    builders = tmp_path / "builders"
+    builders.mkdir()
+    sha = "ab" * 32
+    tar = builders / f"{sha}.tar.zst"
+    tar.write_bytes(zstandard.ZstdCompressor().compress(raw.getvalue()))
+    settings = types.SimpleNamespace(cache_dir=tmp_path)
+    first = dist.tool_copyrights(settings, sha)
+    assert set(first) == {"pkg"} and "2024 Somebody <s@example.org>" in first["pkg"]
+    memo = builders / f"{sha}.copyrights.json"
+    assert json.loads(memo.read_text()) == first
+    tar.unlink()                                   # read from the record now
+    assert dist.tool_copyrights(settings, sha) == first
+    memo.write_text('{"pkg": 3}')                   # another shape: not trusted, the tar is gone: none
+    assert dist.tool_copyrights(settings, sha) == {}
