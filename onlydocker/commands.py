@@ -378,13 +378,13 @@ class Clean(LaneCommand):
         out = settings.out_root / lk.lane.name
         if not params["dryrun"] and out.is_dir():
             RunLock(out / ".run.lock").acquire()      # not while a build writes there (or uses a kept tree)
-        if params["kept"]:
-            self._clean_kept(settings, lk, params["dryrun"])
-        if not out.is_dir():
+        kept_n, kept_bytes = self._clean_kept(settings, lk, params["dryrun"]) if params["kept"] else (0, 0)
+        if not out.is_dir() and not kept_n:
             print(f"lane {lk.lane.name}: nothing to remove ({out} does not exist)")
             return 0
-        items = clean.plan(out, settings.stage_cache, state=params["state"], cache=params["cache"])
-        if not items:
+        items = clean.plan(out, settings.stage_cache, state=params["state"], cache=params["cache"]) \
+            if out.is_dir() else []
+        if not items and not kept_n:
             print(f"lane {lk.lane.name}: nothing to remove in {out}")
             return 0
         verb = "would remove" if params["dryrun"] else "removing"
@@ -392,22 +392,26 @@ class Clean(LaneCommand):
             print(f"{verb} {r.what:<11} {clean.human(r.size):>9}  {r.path}")
         if not params["dryrun"]:
             clean.remove(items)
-        total = clean.human(sum(r.size for r in items))
-        print(f"lane {lk.lane.name}: {'would remove' if params['dryrun'] else 'removed'} {len(items)} path(s), "
-              f"{total}" + ("" if params["cache"] else "; every cache kept"))
+        total = clean.human(sum(r.size for r in items) + kept_bytes)
+        trees = f" and {kept_n} kept tree(s)" if kept_n else ""
+        print(f"lane {lk.lane.name}: {'would remove' if params['dryrun'] else 'removed'} {len(items)} path(s)"
+              f"{trees}, {total}" + ("" if params["cache"] else "; every cache kept"))
         return 0
 
-
     @staticmethod
-    def _clean_kept(settings, lk, dryrun: bool) -> None:
+    def _clean_kept(settings, lk, dryrun: bool) -> tuple[int, int]:
+        """Remove (or say) the lane's kept trees; how many, and their bytes."""
         from . import clean, kept
         verb = "would remove" if dryrun else "removing"
+        n = size = 0
         for member, trees in kept.on_engines(settings, lk.lane.name):
             for t in trees:
                 print(f"{verb} {'kept tree':<11} {clean.human(t.size or 0):>9}  volume {t.volume} "
                       f"(stage {t.stage}, engine {member.name})")
                 if not dryrun:
                     kept.remove(member.client, t.volume)
+                n, size = n + 1, size + (t.size or 0)
+        return n, size
 
 
 class Kept(LaneCommand):

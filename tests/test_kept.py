@@ -185,7 +185,7 @@ def test_doit_kept_lists_the_tree_with_its_size_and_clean_kept_removes_it(ws, do
     assert "would remove kept tree" in r.stdout and VOLUME in r.stdout
     docker_client.volumes.get(VOLUME)             # still there
     r = ws.doit("clean", "--kept", "lock=test.lock")
-    assert "removing kept tree" in r.stdout
+    assert "removing kept tree" in r.stdout and "and 1 kept tree(s)" in r.stdout
     assert VOLUME not in [v.name for v in docker_client.volumes.list()]
     r, log = build(ws, ONLYDOCKER_STAGE_CACHE=str(ws.root / "other-cache"))
     assert "prelude: kept tree: not used (none, or its last build did not finish)" in log
