@@ -70,8 +70,13 @@ def modern_lane(tmp_path_factory, docker_client):
     # Its stages start from fresh extractions (no kept tree of an earlier
     # build on this engine, kept.py): what it builds is a clean build, the
     # reference the kernel's incremental test compares with.
+    # (A kernel's tree is 1.5 GB of small files: its removal outlasts the
+    # session client's 10 s timeout on a busy machine, so a client of its own.)
+    import docker
+
     from onlydocker import kept
-    for v in docker_client.volumes.list(filters={"label": kept.LABEL}):
+    patient = docker.from_env(timeout=600)      # the engine docker_client found, as it found it
+    for v in patient.volumes.list(filters={"label": kept.LABEL}):
         if (v.attrs.get("Labels") or {}).get(kept.LABEL, "").startswith(f"{MODERN_LANE}/"):
             v.remove(force=True)
     with budget.charge(f"lane build: {MODERN_LANE}"):
