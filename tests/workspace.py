@@ -44,9 +44,12 @@ class Workspace:
         return self.root / "out" / lane
 
     def _records(self) -> dict[Path, tuple[int, int]]:
-        """Each lane's run record, by identity (a new record is a new file, renamed into place)."""
+        """Each lane's run record, by identity (a new record is a new file,
+        renamed into place), where this workspace's doit writes them (its
+        ONLYDOCKER_OUT, else out/)."""
         found = {}
-        for p in (self.root / "out").glob(f"*/{RUN_RECORD}"):
+        out = Path(self.env["ONLYDOCKER_OUT"]) if self.env.get("ONLYDOCKER_OUT") else self.root / "out"
+        for p in out.glob(f"*/{RUN_RECORD}"):
             st = p.stat()
             found[p] = (st.st_ino, st.st_mtime_ns)
         return found
