@@ -7,9 +7,7 @@ anything else changed, its last build did not finish, or the build is
 trees with their sizes and `doit clean --kept` removes them."""
 from __future__ import annotations
 
-import io
 import re
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -46,21 +44,8 @@ cp /build/stage/lane/config /build/out/config
 """
 
 
-def _tarball(path) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.GNU_FORMAT) as tf:
-        for name, data in (("hello-1.0/", None), ("hello-1.0/hello.c", HELLO_C),
-                           ("hello-1.0/greeting.h", GREETING_H)):
-            info = tarfile.TarInfo(name.rstrip("/"))
-            info.mtime = 1600000000
-            if data is None:
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
-                tf.addfile(info)
-            else:
-                info.size, info.mode = len(data), 0o644
-                tf.addfile(info, io.BytesIO(data))
-    path.write_bytes(buf.getvalue())
-    return buf.getvalue()
+def _tarball(path: Path) -> bytes:
+    return wsmod.source_tarball(path, (("hello-1.0/", None), ("hello-1.0/hello.c", HELLO_C), ("hello-1.0/greeting.h", GREETING_H)))
 
 
 def _remove_volume(client) -> None:

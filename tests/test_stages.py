@@ -31,19 +31,7 @@ PATCH = """--- a/hello.c
 
 
 def _source_tarball(path: Path) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.GNU_FORMAT) as tf:
-        for name, data in (("hello-1.0/", None), ("hello-1.0/hello.c", HELLO_C)):
-            info = tarfile.TarInfo(name.rstrip("/"))
-            info.mtime = 1600000000
-            if data is None:
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
-                tf.addfile(info)
-            else:
-                info.size, info.mode = len(data), 0o644
-                tf.addfile(info, io.BytesIO(data))
-    path.write_bytes(buf.getvalue())
-    return buf.getvalue()
+    return wsmod.source_tarball(path, (("hello-1.0/", None), ("hello-1.0/hello.c", HELLO_C)))
 
 
 _stage = wsmod.add_stage

@@ -99,6 +99,26 @@ def add_stage(root: Path, name: str, toml: str, script: str) -> Path:
     return d
 
 
+def source_tarball(path: Path, members) -> bytes:
+    """A .tar.gz of `members` ((name, bytes), a name ending in / with None
+    for a folder), fixed mtime and modes, written to `path`; its bytes."""
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.GNU_FORMAT) as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name.rstrip("/"))
+            info.mtime = 1600000000
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tf.addfile(info)
+            else:
+                info.size, info.mode = len(data), 0o644
+                tf.addfile(info, io.BytesIO(data))
+    path.write_bytes(buf.getvalue())
+    return buf.getvalue()
+
+
 def source_entry(name: str, file: str, url: str, body: bytes | None = None, *, version: str = "1",
                  license: str = "MIT", group: str | None = None) -> str:
     """A lock's [[source]] table; pinned to `body`'s sha256 and size when
