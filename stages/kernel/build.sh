@@ -24,8 +24,12 @@ if [ -e "$1" ]; then
     for opt in ${DOCKER_CHECK_CONFIG_WAIVERS[@]+"${!DOCKER_CHECK_CONFIG_WAIVERS[@]}"}; do
         printf '%s %s\n' "$opt" "${DOCKER_CHECK_CONFIG_WAIVERS[$opt]}"
     done | LC_ALL=C sort > /build/work/docker-check-config-waivers
+    # And the options it leaves off on purpose (only optional ones).
+    for opt in ${DOCKER_CHECK_CONFIG_DECLINED[@]+"${!DOCKER_CHECK_CONFIG_DECLINED[@]}"}; do
+        printf '%s %s\n' "$opt" "${DOCKER_CHECK_CONFIG_DECLINED[$opt]}"
+    done | LC_ALL=C sort > /build/work/docker-check-config-declined
     sh /build/stage/files/docker-check-config /build/work/check-config.sh .config "$(make -s kernelrelease)" "$report" \
-        /build/work/docker-check-config-waivers .
+        /build/work/docker-check-config-waivers . /build/work/docker-check-config-declined
 else
     missing=0
     : > "$report"
