@@ -1,5 +1,6 @@
-"""Only Docker's build: `doit` builds the default lane (sources.lock),
-`doit lock=locks/bookworm.lock` (or ONLYDOCKER_LOCK=...) the modern one.
+"""Only Docker's build: `doit` builds the lane of sources.lock (the 2015
+target), `doit lock=locks/trixie.lock` (or ONLYDOCKER_LOCK=...) the default
+modern one, `lock=locks/bookworm.lock` the previous one.
 
 The task graph comes from the lock and stages/; see docs/design.md.
 """
@@ -8,17 +9,19 @@ from pathlib import Path
 from doit import get_var
 from doit.exceptions import InvalidDodoFile
 
+from onlydocker.decl import load_stages
 from onlydocker.errors import OnlyDockerError
 from onlydocker.report import Reporter, quiet_on_closed_pipe
 from onlydocker.schedule import install as start_the_longest_chain_first
-from onlydocker.tasks import build_tasks, stage_shortcuts, workspace_from_env
+from onlydocker.tasks import build_tasks, check_lane_folders, stage_shortcuts, workspace_from_env
 
 quiet_on_closed_pipe()
 start_the_longest_chain_first()
 try:
     settings, workspace = workspace_from_env(get_var("lock", None), root=Path(__file__).resolve().parent)
+    check_lane_folders(load_stages(settings.root / "stages"), workspace.lock.lane.name)
 except OnlyDockerError as e:
-    # A bad lock or setting: doit says this one line, with no traceback.
+    # A bad lock, setting or lane folder: doit says this one line, with no traceback.
     raise InvalidDodoFile(str(e)) from None
 workspace.out.mkdir(parents=True, exist_ok=True)
 Reporter.log_dir = workspace.out / "logs"

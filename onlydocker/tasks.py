@@ -17,7 +17,7 @@ from . import atomic, engines
 from . import config as config_mod
 from . import lock as lock_mod
 from .decl import load_stages
-from .errors import OnlyDockerError
+from .errors import OnlyDockerError, StageError
 from .fetch import Fetcher
 from .report import RESULTS, run_reporting
 from .stage import Workspace
@@ -137,6 +137,18 @@ def _recorded(ws: Workspace, decl) -> bool:
         except (OSError, ValueError):
             pass
     return True
+
+
+def check_lane_folders(stages: dict, lane: str) -> None:
+    """A stage with lane data (a lanes/ folder) must have the lane's folder:
+    said before anything builds, rather than as a build that fails minutes
+    in, or one that runs without the lane's config."""
+    for d in stages.values():
+        lanes_dir = d.dir / "lanes"
+        if lanes_dir.is_dir() and not d.lane_dir(lane).is_dir():
+            have = ", ".join(sorted(p.name for p in lanes_dir.iterdir() if p.is_dir())) or "none"
+            raise StageError(f"stage {d.name}: {d.lane_dir(lane)} is missing: lane {lane!r} has no data "
+                             f"for this stage (lanes there: {have})")
 
 
 def build_tasks(settings: config_mod.Settings, ws: Workspace):

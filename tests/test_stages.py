@@ -119,6 +119,20 @@ def test_a_patch_that_does_not_apply_names_the_patch_and_the_file(tiny):
     assert not (tiny.out(tiny.lane) / "stages" / "hello.manifest.json").exists()
 
 
+def test_a_stage_without_the_lanes_folder_is_named_before_anything_builds(tiny):
+    # Lane data for another lane only: this lane has none for the stage.
+    other = tiny.root / "stages" / "other" / "lanes" / "elsewhere"
+    other.mkdir(parents=True)
+    (other / "lane.toml").write_text('greeting = "hi"\n')
+    r = tiny.doit("lock=test.lock", check=False)
+    assert r.returncode != 0
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if "is missing" in ln]
+    assert lines == [f"ERROR: stage other: {tiny.root}/stages/other/lanes/{tiny.lane} is missing: lane "
+                     f"{tiny.lane!r} has no data for this stage (lanes there: elsewhere)"], r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tiny.out(tiny.lane) / "stages").exists()
+
+
 def test_a_failing_build_names_the_stage_keeps_the_log_and_caches_nothing(tiny):
     _stage(tiny.root, "other", 'description = "other"\noutputs = ["other"]\n',
            "echo 'the last words of a failing build'\nexit 3\n")
