@@ -339,6 +339,8 @@ def test_bad_lane_toml_is_named(tmp_path, extra, words):
     (GOOD_LANE.replace('"/usr/bin/dockerd"', "\"it's\""), ["docker_daemon", "quotes"]),
     (GOOD_LANE.replace("/usr/share/onlydocker/images/busybox.tar", "/tmp/x.tar"), ["image_archive"]),
     (GOOD_LANE.replace("busybox.tar", "other.tar"), ["image_archive", "other.tar"]),
+    (GOOD_LANE.replace('dhcp_image = "x:latest"\n', 'dhcp_image = "x:latest"\ncgroup = "2"\n'),
+     ["[lane] field 'cgroup'", "expected 'v1' or 'v2', got '2'"]),
     ("version = \n", ["not valid TOML"]),
 ])
 def test_bad_lane_table_is_named(tmp_path, text, words):

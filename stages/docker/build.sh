@@ -12,6 +12,15 @@ for deb in /build/sources/*.deb; do
     [ -e "$deb" ] || continue
     dpkg-deb -x "$deb" "$sysroot"
 done
+# Since trixie, Debian's packages install under /usr only and base-files
+# makes the merged-/usr links (/lib -> usr/lib, ...). A sysroot of such
+# packages (no /lib of its own) gets them too, so that the paths in ELF
+# headers (the interpreter /lib64/ld-linux-x86-64.so.2) resolve in it.
+if [ ! -e "$sysroot/lib" ] && [ ! -e "$sysroot/lib64" ]; then
+    for d in bin sbin lib lib64; do
+        if [ -d "$sysroot/usr/$d" ]; then ln -s "usr/$d" "$sysroot/$d"; fi
+    done
+fi
 for name in $(printf '%s\n' ${LAYOUT[@]+"${!LAYOUT[@]}"} | LC_ALL=C sort); do
     dir=${LAYOUT[$name]}
     mkdir -p "$sysroot/$dir"

@@ -23,7 +23,7 @@ DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "etc/onlydocker", "etc/ssl/certs",
 IMAGES_DIR = "usr/share/onlydocker/images"
 # What init and console-container.sh read from /etc/onlydocker/lane.conf.
 LANE_KEYS = {"docker_daemon": True, "docker_ramdisk": False, "console_image_default": True,
-             "dhcp_image": True, "image_archive": True, "image_load": False}
+             "dhcp_image": True, "image_archive": True, "image_load": False, "cgroup": False}
 KMOD_NAMES = ("modprobe", "insmod", "rmmod", "lsmod", "depmod", "modinfo")
 SCRIPTS = ("console-container.sh", "onlydocker-selftest", "onlydocker-featuretest", "onlydocker-sshd",
            "onlydocker-docker-tcp")
@@ -51,6 +51,8 @@ def load_conf(conf_path: Path, needs: set[str]) -> dict:
             fail(conf_path, f"[lane] field {key!r}", f"expected a one-line string without quotes, got {value!r}")
     if lane.get("image_load", "load") not in ("load", "import"):
         fail(conf_path, "[lane] field 'image_load'", f"expected 'load' or 'import', got {lane['image_load']!r}")
+    if lane.get("cgroup", "v1") not in ("v1", "v2"):
+        fail(conf_path, "[lane] field 'cgroup'", f"expected 'v1' or 'v2', got {lane['cgroup']!r}")
     if not lane["image_archive"].startswith(f"/{IMAGES_DIR}/"):
         fail(conf_path, "[lane] field 'image_archive'", f"expected a file under /{IMAGES_DIR}/")
     check_installs(conf_path, conf.get("install", []), needs)
