@@ -13,13 +13,13 @@ for deb in /build/sources/*.deb; do
     dpkg-deb -x "$deb" "$sysroot"
 done
 # Since trixie, Debian's packages install under /usr only and base-files
-# makes the merged-/usr links (/lib -> usr/lib, ...). A sysroot of such
-# packages (no /lib of its own) gets them too, so that the paths in ELF
-# headers (the interpreter /lib64/ld-linux-x86-64.so.2) resolve in it.
-if [ ! -e "$sysroot/lib" ] && [ ! -e "$sysroot/lib64" ]; then
-    for d in bin sbin lib lib64; do
-        if [ -d "$sysroot/usr/$d" ]; then ln -s "usr/$d" "$sysroot/$d"; fi
-    done
+# makes the merged-/usr links (/lib64 -> usr/lib64, ...). A sysroot of such
+# packages (no /lib of its own) gets the one ELF headers name, so that the
+# interpreter /lib64/ld-linux-x86-64.so.2 resolves in it (and the image gets
+# it as that link); libraries are found in usr/lib, where the loader looks
+# too. Not /lib: the image's root layer has a real /lib (its modules).
+if [ ! -e "$sysroot/lib" ] && [ ! -e "$sysroot/lib64" ] && [ -d "$sysroot/usr/lib64" ]; then
+    ln -s usr/lib64 "$sysroot/lib64"
 fi
 for name in $(printf '%s\n' ${LAYOUT[@]+"${!LAYOUT[@]}"} | LC_ALL=C sort); do
     dir=${LAYOUT[$name]}
