@@ -45,8 +45,16 @@ while true; do
     else
         image=$CONSOLE_IMAGE_DEFAULT
         # The static BusyBox image has no C library; a dynamic docker
-        # client then runs with the host's (read-only, and no others').
-        [ -d /lib64 ] && libs="-v /lib:/lib:ro -v /lib64:/lib64:ro"
+        # client then runs with the host's (read-only, and no others'):
+        # /lib64 (its interpreter) and the folder of the host's libraries,
+        # /lib/x86_64-linux-gnu or, merged /usr (trixie's packages), the
+        # /usr one, at /lib/x86_64-linux-gnu, where the loader looks.
+        if [ -d /lib64 ]; then
+            libs="-v /lib64:/lib64:ro"
+            for d in /lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu; do
+                if [ -d "$d" ]; then libs="$libs -v $d:/lib/x86_64-linux-gnu:ro"; break; fi
+            done
+        fi
     fi
     say "starting the console container from $image"
     docker rm -f console >/dev/null 2>&1
