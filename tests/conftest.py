@@ -41,8 +41,11 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
 
 
-MODERN_LOCK = "locks/bookworm.lock"
-MODERN_LANE = "bookworm"
+# The lane that gets every end-to-end test (build, repro, every boot,
+# Vagrant): the default one. Bookworm is built and booted once
+# (test_bookworm_lane.py).
+MODERN_LOCK = "locks/trixie.lock"
+MODERN_LANE = "trixie"
 
 
 @pytest.fixture(scope="session")

@@ -10,13 +10,14 @@ import os
 import re
 import socket
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from onlydocker import boot
 from onlydocker.errors import OnlyDockerError
-from tests.conftest import require_tool
+from tests.conftest import MODERN_LANE, require_tool
 
 MARKER = "ONLYDOCKER-SELFTEST:"
 # Each boot costs 30-60 s (qemu under TCG): a boot checks everything it can.
@@ -43,10 +44,23 @@ def kernel_initrd(request):
             _image(request, "ONLYDOCKER_TEST_INITRD", "initrd"))
 
 
-def check_selftest(result: boot.BootResult) -> None:
+def cgroup_of(lane: str) -> str:
+    """The hierarchy the lane's image mounts (its rootfs lane.toml's cgroup)."""
+    toml = Path(__file__).resolve().parent.parent / "stages/rootfs/lanes" / lane / "lane.toml"
+    return tomllib.loads(toml.read_text())["lane"].get("cgroup", "v1")
+
+
+def check_selftest(result: boot.BootResult, lane: str = MODERN_LANE) -> None:
     """Everything issue 4 asks of a boot, each named when it is missing."""
     boot.assert_selftest_passed(result)
     text = result.text
+    # cgroup v2: the unified hierarchy alone; v1: one per controller.
+    if cgroup_of(lane) == "v2":
+        assert re.search(r"^\s*Cgroup Version: 2\r?$", text, re.M), "docker info: not cgroup v2"
+        assert re.search(r"^cgroup2 /sys/fs/cgroup cgroup2 ", text, re.M), "no cgroup2 mount"
+        assert not re.search(r"^cgroup /sys/fs/cgroup/\S+ cgroup ", text, re.M), "a cgroup v1 hierarchy is mounted"
+    else:
+        assert re.search(r"^cgroup /sys/fs/cgroup/memory cgroup ", text, re.M), "no cgroup v1 memory hierarchy"
     assert re.search(r"^pid 1 is: dockerd\r?$", text, re.M), "PID 1 is not dockerd"
     assert "Server:" in text and "API version" in text, "docker version printed no server"
     assert "Storage Driver: overlay2" in text, "docker info: not overlay2"

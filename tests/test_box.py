@@ -165,6 +165,7 @@ def test_ovf_is_well_formed_and_fixed():
 # may not. Parameters as the box stage passes them: the lane's lane.toml name,
 # the one data disk, the lock's SOURCE_DATE_EPOCH.
 SHIPPED_OVF = {
+    ("trixie", "locks/trixie.lock"): "df1252456723d7a945d73d60560ef800271555f687d6eb3c2d4ee91b0f8f56ac",
     ("bookworm", "locks/bookworm.lock"): "33f51b94593c8842705c1f310e63e40308d6a396222534c2dfce295b89fb91bc",
     ("2015", "sources.lock"): "04ca779a6c988ab8bc59ce68c3156a21648c930d8b114d8b513b6937a8ddd626",
 }

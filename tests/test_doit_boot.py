@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.conftest import MODERN_LOCK, require_tool
+from tests.conftest import MODERN_LANE, MODERN_LOCK, require_tool
 
 
 def test_boot_refuses_uefi_and_an_unbuilt_lane_in_one_line(tmp_path):
@@ -45,7 +45,7 @@ def test_doit_boot_gives_a_console_and_docker_over_ssh_and_ends_on_ctrl_c(modern
             text = (tmp_path / "boot.out").read_text(errors="replace")
         assert "Docker is up" in text, text[-5000:]
         assert "Linux version" in text and "init: exec" in text      # the serial console, on its output
-        config = modern_lane.out("bookworm") / "boot" / "ssh_config"
+        config = modern_lane.out(MODERN_LANE) / "boot" / "ssh_config"
         # As the command says: its ssh first on PATH, DOCKER_HOST=ssh://onlydocker.
         env = {**os.environ, "PATH": f"{config.parent / 'bin'}:{os.environ['PATH']}", "DOCKER_HOST": "ssh://onlydocker"}
         info = subprocess.run(["docker", "info", "--format", "{{.OperatingSystem}} {{.Driver}}"], env=env,

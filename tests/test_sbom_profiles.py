@@ -25,9 +25,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import MODERN_LANE
 from tests.test_sbom import load_spdx3
 
-pytestmark = [pytest.mark.slow, pytest.mark.budget("lane tests: bookworm")]
+pytestmark = [pytest.mark.slow, pytest.mark.budget(f"lane tests: {MODERN_LANE}")]
 
 
 def check(path: Path, profile: str, spec: str):

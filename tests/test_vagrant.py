@@ -27,14 +27,15 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker import box
+from onlydocker import box, lock
 from tests.conftest import MODERN_LANE as LANE
 from tests.conftest import MODERN_LOCK as LOCK
 from tests.conftest import require_tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.budget("vagrant")]
 
-BOX = "onlydocker/onlydocker-bookworm"
+BOX = f"onlydocker/onlydocker-{LANE}"
+ROOT = Path(__file__).resolve().parent.parent
 NETNS = f"od-vagrant-{os.getpid()}"
 TCP_PORT = 12375          # the user's opt-in Docker TCP forward, on the namespace's 127.0.0.1
 PRIVATE_IP = "192.168.57.10"   # a private network, inside the test's namespace
@@ -240,7 +241,8 @@ def test_vagrant_up_ssh_docker_halt_up_destroy(catalog, vagrant_env, libvirt_net
 
         info = vagrant("ssh", "-c", "docker info; echo PID1=$(cat /proc/1/comm); hostname; "
                                     "cat /root/.ssh/authorized_keys; ip -4 addr show eth1").stdout
-        assert "Server Version: 20.10" in info and "Docker Root Dir: /var/lib/docker" in info, info
+        docker_version = ".".join(lock.load(ROOT / LOCK).source("docker.io").version.split(".")[:2])
+        assert f"Server Version: {docker_version}" in info and "Docker Root Dir: /var/lib/docker" in info, info
         assert "PID1=dockerd" in info and "od-vagrant-test" in info, info
         assert "vagrant insecure public key" not in info
         assert f"inet {PRIVATE_IP}/24" in info, info
@@ -292,5 +294,5 @@ def test_vagrant_up_ssh_docker_halt_up_destroy(catalog, vagrant_env, libvirt_net
 
 def _delete_base_volume() -> None:
     volumes = _run(["virsh", "-c", "qemu:///system", "vol-list", "default", "--details"], check=False).stdout
-    for name in re.findall(r"^\s*(onlydocker-VAGRANTSLASH-onlydocker-bookworm_vagrant_box_image_\S+)", volumes, re.M):
+    for name in re.findall(rf"^\s*({re.escape(BOX.replace('/', '-VAGRANTSLASH-'))}_vagrant_box_image_\S+)", volumes, re.M):
         _run(["virsh", "-c", "qemu:///system", "vol-delete", "--pool", "default", name])
