@@ -22,12 +22,17 @@ from .canon import compact_json
 from .errors import StageError
 from .hashing import sha256_file
 
-STAGE_KEYS = {"description", "sources", "needs", "outputs", "artifacts", "kind", "root", "cost", "kconfig", "keep"}
+STAGE_KEYS = {"description", "sources", "needs", "outputs", "artifacts", "kind", "root", "cost", "kconfig", "keep",
+              "lane_settings"}
 # Keys that change no byte, left out of the stage key: `cost` orders the work,
 # `kconfig` allows a folder's shape (the fragment itself is in the key), `keep`
 # makes the next build faster and never different (kept.py; `doit repro` and
-# the tests prove it).
-KEYLESS = {"cost", "kconfig", "keep"}
+# the tests prove it), `lane_settings` checks a lane's lane.toml before any
+# build (lanecheck.py; the lane.toml itself is in the key).
+KEYLESS = {"cost", "kconfig", "keep", "lane_settings"}
+# What a stage's `[lane_settings]` may say of a key of its lane.toml: its
+# type; with a trailing "?", a lane may leave it out.
+LANE_SETTING_TYPES = {"string", "integer", "boolean", "strings", "table", "tables"}
 KINDS = {"container": "build.sh", "python": "stage.py"}     # kind -> the file that does the work
 LANE_FILES = {"config", "lane.toml"}
 # Python's own cache files: never a stage's (nor in its key).
@@ -48,6 +53,8 @@ class StageDecl:
     cost: float = 1.0       # rough seconds on 2 cores: the longest chain starts first (schedule.py)
     kconfig: bool = False   # the tool has Kconfig: lanes/<lane>/config is a fragment
     keep: bool = False      # its build tree (/build/src) is kept for its next build (kept.py)
+    # (key, type) of every setting its lanes' lane.toml may hold (lanecheck.py)
+    lane_settings: tuple[tuple[str, str], ...] = ()
 
     def lane_dir(self, lane: str) -> Path:
         return self.dir / "lanes" / lane
@@ -127,6 +134,11 @@ def load_stage(path: Path) -> StageDecl:
     keep = data.get("keep", False)
     if not isinstance(keep, bool) or (keep and kind != "container"):
         raise StageError(f"{toml_path}: keep = true|false, for a container stage only, not {keep!r}")
+    lane_settings = data.get("lane_settings", {})
+    if not isinstance(lane_settings, dict) or any(
+            not isinstance(t, str) or t.removesuffix("?") not in LANE_SETTING_TYPES for t in lane_settings.values()):
+        raise StageError(f"{toml_path}: [lane_settings]: each key = one of {sorted(LANE_SETTING_TYPES)}, "
+                         f"with a trailing '?' if a lane may leave it out; not {lane_settings!r}")
     problems = shape_problems(path, kind, kconfig)
     if problems:
         raise StageError(f"{path}: {'; '.join(problems)}")
@@ -135,7 +147,7 @@ def load_stage(path: Path) -> StageDecl:
         sources=tuple(data.get("sources", ())), needs=tuple(data.get("needs", ())),
         outputs=tuple(data["outputs"]), kind=kind,
         artifacts=tuple(sorted(data.get("artifacts", {}).items())), root=root, cost=float(cost), kconfig=kconfig,
-        keep=keep)
+        keep=keep, lane_settings=tuple(sorted(lane_settings.items())))
 
 
 def file_digest(rel: str, path: Path) -> str:

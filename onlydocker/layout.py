@@ -12,7 +12,6 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import elfdeps
 from .errors import BuildError
 
 if TYPE_CHECKING:      # only a type: the stage engine is not part of a stage's code key
@@ -120,6 +119,9 @@ def copy_chain(sysroot: Path, rel: str, root: Path) -> None:
 
 
 def install(ctx: StageContext, conf_path: Path, item: dict, root: Path) -> None:
+    # Here, not at the top: pyelftools takes 40 ms to import, and a lane's
+    # check before every run (lanecheck.py) loads this module for check_installs.
+    from . import elfdeps
     stage, path, to = item["from"], item["path"], item["to"]
     sysroot = item.get("sysroot")
     if sysroot:

@@ -40,11 +40,11 @@ class StageContext:
         return self.stage_dir / "files"
 
 
-def load_build(stage_dir: Path) -> Callable[[StageContext], None]:
-    """build() of `stage_dir`/stage.py, run as a module of its own whose name
-    no import statement can spell ("onlydocker-stage:<name>"), so it clashes
-    with nothing; compiled from the source, so no __pycache__ lands in the
-    stage folder."""
+def load_module(stage_dir: Path) -> types.ModuleType:
+    """`stage_dir`/stage.py, run as a module of its own whose name no import
+    statement can spell ("onlydocker-stage:<name>"), so it clashes with
+    nothing; compiled from the source, so no __pycache__ lands in the stage
+    folder."""
     path = stage_dir / KINDS["python"]
     module = types.ModuleType(f"onlydocker-stage:{stage_dir.name}")
     module.__file__ = str(path)
@@ -56,9 +56,14 @@ def load_build(stage_dir: Path) -> Callable[[StageContext], None]:
         raise
     except Exception as e:       # a broken stage.py: said in one line, as any build failure
         raise BuildError(f"{path} does not load: {type(e).__name__}: {e}") from None
-    fn = getattr(module, "build", None)
+    return module
+
+
+def load_build(stage_dir: Path) -> Callable[[StageContext], None]:
+    """build() of `stage_dir`/stage.py."""
+    fn = getattr(load_module(stage_dir), "build", None)
     if not callable(fn):
-        raise BuildError(f"{path}: defines no build(ctx)")
+        raise BuildError(f"{stage_dir / KINDS['python']}: defines no build(ctx)")
     return fn
 
 

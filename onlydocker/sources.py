@@ -68,14 +68,31 @@ class LaneSources:
         from .unpack import check_source, kind_of
         if self.checked(source):
             return
-        hashes: set[str] | None = set() if kind_of(source.file) == "deb" else None
-        check_source(path, source.file, file_hashes=hashes)
+        kind = kind_of(source.file)
+        hashes: set[str] | None = set() if kind == "deb" else None
+        symbols: set[str] | None = set() if kind == "tar" else None
+        check_source(path, source.file, file_hashes=hashes, kconfig_symbols=symbols)
         marker = self.paths.checked_marker(source.sha256)
         marker.parent.mkdir(parents=True, exist_ok=True)
+        # Memos before the verdict that vouches for them (see `deb_file_hashes`).
         if hashes is not None:
-            # Before the verdict that vouches for it (see `deb_file_hashes`).
             atomic.write_text(self._files_memo(source), "".join(f"{h}\n" for h in sorted(hashes)))
+        if symbols:
+            atomic.write_text(self._kconfig_memo(source), "".join(f"{s}\n" for s in sorted(symbols)))
         atomic.write_text(marker, self._verdict(source))
+
+    def _kconfig_memo(self, source: Source) -> Path:
+        return self.paths.checked_marker(source.sha256).with_name(f"{source.sha256}.kconfig")
+
+    def kconfig_symbols(self, source: Source) -> set[str] | None:
+        """The Kconfig symbols the source defines, as this tree's check of it
+        found them; None when it is not checked here yet, or defines none."""
+        if not self.checked(source):
+            return None
+        try:
+            return set(self._kconfig_memo(source).read_text().split())
+        except OSError:
+            return None
 
     def _files_memo(self, source: Source) -> Path:
         return self.paths.checked_marker(source.sha256).with_name(f"{source.sha256}.files")

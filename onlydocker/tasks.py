@@ -13,11 +13,11 @@ import shutil
 import threading
 from pathlib import Path
 
-from . import atomic, engines
+from . import atomic, engines, lanecheck
 from . import config as config_mod
 from . import lock as lock_mod
 from .decl import load_stages
-from .errors import OnlyDockerError, StageError
+from .errors import OnlyDockerError
 from .fetch import Fetcher
 from .report import RESULTS, run_reporting
 from .stage import Workspace
@@ -139,18 +139,6 @@ def _recorded(ws: Workspace, decl) -> bool:
     return True
 
 
-def check_lane_folders(stages: dict, lane: str) -> None:
-    """A stage with lane data (a lanes/ folder) must have the lane's folder:
-    said before anything builds, rather than as a build that fails minutes
-    in, or one that runs without the lane's config."""
-    for d in stages.values():
-        lanes_dir = d.dir / "lanes"
-        if lanes_dir.is_dir() and not d.lane_dir(lane).is_dir():
-            have = ", ".join(sorted(p.name for p in lanes_dir.iterdir() if p.is_dir())) or "none"
-            raise StageError(f"stage {d.name}: {d.lane_dir(lane)} is missing: lane {lane!r} has no data "
-                             f"for this stage (lanes there: {have})")
-
-
 def build_tasks(settings: config_mod.Settings, ws: Workspace):
     """Yield doit task dicts for the lane of `ws`."""
     from . import builder as builder_mod
@@ -205,6 +193,11 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
             print(f"fetch {s.file}: not needed: every stage that uses it is in the cache", flush=True)
             return
         ws.sources.check(s, ws.fetcher.fetch(s))
+        # Its Kconfig symbols are known now: a fragment that names an option
+        # they lack fails here, before the stage (dodo.py checks it when the
+        # source was checked in an earlier run).
+        for d in users(s):
+            lanecheck.check_fragments(d, ws.lock.lane.name, ws.sources)
 
     for s in ws.lock.sources:
         yield {

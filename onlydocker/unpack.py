@@ -35,6 +35,7 @@ from typing import BinaryIO
 
 import zstandard
 
+from . import kconfig
 from .errors import UnsafeArchive, machine_cause, machine_error
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".tzst")
@@ -194,7 +195,7 @@ def _magic(head: bytes) -> str:
 
 
 def check_source(path: str | os.PathLike, file_name: str, *, setuid_ok: bool = False,
-                 file_hashes: set[str] | None = None) -> str:
+                 file_hashes: set[str] | None = None, kconfig_symbols: set[str] | None = None) -> str:
     """Check a source the way it will be used: a tar (any compression) or a
     .deb, as its lock file name says and as its magic bytes must agree, has
     every member checked; a plain file is copied as it is. `path` is where the
@@ -203,8 +204,10 @@ def check_source(path: str | os.PathLike, file_name: str, *, setuid_ok: bool = F
     by design; the builder runs with no-new-privileges). `file_hashes`, when
     given, gets the sha256 of every regular file, hashed in the same pass (the
     decompression is most of the cost: the SBOM's tracing of the image's files
-    to the .debs they come from reads them). Returns the kind; raises
-    UnsafeArchive naming the file."""
+    to the .debs they come from reads them). `kconfig_symbols`, when given,
+    gets every Kconfig symbol the members define, in the same pass
+    (kconfig.py: a lane's fragment is checked against them before a build).
+    Returns the kind; raises UnsafeArchive naming the file."""
     kind = kind_of(file_name)
     if kind == "plain":
         return kind
@@ -230,12 +233,21 @@ def check_source(path: str | os.PathLike, file_name: str, *, setuid_ok: bool = F
             # A package's files form a root filesystem: an absolute link
             # (lib64/ld-linux-x86-64.so.2 -> /lib/...) names a place in it.
             check_member(m, label, absolute_symlinks=kind == "deb", setuid_ok=setuid_ok)
-            if file_hashes is not None and m.isfile():
-                try:
-                    file_hashes.add(hashlib.file_digest(tf.extractfile(m), "sha256").hexdigest())
-                except _CORRUPT as e:
-                    raise UnsafeArchive(f"{label}: corrupt or truncated archive in {m.name!r} "
-                                        f"({type(e).__name__}: {e})") from None
+            if not m.isfile():
+                continue
+            want_symbols = kconfig_symbols is not None and kconfig.is_kconfig_file(m.name)
+            if file_hashes is None and not want_symbols:
+                continue
+            try:
+                # A streaming tar reads each member once: hashed and scanned from one read.
+                data = tf.extractfile(m).read()
+            except _CORRUPT as e:
+                raise UnsafeArchive(f"{label}: corrupt or truncated archive in {m.name!r} "
+                                    f"({type(e).__name__}: {e})") from None
+            if file_hashes is not None:
+                file_hashes.add(hashlib.sha256(data).hexdigest())
+            if want_symbols:
+                kconfig_symbols |= kconfig.symbols_in(m.name, data)
     return kind
 
 

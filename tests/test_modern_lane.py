@@ -182,6 +182,40 @@ def test_reverting_the_change_restores_from_the_cache_without_building(lane):
     assert "built" not in ran.values()
 
 
+def test_a_fragment_option_the_lane_s_source_does_not_define_is_named_before_its_stage_runs(lane, tmp_path):
+    """Against the Kconfig symbols the archive check found (lanecheck.py):
+    right after the fetch task checks the source (BusyBox, into an empty
+    out/), or when the run starts, before any task, once this tree has
+    checked it (the kernel's, at the second run)."""
+    sources = {s.name: s.file for s in lock.load(lane.root / LOCK).sources}
+    fresh = {k: v for k, v in lane.env.items() if not k.startswith("ONLYDOCKER_REMOTE_CACHE")}
+    fresh.update(ONLYDOCKER_OUT=str(tmp_path / "out"), ONLYDOCKER_STAGE_CACHE=str(tmp_path / "stage-cache"))
+    for stage, option, env, runs in (("busybox", "FEATURE_LS_COLOUR", fresh, 1),
+                                     ("kernel", "OVERLAYFS_FS", lane.env, 2)):
+        config = lane.root / "stages" / stage / "lanes" / LANE / "config"
+        original = config.read_text()
+        try:
+            config.write_text(original + f"CONFIG_{option}=y\n")
+            ws = wsmod.Workspace(root=lane.root, env=env, log=lane.log)
+            results = [ws.doit(f"build:{stage}", f"lock={LOCK}", check=False) for _ in range(runs)]
+        finally:
+            config.write_text(original)
+        said = (f"stage {stage}: stages/{stage}/lanes/{LANE}/config: line {len(original.splitlines()) + 1}: "
+                f"CONFIG_{option} is no option of {sources['linux' if stage == 'kernel' else 'busybox']}: "
+                f"no Kconfig file there defines {option}")
+        for r in results:
+            assert r.returncode != 0 and "Traceback" not in r.stderr
+            assert [ln for ln in (r.stdout + r.stderr).splitlines() if said in ln], r.stdout[-3000:] + r.stderr
+            # doit names a task as it starts it: the stage's never started.
+            started = [ln.lstrip(".- ") for ln in r.stdout.splitlines()]
+            assert f"build:{stage}" not in started, r.stdout[-3000:]
+        if stage == "busybox":
+            assert "build:fetch:busybox" in started and f"error: {said}" in r.stdout + r.stderr
+        else:
+            # The second run: the tree knows the kernel's symbols, nothing starts.
+            assert f"ERROR: {said}" in r.stderr and "build:" not in r.stdout, r.stdout[-3000:] + r.stderr
+
+
 def _kernel_outputs(out: Path) -> dict[str, str]:
     tree = out / "stages" / "kernel"
     return {p.relative_to(tree).as_posix(): sha256_file(p) for p in sorted(tree.rglob("*")) if p.is_file()}

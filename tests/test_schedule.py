@@ -77,7 +77,10 @@ def test_a_dependency_of_the_heaviest_task_runs_before_everything_else(tmp_path)
     finally:
         schedule.control.TaskControl.task_dispatcher = saved
     assert order[:2] == ["fetch-linux", "kernel"] and order[2:] == ["busybox", "iptables"]
-    assert set(two[:2]) == {"fetch-linux", "busybox"} and two.index("kernel") < two.index("iptables")
+    # The order the actions start in, not the dispatch order: the kernel may
+    # start before BusyBox's thread writes its line (a busy CI machine did),
+    # but never after iptables, which plain doit starts first (test above).
+    assert "fetch-linux" in two[:2] and two.index("kernel") < two.index("iptables"), two
 
 
 def test_a_cycle_gets_no_weights_and_doit_ends_as_plain_doit_does(tmp_path):

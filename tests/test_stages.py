@@ -119,18 +119,32 @@ def test_a_patch_that_does_not_apply_names_the_patch_and_the_file(tiny):
     assert not (tiny.out(tiny.lane) / "stages" / "hello.manifest.json").exists()
 
 
-def test_a_stage_without_the_lanes_folder_is_named_before_anything_builds(tiny):
+def test_lane_data_a_stage_lacks_is_named_before_anything_builds(tiny):
+    _stage(tiny.root, "other", 'description = "other"\noutputs = ["other"]\n[lane_settings]\ngreeting = "string"\n',
+           'set -eu\n. /build/stage/lane/lane.env\necho "$GREETING" > /build/out/other\n')
     # Lane data for another lane only: this lane has none for the stage.
     other = tiny.root / "stages" / "other" / "lanes" / "elsewhere"
     other.mkdir(parents=True)
     (other / "lane.toml").write_text('greeting = "hi"\n')
-    r = tiny.doit("lock=test.lock", check=False)
-    assert r.returncode != 0
-    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if "is missing" in ln]
-    assert lines == [f"ERROR: stage other: {tiny.root}/stages/other/lanes/{tiny.lane} is missing: lane "
-                     f"{tiny.lane!r} has no data for this stage (lanes there: elsewhere)"], r.stdout + r.stderr
-    assert "Traceback" not in r.stderr
-    assert not (tiny.out(tiny.lane) / "stages").exists()
+
+    def errors() -> list[str]:
+        r = tiny.doit("lock=test.lock", check=False)
+        assert r.returncode != 0 and "Traceback" not in r.stderr
+        assert not (tiny.out(tiny.lane) / "stages").exists()
+        return [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("ERROR")]
+
+    assert errors() == [f"ERROR: stage other: stages/other/lanes/{tiny.lane}: is missing: lane "
+                        f"{tiny.lane!r} has no data for this stage (lanes there: elsewhere)"]
+    # The folder, with a setting misspelt: the one the build reads is missing.
+    lane_dir = tiny.root / "stages" / "other" / "lanes" / tiny.lane
+    lane_dir.mkdir()
+    (lane_dir / "lane.toml").write_text('greting = "hi"\n')
+    assert errors() == [f"ERROR: stage other: stages/other/lanes/{tiny.lane}/lane.toml: key 'greting' is no "
+                        "setting of this stage (stages/other/stage.toml's [lane_settings]: greeting)"]
+    # Mended, it builds with the lane's value.
+    (lane_dir / "lane.toml").write_text('greeting = "hi"\n')
+    tiny.doit("lock=test.lock", "build:other")
+    assert (tiny.out(tiny.lane) / "stages" / "other" / "other").read_text() == "hi\n"
 
 
 def test_a_failing_build_names_the_stage_keeps_the_log_and_caches_nothing(tiny):

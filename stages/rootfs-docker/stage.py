@@ -17,7 +17,7 @@ if TYPE_CHECKING:      # only a type: the stage engine is not part of this stage
     from onlydocker.pystage import StageContext
 
 
-def load_conf(conf_path: Path, needs: set[str]) -> dict:
+def check_lane(conf_path: Path, needs: set[str]) -> dict:
     """lane.toml: only [[install]] entries, checked as the rootfs stage's are."""
     conf = read_toml(conf_path)
     for key in conf:
@@ -31,7 +31,7 @@ def load_conf(conf_path: Path, needs: set[str]) -> dict:
 
 def build(ctx: StageContext) -> None:
     conf_path = ctx.lane_dir / "lane.toml"
-    conf = load_conf(conf_path, set(ctx.deps))
+    conf = check_lane(conf_path, set(ctx.deps))
     tree = ctx.out / "tree"
     tree.mkdir()
     for item in conf["install"]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 from typing import TYPE_CHECKING
 
-from onlydocker import elfdeps
 from onlydocker.errors import BuildError
 from onlydocker.layout import check_installs, copy_file, fail, install, link_to, read_toml, symlink, write
 
@@ -29,7 +28,7 @@ SCRIPTS = ("console-container.sh", "onlydocker-selftest", "onlydocker-featuretes
            "onlydocker-docker-tcp")
 
 
-def load_conf(conf_path: Path, needs: set[str]) -> dict:
+def check_lane(conf_path: Path, needs: set[str]) -> dict:
     """lane.toml, checked: every message names the file, the entry and the field."""
     conf = read_toml(conf_path)
     for key in conf:
@@ -60,8 +59,11 @@ def load_conf(conf_path: Path, needs: set[str]) -> dict:
 
 
 def build(ctx: StageContext) -> None:
+    # Here, not at the top: the lane's check before every run loads this file
+    # for check_lane, and pyelftools alone takes 40 ms to import.
+    from onlydocker import elfdeps
     conf_path = ctx.lane_dir / "lane.toml"
-    conf = load_conf(conf_path, set(ctx.deps))
+    conf = check_lane(conf_path, set(ctx.deps))
     root = ctx.out
     for d in DIRS:
         (root / d).mkdir(parents=True, exist_ok=True)
