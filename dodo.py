@@ -11,17 +11,18 @@ from doit.exceptions import InvalidDodoFile
 
 from onlydocker.decl import load_stages
 from onlydocker.errors import OnlyDockerError
+from onlydocker.lanecheck import check_lane
 from onlydocker.report import Reporter, quiet_on_closed_pipe
 from onlydocker.schedule import install as start_the_longest_chain_first
-from onlydocker.tasks import build_tasks, check_lane_folders, stage_shortcuts, workspace_from_env
+from onlydocker.tasks import build_tasks, stage_shortcuts, workspace_from_env
 
 quiet_on_closed_pipe()
 start_the_longest_chain_first()
 try:
     settings, workspace = workspace_from_env(get_var("lock", None), root=Path(__file__).resolve().parent)
-    check_lane_folders(load_stages(settings.root / "stages"), workspace.lock.lane.name)
+    check_lane(load_stages(settings.root / "stages"), workspace.lock.lane.name, workspace.sources)
 except OnlyDockerError as e:
-    # A bad lock, setting or lane folder: doit says this one line, with no traceback.
+    # A bad lock, setting or lane's data: doit says this one line, with no traceback.
     raise InvalidDodoFile(str(e)) from None
 workspace.out.mkdir(parents=True, exist_ok=True)
 Reporter.log_dir = workspace.out / "logs"
