@@ -350,7 +350,7 @@ def _import(client, entry: Path, sha: str, tag: str) -> None:
     to be the tar its name says (cache entries are untrusted: a wrong tar is
     never imported). One open file serves both passes, so the bytes hashed
     are the bytes imported even if the entry is replaced meanwhile."""
-    from . import engine
+    from . import dockerclient
     try:
         with open(entry, "rb") as f:
             with zstandard.ZstdDecompressor().stream_reader(f, closefd=False) as reader:
@@ -361,7 +361,7 @@ def _import(client, entry: Path, sha: str, tag: str) -> None:
             f.seek(0)
             print(f"builder: importing {entry.name} into the engine as {tag}", file=sys.stderr)
             with zstandard.ZstdDecompressor().stream_reader(f, closefd=False) as reader:
-                engine.import_image(client, iter(lambda: reader.read(1 << 20), b""), tag)
+                dockerclient.import_image(client, iter(lambda: reader.read(1 << 20), b""), tag)
     except (OSError, zstandard.ZstdError) as e:
         raise BuildError(f"builder cache entry {entry} is unreadable ({e}); delete it and run again "
                          f"to rebuild") from None
@@ -369,9 +369,9 @@ def _import(client, entry: Path, sha: str, tag: str) -> None:
 
 def _import_tar(client, tar: Path, tag: str) -> None:
     """docker import of the tar this process just made and hashed."""
-    from . import engine
+    from . import dockerclient
     with open(tar, "rb") as f:
-        engine.import_image(client, iter(lambda: f.read(1 << 20), b""), tag)
+        dockerclient.import_image(client, iter(lambda: f.read(1 << 20), b""), tag)
 
 
 def _read_record(path: Path) -> dict | None:
@@ -388,7 +388,7 @@ def ensure(client, lock_builder, settings, source_date_epoch: int, log_path: Pat
     mmdebstrap, stored and recorded; imported into the engine when missing.
     Runs that share the cache bootstrap one input key one at a time: the
     others wait, then take the result from the cache."""
-    from . import engine
+    from . import dockerclient
     key = input_key(lock_builder, settings, source_date_epoch)
     index = _index(settings)
     index.mkdir(parents=True, exist_ok=True)
@@ -424,7 +424,7 @@ def ensure(client, lock_builder, settings, source_date_epoch: int, log_path: Pat
     sha = record["tar_sha256"]
     entry = index / f"{sha}.tar.zst"
     tag = tag_of(sha)
-    if not engine.image_exists(client, tag):
+    if not dockerclient.image_exists(client, tag):
         _import(client, entry, sha, tag)
     return BuilderImage(tag=tag, tar_sha256=sha, packages=list(record["packages"]), input_key=key)
 
@@ -485,7 +485,7 @@ def _bootstrap_and_store(client, lock_builder, settings, source_date_epoch: int,
     import the tar just made into the engine while it is compressed for the
     cache (the kernel waits for the image, not for the cache entry). Called
     under the input key's lock."""
-    from . import engine
+    from . import dockerclient
     work = index / f".input-{key}.json.{os.getpid()}{atomic.TMP_SUFFIX}"   # cleared as a leftover if we die
     work.mkdir()
     try:
@@ -501,7 +501,7 @@ def _bootstrap_and_store(client, lock_builder, settings, source_date_epoch: int,
         stored = time.monotonic()
         with ThreadPoolExecutor(1) as pool:
             tag = tag_of(sha)
-            importing = None if engine.image_exists(client, tag) else pool.submit(_import_tar, client, tar, tag)
+            importing = None if dockerclient.image_exists(client, tag) else pool.submit(_import_tar, client, tar, tag)
             # Two input keys can give one tar: its entry has a lock of its own,
             # under which a killed writer's leftovers are removed.
             with atomic.entry_lock(index / "locks" / f"{sha}.lock", "storing the builder",

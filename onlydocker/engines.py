@@ -4,7 +4,7 @@ the next container stage, and the builder image on each.
 `ONLYDOCKER_ENGINES` (config.py's `Settings.engines`) lists them: Docker
 context names or DOCKER_HOST-style URLs (unix://, tcp:// with TLS as for
 DOCKER_HOST, ssh://). Empty: the one engine the usual Docker settings name
-(engine.connect), as with no list at all.
+(dockerclient.connect), as with no list at all.
 
 Every engine is reached only through its API, as engine.py reaches one:
 inputs cross by put_archive and outputs by get_archive, so an engine on
@@ -48,7 +48,7 @@ SETTING = "ONLYDOCKER_ENGINES"
 FORMS = "a Docker context name, or a unix:///path, tcp://host[:port] or ssh://[user@]host[:port] URL"
 # Seconds an engine has to answer when the run asks for it (and after a
 # failure, to tell "the stage failed" from "the engine is gone"); work itself
-# gets engine.connect's 600.
+# gets dockerclient.connect's 600.
 ANSWER_TIMEOUT = 10
 WORK_TIMEOUT = 600
 # Docker's own rule for context names (docker context create).
@@ -59,7 +59,7 @@ CONTEXT_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.+-]*")
 class Entry:
     """One engine of the setting, as written: every message names it so."""
     name: str
-    kind: str        # "context", "unix", "tcp", "ssh"; "usual": no list, engine.connect's engine
+    kind: str        # "context", "unix", "tcp", "ssh"; "usual": no list, dockerclient.connect's engine
 
 
 def parse(text: str) -> Entry:
@@ -108,9 +108,9 @@ def parse_all(names: Sequence[str]) -> tuple[Entry, ...]:
 
 
 def _usual() -> Entry:
-    """The one engine the Docker settings name (engine.endpoint), by its URL."""
-    from . import engine
-    ep = engine.endpoint()
+    """The one engine the Docker settings name (dockerclient.endpoint), by its URL."""
+    from . import dockerclient
+    ep = dockerclient.endpoint()
     return Entry(ep.host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock", "usual")
 
 
@@ -120,7 +120,7 @@ def _client_args(entry: Entry) -> dict:
     import docker.utils
     from docker.context import ContextAPI
 
-    from . import engine
+    from . import dockerclient
 
     def tls_from_env() -> docker.tls.TLSConfig | bool:
         try:
@@ -129,7 +129,7 @@ def _client_args(entry: Entry) -> dict:
             raise EngineError(f"engine {entry.name}: the TLS files of DOCKER_CERT_PATH do not serve: {e}") from None
 
     if entry.kind == "usual":
-        ep = engine.endpoint()
+        ep = dockerclient.endpoint()
         host, tls = (ep.host, ep.tls or False) if ep.host else (os.environ.get("DOCKER_HOST") or None, tls_from_env())
     elif entry.kind == "context" and entry.name == "default":
         # Docker's default context: DOCKER_HOST (with its TLS settings), else the local socket.
@@ -146,7 +146,7 @@ def _client_args(entry: Entry) -> dict:
         host, tls = ctx.Host, ctx.TLSConfig or False
     else:
         host, tls = entry.name, tls_from_env() if entry.kind == "tcp" else False
-    # ssh:// through the ssh binary, as the Docker CLI (and engine.connect) does.
+    # ssh:// through the ssh binary, as the Docker CLI (and dockerclient.connect) does.
     return {"base_url": host, "tls": tls, "use_ssh_client": bool(host and host.startswith("ssh://"))}
 
 
@@ -178,7 +178,7 @@ class Member:
 @dataclass(eq=False)
 class Pool:
     """The engines of one run, shared by its doit threads."""
-    entries: tuple[Entry, ...]          # (): the usual engine (engine.connect)
+    entries: tuple[Entry, ...]          # (): the usual engine (dockerclient.connect)
     settings: Settings
     ran_on: dict[str, str] = field(default_factory=dict)     # stage -> the engine it last leased
     _members: list[Member] | None = None
@@ -207,9 +207,9 @@ class Pool:
 
     def _start(self) -> list[Member]:
         if not self.entries:
-            # As before there was a list: engine.connect, its errors and its advice.
-            from . import engine
-            client = engine.connect()
+            # As before there was a list: dockerclient.connect, its errors and its advice.
+            from . import dockerclient
+            client = dockerclient.connect()
             return [Member(_usual(), client)]
 
         def ask(entry: Entry) -> Member | str:
@@ -305,8 +305,8 @@ class Pool:
         with self._mutex:
             importing = self._imports.setdefault((member.name, sha), threading.Lock())
         with importing:
-            from . import engine
-            if not engine.image_exists(member.client, tag):
+            from . import dockerclient
+            if not dockerclient.image_exists(member.client, tag):
                 _say(f"engine {member.name} has no {tag}: importing the builder from the cache")
                 builder_mod.import_cached(member.client, self.settings, sha)
         return tag

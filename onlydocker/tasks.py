@@ -240,9 +240,9 @@ def build_tasks(settings: config_mod.Settings, ws: Workspace):
             # none will, the engine is not asked (the no-op's largest cost).
             if all(settled(d) for d in stages.values() if d.kind == "container"):
                 return True
-            from . import engine
+            from . import dockerclient
             # Several engines: the others import the cached tar, so it must be there.
-            return (engine.image_exists(engine_pool.first().client, rec["tag"])
+            return (dockerclient.image_exists(engine_pool.first().client, rec["tag"])
                     and (not engine_pool.several or builder_mod.cached_tar(settings, rec["tar_sha256"]).exists()))
         except (OSError, ValueError, KeyError, OnlyDockerError):
             return False

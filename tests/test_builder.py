@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from onlydocker import builder, config, engine, lock
+from onlydocker import builder, config, dockerclient, engine, lock
 from onlydocker.errors import BuildError, FetchError, UnpinnedSource
 from tests.test_debs import make_deb
 
@@ -306,7 +306,7 @@ def test_a_tampered_cache_entry_is_refused_on_import(stand_in, pinned, docker_cl
     entry.write_bytes(zstandard.ZstdCompressor().compress(raw.replace(b"Package: hello", b"Package: jello")))
     with pytest.raises(BuildError, match="not " + img.tar_sha256):
         builder.ensure(docker_client, lb, s, 1686355200, tmp_path / "builder.log")
-    assert not engine.image_exists(docker_client, img.tag)
+    assert not dockerclient.image_exists(docker_client, img.tag)
 
 
 def test_resolve_pins_what_was_installed_with_the_index_s_hashes(stand_in, tmp_path, monkeypatch):

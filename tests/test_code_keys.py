@@ -144,3 +144,22 @@ def test_a_memo_of_another_shape_is_ignored_not_trusted(tmp_path):
     stagekey._parsed.pop(digest, None)
     with stagekey.remembered_imports(memo):
         assert "cpio" in stagekey.code_closure(stage)
+
+
+def test_a_container_stage_key_covers_the_container_code_and_not_the_engine_client(tmp_path):
+    """engine.py (the container: its spec, the input tar, the output),
+    tarball.py and lanedata.py decide a container stage's bytes; finding
+    and connecting to the engine (dockerclient.py) does not, and is in no
+    key: editing its messages rebuilds no kernel."""
+    from onlydocker import lock
+    lk = lock.load(REPO / "locks" / "trixie.lock")
+    decl = load_stage(REPO / "stages" / "iptables")
+    inputs = stagekey.key_inputs(decl, lk.lane, [], [], {}, "b" * 64, tmp_path / "memo")
+    code = inputs["container"]["code"]
+    assert set(code) == {"engine.py", "tarball.py", "lanedata.py"}
+    assert code["engine.py"] == stagekey.sha256_file(REPO / "onlydocker" / "engine.py")
+    assert "dockerclient" not in str(inputs)
+    # The client moved out whole: the container code holds none of it.
+    engine_text = (REPO / "onlydocker" / "engine.py").read_text()
+    for name in ("def endpoint(", "def connect(", "def import_image(", "ContextAPI", "HOW_TO_START"):
+        assert name not in engine_text

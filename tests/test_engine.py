@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker import engine
+from onlydocker import dockerclient, engine
 from onlydocker.errors import BuildError, EngineError
 from onlydocker.tarball import write_tree
 from tests.conftest import require_tool
@@ -18,9 +18,9 @@ from tests.conftest import require_tool
 
 def test_no_engine_says_where_it_looked_and_how_to_start_one(monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-    engine._clients.clear()
+    dockerclient._clients.clear()
     with pytest.raises(EngineError) as e:
-        engine.connect()
+        dockerclient.connect()
     assert "unix:///nonexistent/docker.sock" in str(e.value) and "dockerd" in str(e.value)
     assert "\n" not in str(e.value)
 
@@ -39,9 +39,9 @@ def test_a_docker_context_names_the_engine(monkeypatch, tmp_path):
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     _docker_cli(tmp_path, "context", "create", "far", "--docker", "host=tcp://127.0.0.1:9")
     _docker_cli(tmp_path, "context", "use", "far")
-    engine._clients.clear()
+    dockerclient._clients.clear()
     with pytest.raises(EngineError, match="tcp://127.0.0.1:9") as e:
-        engine.connect()
+        dockerclient.connect()
     assert "'far'" in str(e.value) and "\n" not in str(e.value)
 
 
@@ -57,22 +57,22 @@ def test_docker_context_use_picks_the_engine_as_for_the_docker_cli(docker_client
     _docker_cli(tmp_path, "context", "create", "h-box-second", "--docker", f"host=unix://{socket}")
     _docker_cli(tmp_path, "context", "create", "nowhere", "--docker", "host=unix:///nonexistent/docker.sock")
     _docker_cli(tmp_path, "context", "use", "h-box-second")
-    assert engine.endpoint().source == (f"Docker context 'h-box-second' (unix://{socket}, "
+    assert dockerclient.endpoint().source == (f"Docker context 'h-box-second' (unix://{socket}, "
                                         f"from currentContext in {tmp_path / 'config.json'})")
-    engine._clients.clear()
-    client = engine.connect()
+    dockerclient._clients.clear()
+    client = dockerclient.connect()
     assert client.version()["Version"] == docker_client.version()["Version"]
     assert client.info()["ID"] == docker_client.info()["ID"]        # the very same engine
     monkeypatch.setenv("DOCKER_CONTEXT", "nowhere")
     with pytest.raises(EngineError, match="'nowhere' .*unix:///nonexistent/docker.sock, from DOCKER_CONTEXT"):
-        engine.connect()
+        dockerclient.connect()
     monkeypatch.delenv("DOCKER_CONTEXT")
     _docker_cli(tmp_path, "context", "use", "nowhere")
     with pytest.raises(EngineError, match="'nowhere' .*nonexistent.*from currentContext in"):
-        engine.connect()
+        dockerclient.connect()
     _docker_cli(tmp_path, "context", "use", "default")
-    assert engine.endpoint().host is None          # the default: docker.from_env's local socket
-    assert engine.connect().info()["ID"] == docker_client.info()["ID"]
+    assert dockerclient.endpoint().host is None          # the default: docker.from_env's local socket
+    assert dockerclient.connect().info()["ID"] == docker_client.info()["ID"]
 
 
 @pytest.fixture(scope="module")
@@ -88,20 +88,20 @@ def tiny_image(docker_client, tmp_path_factory):
     buf = io.BytesIO()
     write_tree(root, buf, mtime=0)
     tag = "onlydocker-test/engine:latest"
-    engine.import_image(docker_client, buf.getvalue(), tag)
+    dockerclient.import_image(docker_client, buf.getvalue(), tag)
     yield tag
     docker_client.images.remove(tag, force=True)
 
 
 def test_inputs_go_in_and_outputs_come_out_with_no_network(tiny_image, tmp_path):
-    engine._clients.clear()
+    dockerclient._clients.clear()
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "greeting").write_text("hello\n")
     spec = engine.RunSpec(image=tiny_image, env={"PATH": "/bin"}, inputs=[(tmp_path / "in", "/build/in")],
                           command=["sh", "-c", "mkdir -p /build/out && cat /build/in/greeting > /build/out/said"
                                                " && cat /proc/net/dev > /build/out/net"])
     out = tmp_path / "out.tar"
-    engine.run(engine.connect(), spec, output_tar=out, log_path=tmp_path / "log")
+    engine.run(dockerclient.connect(), spec, output_tar=out, log_path=tmp_path / "log")
     with tarfile.open(out) as tf:
         assert tf.extractfile("out/said").read() == b"hello\n"
         interfaces = [l.split(":")[0].strip() for l in tf.extractfile("out/net").read().decode().splitlines()[2:]]
@@ -109,11 +109,11 @@ def test_inputs_go_in_and_outputs_come_out_with_no_network(tiny_image, tmp_path)
 
 
 def test_a_failing_command_raises_with_the_log_tail(tiny_image, tmp_path):
-    engine._clients.clear()
+    dockerclient._clients.clear()
     spec = engine.RunSpec(image=tiny_image, env={"PATH": "/bin"},
                           command=["sh", "-c", "echo 'compiler says no'; exit 7"])
     with pytest.raises(BuildError) as e:
-        engine.run(engine.connect(), spec, output_tar=tmp_path / "o.tar", log_path=tmp_path / "log")
+        engine.run(dockerclient.connect(), spec, output_tar=tmp_path / "o.tar", log_path=tmp_path / "log")
     assert "exited with 7" in str(e.value) and "compiler says no" in str(e.value)
     assert "compiler says no" in (tmp_path / "log").read_text()
     assert not (tmp_path / "o.tar").exists()
@@ -231,20 +231,20 @@ def test_docker_context_env_wins_and_a_broken_context_is_named(monkeypatch, tmp_
     monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps({"currentContext": "broken"}))
-    engine._clients.clear()
+    dockerclient._clients.clear()
     with pytest.raises(EngineError) as e:
-        engine.connect()
+        dockerclient.connect()
     assert "'broken'" in str(e.value) and "not defined" in str(e.value)
     assert hashlib.sha256(b"broken").hexdigest() in str(e.value) and "\n" not in str(e.value)
     _docker_cli(tmp_path, "context", "create", "remote", "--docker", "host=tcp://127.0.0.1:1")
     monkeypatch.setenv("DOCKER_CONTEXT", "remote")
     with pytest.raises(EngineError) as e:
-        engine.connect()
+        dockerclient.connect()
     assert "tcp://127.0.0.1:1" in str(e.value) and "sudo dockerd" in str(e.value) and "\n" not in str(e.value)
     meta = tmp_path / "contexts" / "meta" / hashlib.sha256(b"remote").hexdigest() / "meta.json"
     meta.write_text("{not json")
     with pytest.raises(EngineError, match="'remote' \\(from DOCKER_CONTEXT\\) is unreadable") as e:
-        engine.connect()
+        dockerclient.connect()
     assert str(meta) in str(e.value) and "\n" not in str(e.value)
 
 
@@ -256,4 +256,4 @@ def test_docker_context_without_a_config_file_says_so(monkeypatch, tmp_path):
     _docker_cli(tmp_path, "context", "create", "far", "--docker", "host=tcp://127.0.0.1:9")
     monkeypatch.setenv("DOCKER_CONTEXT", "far")
     with pytest.raises(EngineError, match="'far'.*no Docker config.json.*docker context use far"):
-        engine.connect()
+        dockerclient.connect()

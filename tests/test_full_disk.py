@@ -192,7 +192,7 @@ def _tiny_image(client, tag: str) -> None:
     import io
     import tarfile
 
-    from onlydocker import engine
+    from onlydocker import dockerclient
     from tests.conftest import require_tool
     busybox = Path(require_tool("busybox")).resolve()
     buf = io.BytesIO()
@@ -201,7 +201,7 @@ def _tiny_image(client, tag: str) -> None:
         link = tarfile.TarInfo("bin/sh")
         link.type, link.linkname = tarfile.SYMTYPE, "busybox"
         tf.addfile(link)
-    engine.import_image(client, buf.getvalue(), tag)
+    dockerclient.import_image(client, buf.getvalue(), tag)
 
 
 def test_an_engine_stopped_while_the_outputs_stream_ends_the_stage_in_seconds(tmp_path, docker_client):
@@ -218,7 +218,7 @@ def test_an_engine_stopped_while_the_outputs_stream_ends_the_stage_in_seconds(tm
     try:
         client = second.client()
         _tiny_image(client, "onlydocker-test-busybox:1")
-        client = docker.DockerClient(base_url=second.url, timeout=600)   # as engine.connect makes them
+        client = docker.DockerClient(base_url=second.url, timeout=600)   # as dockerclient.connect makes them
         # 1.5 GB of output: a copy that takes a few seconds, during which the engine is killed.
         spec = engine.RunSpec("onlydocker-test-busybox:1", ["/bin/sh", "-c",
                               "mkdir -p /build/out && dd if=/dev/zero of=/build/out/big bs=1M count=1500"],
