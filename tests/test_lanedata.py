@@ -142,7 +142,8 @@ def test_a_stage_reads_its_lane_env_and_its_key_covers_lane_toml_and_the_rendere
     (ws.root / "test.lock").write_text(wsmod.builder_tables())
     d = ws.root / "stages" / "laned"
     (d / "lanes" / lane).mkdir(parents=True)
-    (d / "stage.toml").write_text('description = "lane data"\noutputs = ["seen"]\n')
+    (d / "stage.toml").write_text('description = "lane data"\noutputs = ["seen"]\n[lane_settings]\n'
+                                  'options = "strings"\nmulti_binary = "string"\nstatic = "boolean"\nlayout = "table"\n')
     (d / "build.sh").write_text(
         "set -eu\n. /build/stage/lane/lane.env\n"
         "{ printf '[%s]' \"${OPTIONS[@]}\"; echo; echo \"$MULTI_BINARY $STATIC\";\n"
