@@ -37,6 +37,7 @@ from pathlib import Path
 from . import sign
 from .canon import rfc3339
 from .errors import SigningError
+from .paths import SUMS
 from .provenance import PAYLOAD_TYPE, STATEMENT_TYPE, canonical_json
 
 PREDICATE_TYPE = "https://onlydocker.invalid/rebuild/v1"
@@ -226,7 +227,7 @@ def verify_release(dist: Path, required: int, key_paths: list[str], folder: Path
                      "--rebuilders K (1 or more) needs --trusted-rebuilder-keys KEY.pub (K keys at least)")]
     try:
         trusted = load_trusted(key_paths)
-        sums = parse_sums((dist / "SHA256SUMS").read_text())
+        sums = parse_sums((dist / SUMS).read_text())
     except SigningError as e:
         return [Line("TOO-FEW", f"0 of {required} required", str(e))]
     except OSError:

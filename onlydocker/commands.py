@@ -10,6 +10,7 @@ from doit.cmd_base import Command, opt_cwd, opt_dodo
 
 from . import config, lock
 from .errors import ConfigError, OnlyDockerError
+from .paths import LanePaths
 from .report import quiet_on_closed_pipe
 
 OPT_LOCK = {
@@ -168,7 +169,7 @@ class Verify(LaneCommand):
         print(f"builder packages ([builder] debs, {len(lk.builder.debs)}):")
         for status in verify_builder(lk, settings):
             report("builder", status, status.name)
-        dist = settings.out_root / lk.lane.name / "dist"
+        dist = LanePaths.of(settings.out_root, lk.lane.name).dist
         print(f"artifacts in {dist}:")
         pub = public_key_path(settings)
         for finding in verify_dist(dist, pub if pub.exists() else None):
@@ -250,14 +251,14 @@ class Lock(LaneCommand):
                 raise ConfigError("--update re-resolves the builder too: give one of --update, --builder")
             if settings.offline:
                 raise ConfigError("`doit lock --update` reads the Debian archive: not with ONLYDOCKER_OFFLINE set")
-            lockupdate.update(lk, settings, settings.out_root / lk.lane.name / "logs" / "builder-resolve.log")
+            lockupdate.update(lk, settings, LanePaths.of(settings.out_root, lk.lane.name).log_path("builder-resolve"))
             return 0
         if params.get("builder"):
             if settings.offline:
                 print("error: `doit lock --builder` resolves against the Debian mirror: "
                       "not with ONLYDOCKER_OFFLINE set", file=sys.stderr)
                 return 1
-            pin_builder(lk, settings, settings.out_root / lk.lane.name / "logs" / "builder-resolve.log")
+            pin_builder(lk, settings, LanePaths.of(settings.out_root, lk.lane.name).log_path("builder-resolve"))
             return 0
         if not lk.builder.pinned:
             print(f"{settings.lock_path}: [builder] pins no packages yet: `doit lock --builder` pins them",
@@ -333,12 +334,12 @@ class LegalInfo(LaneCommand):
         from .fetch import Fetcher
         stages = self.stages(settings)
         shipped = legal.shipped_sources(stages)
-        out = settings.out_root / lk.lane.name
+        paths = LanePaths.of(settings.out_root, lk.lane.name)
         try:
-            builder = json.loads((out / "builder.json").read_text())
+            builder = json.loads(paths.builder_record.read_text())
         except (OSError, ValueError):
             builder = None
-        dest = out / "legal-info"
+        dest = paths.legal_info
         rows = legal.write(lk, Fetcher(settings), settings.root, dest,
                            in_image={s.name for s in lk.sources if s.group in shipped}, builder=builder)
         size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
@@ -566,7 +567,7 @@ class Boot(LaneCommand):
         if params["firmware"] != "bios":
             raise ConfigError(f"--firmware {params['firmware']}: this image boots with BIOS only for now "
                               f"(ISOLINUX, no EFI boot loader yet): use --firmware bios")
-        out = settings.out_root / lk.lane.name
-        return vm.run(out / "dist", out / "boot", iso=params["iso"], disk=params["disk"] or None,
+        paths = LanePaths.of(settings.out_root, lk.lane.name)
+        return vm.run(paths.dist, paths.boot, iso=params["iso"], disk=params["disk"] or None,
                       ssh_port=params["ssh_port"] or None, memory_mb=params["memory"],
                       insecure=params["insecure_key"] or None)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from .clean import human
 from .errors import ConfigError
+from .paths import SBOM, SUMS
 
-SBOM = "onlydocker.spdx.json"
 KINDS = {"SPDXRef-Source-": "package", "SPDXRef-BuildTool-": "build tool"}
 
 
@@ -21,7 +21,7 @@ def _dist(arg: str) -> Path:
     p = Path(arg)
     if p.is_dir():
         return p
-    if p.is_file() and p.name == "SHA256SUMS":
+    if p.is_file() and p.name == SUMS:
         return p.parent
     raise ConfigError(f"{arg}: neither a dist folder nor a SHA256SUMS file")
 
@@ -29,7 +29,7 @@ def _dist(arg: str) -> Path:
 def load(arg: str) -> dict:
     """One build as data: packages, artifacts (sha256, size), image files."""
     dist = _dist(arg)
-    sums = dist / "SHA256SUMS"
+    sums = dist / SUMS
     try:
         artifacts = {}
         for line in sums.read_text().splitlines():

@@ -18,16 +18,12 @@ from pathlib import Path
 from . import atomic, box, provenance, sbom, sbom3, sign, snapshot
 from .errors import BuildError
 from .hashing import sha256_file
-from .verify import SBOM
+from .paths import ENVELOPE, SBOM, STATEMENT, SUMS, SUMS_SIG
 
 # The stage that packs the image: its needs are the image's layers (the
 # rootfs tree, Docker's layer tree); the SBOM lists their files and where
 # each came from.
 IMAGE_STAGE = "initrd"
-SUMS = "SHA256SUMS"
-SUMS_SIG = "SHA256SUMS.minisig"
-STATEMENT = "provenance.intoto.json"
-ENVELOPE = "provenance.intoto.dsse.json"
 SBOM3 = sbom3.FILE
 # The stage that writes the SBOM the image keeps of its own contents (as Talos
 # keeps /usr/share/spdx), a layer of its own; it states the sources' notices.
@@ -38,7 +34,7 @@ SBOM_CODE = ("dist.py", "sbom.py", "sbom3.py", "legal.py", "provenance.py")
 
 
 def dist_dir(ws) -> Path:
-    return ws.out / "dist"
+    return ws.paths.dist
 
 
 def _state_path(ws) -> Path:

@@ -1,5 +1,7 @@
 """Where one lane's build lives in out/<lane>/, and the records kept there
-(stage manifests, the builder's record): names only, no build logic."""
+(stage manifests, the builder's record), and the names of what dist/ holds:
+names only, no build logic. The one owner of out/'s layout: dist.py,
+verify.py and the commands go through it."""
 from __future__ import annotations
 
 import json
@@ -8,10 +10,44 @@ from pathlib import Path
 
 from .errors import BuildError
 
+# dist/: the published artifacts, and the files made from them (dist.py
+# writes them, verify.py audits them).
+SUMS = "SHA256SUMS"
+SUMS_SIG = "SHA256SUMS.minisig"
+STATEMENT = "provenance.intoto.json"
+ENVELOPE = "provenance.intoto.dsse.json"
+SBOM = "onlydocker.spdx.json"
+# Files that SHA256SUMS cannot list because they are made from it.
+METADATA = frozenset({SUMS, SUMS_SIG, STATEMENT, ENVELOPE})
+
 
 @dataclass(frozen=True)
 class LanePaths:
     out: Path                       # out/<lane>
+
+    @classmethod
+    def of(cls, out_root: Path, lane: str) -> LanePaths:
+        return cls(out_root / lane)
+
+    @property
+    def dist(self) -> Path:
+        """The published artifacts (dist.py)."""
+        return self.out / "dist"
+
+    @property
+    def legal_info(self) -> Path:
+        """`doit legal-info`'s folder (legal.py)."""
+        return self.out / "legal-info"
+
+    @property
+    def rebuild(self) -> Path:
+        """`doit rebuild`'s work and the release's artifacts it rebuilt (rebuild.py)."""
+        return self.out / "rebuild"
+
+    @property
+    def boot(self) -> Path:
+        """`doit boot`'s state: its disk, its ssh keys and config (vm.py)."""
+        return self.out / "boot"
 
     def stage_dir(self, name: str) -> Path:
         return self.out / "stages" / name

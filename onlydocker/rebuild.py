@@ -40,10 +40,9 @@ from urllib.parse import urlsplit
 from . import attest, provenance, sign, source_state
 from .errors import OnlyDockerError, SigningError
 from .hashing import sha256_file
+from .paths import ENVELOPE, STATEMENT, SUMS, SUMS_SIG, LanePaths
 from .verify import parse_sums
 
-SUMS, SUMS_SIG = "SHA256SUMS", "SHA256SUMS.minisig"
-STATEMENT, ENVELOPE = "provenance.intoto.json", "provenance.intoto.dsse.json"
 METADATA = (SUMS, SUMS_SIG, STATEMENT, ENVELOPE)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX40 = re.compile(r"[0-9a-f]{40}")
@@ -432,8 +431,9 @@ def run(where: str, settings, release_key: Path, rebuilder_key: Path, legal_info
         return done(1)
     cases.append(Case("materials", "all found"))
 
-    base = settings.out_root / prov.lane / "rebuild"
+    base = LanePaths.of(settings.out_root, prov.lane).rebuild
     work = base / "work"
+    rebuilt = LanePaths.of(work / "out", prov.lane)     # the rebuild's own out/<lane>
     if base.exists():
         shutil.rmtree(base)
     work.mkdir(parents=True)
@@ -456,15 +456,15 @@ def run(where: str, settings, release_key: Path, rebuilder_key: Path, legal_info
     rc = _doit(clone, clone / prov.lock["path"], ["build"], env, log)
     if rc != 0:
         cases.append(Case("build", prov.lane, f"the rebuild failed (exit {rc})"))
-        log(f"rebuild: the build failed (exit {rc}); its logs are in {work / 'out' / prov.lane / 'logs'}")
+        log(f"rebuild: the build failed (exit {rc}); its logs are in {rebuilt.out / 'logs'}")
         return done(1)
 
-    rows = compare(rel, work / "out" / prov.lane / "dist", base, log)
+    rows = compare(rel, rebuilt.dist, base, log)
     for r in rows:
         log(str(r))
         cases.append(Case("artifacts", r.name, None if r.same else str(r)))
     kept = base / "dist"
-    shutil.move(str(work / "out" / prov.lane / "dist"), kept)
+    shutil.move(str(rebuilt.dist), kept)
     shutil.rmtree(work, ignore_errors=True)
     different = [r for r in rows if not r.same]
     if different:

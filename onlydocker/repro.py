@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .config import Variation
 from .hashing import sha256_file
+from .paths import ENVELOPE, SUMS_SIG, LanePaths
 
 # What changes in the second build. TZ is a POSIX rule so it needs no tzdata.
 SECOND = Variation(hostname="repro-other-host", user="2000:2000", tz="EST+5",
@@ -103,12 +104,12 @@ def compare(first_out: Path, second_out: Path, stages: list[str]) -> tuple[list[
     rows: list[Row] = []
     pairs: list[tuple[str, Path, Path]] = []
     trees = [(f"stages/{s}", first_out / "stages" / s, second_out / "stages" / s) for s in stages]
-    trees.append(("dist", first_out / "dist", second_out / "dist"))
+    trees.append(("dist", LanePaths(first_out).dist, LanePaths(second_out).dist))
     for label, a, b in trees:
         ha, hb = _file_hashes(a), _file_hashes(b)
         if label == "dist":
             # Signatures are made with a key the second build does not have.
-            for m in ("SHA256SUMS.minisig", "provenance.intoto.dsse.json"):
+            for m in (SUMS_SIG, ENVELOPE):
                 ha.pop(m, None)
                 hb.pop(m, None)
             if not hb:

@@ -11,11 +11,7 @@ from pathlib import Path
 from . import sbom, sign
 from .errors import SigningError
 from .hashing import sha256_file
-
-SUMS = "SHA256SUMS"
-SBOM = "onlydocker.spdx.json"
-# Files that SHA256SUMS cannot list because they are made from it.
-METADATA = {"SHA256SUMS", "SHA256SUMS.minisig", "provenance.intoto.json", "provenance.intoto.dsse.json"}
+from .paths import ENVELOPE, METADATA, SBOM, STATEMENT, SUMS, SUMS_SIG
 
 
 @dataclass(frozen=True)
@@ -62,7 +58,7 @@ def verify_sbom(dist: Path, sums: dict[str, str]) -> list[Finding]:
                                                      f"SHA256SUMS says {expected}"))
     for name in sorted(set(described) - set(sums)):
         wrong.append(Finding("SBOM-WRONG", name, f"described by {SBOM} but not listed in SHA256SUMS"))
-    statement = dist / "provenance.intoto.json"
+    statement = dist / STATEMENT
     if statement.is_file():
         try:
             subjects = {s["name"]: s["digest"]["sha256"] for s in json.loads(statement.read_text())["subject"]}
@@ -97,8 +93,8 @@ def verify_dist(dist: Path, public_key: Path | None) -> list[Finding]:
 
     findings += verify_sbom(dist, sums)
 
-    sig = dist / "SHA256SUMS.minisig"
-    env = dist / "provenance.intoto.dsse.json"
+    sig = dist / SUMS_SIG
+    env = dist / ENVELOPE
     if not sig.exists():
         findings.append(Finding("UNSIGNED", SUMS, "no SHA256SUMS.minisig (make a key with `doit keygen`)"))
         return findings
@@ -114,7 +110,7 @@ def verify_dist(dist: Path, public_key: Path | None) -> list[Finding]:
     if env.exists():
         try:
             payload = sign.dsse_verify(pub, json.loads(env.read_text()))
-            statement = (dist / "provenance.intoto.json").read_bytes()
+            statement = (dist / STATEMENT).read_bytes()
             if payload != statement:
                 raise SigningError("the envelope's payload is not provenance.intoto.json")
             findings.append(Finding("SIGNATURE-OK", env.name))
