@@ -231,6 +231,6 @@ def verify_release(dist: Path, required: int, key_paths: list[str], folder: Path
     except SigningError as e:
         return [Line("TOO-FEW", f"0 of {required} required", str(e))]
     except OSError:
-        return [Line("TOO-FEW", f"0 of {required} required", f"no {dist / 'SHA256SUMS'}")]
+        return [Line("TOO-FEW", f"0 of {required} required", f"no {dist / SUMS}")]
     pub = release_key.read_text() if release_key is not None and release_key.exists() else None
     return check(sums, folder, trusted, required, pub)
