@@ -19,6 +19,7 @@ import docker
 import docker.context.config
 import docker.errors
 import docker.tls
+import docker.utils
 from docker.context import ContextAPI
 from docker.utils.config import find_config_file
 
@@ -48,6 +49,13 @@ def endpoint() -> Endpoint:
     source = "DOCKER_CONTEXT"
     if not name:
         name, source = docker.context.config.get_current_context_name(), f"currentContext in {find_config_file()}"
+    return context_endpoint(name, source)
+
+
+def context_endpoint(name: str, source: str) -> Endpoint:
+    """The endpoint of the Docker context `name` (`source`: where the name
+    came from, for messages); "default" is DOCKER_HOST, else the local
+    socket, as for the Docker CLI."""
     if name == "default":
         return Endpoint(None, "the default socket (unix:///var/run/docker.sock)")
     if not find_config_file():
@@ -65,6 +73,26 @@ def endpoint() -> Endpoint:
         raise EngineError(f"Docker context {name!r} (from {source}) {what} "
                           f"{docker.context.config.get_meta_file(name)}); `docker context ls` lists the contexts")
     return Endpoint(ctx.Host, f"Docker context {name!r} ({ctx.Host}, from {source})", ctx.TLSConfig)
+
+
+def client_args(ep: Endpoint) -> dict:
+    """docker.DockerClient's arguments for the endpoint: where, TLS (the
+    context's; with no host, DOCKER_HOST's own, from DOCKER_TLS_VERIFY and
+    DOCKER_CERT_PATH), and ssh:// through the ssh binary, as the Docker CLI
+    does (no paramiko needed)."""
+    if ep.host:
+        host, tls = ep.host, ep.tls or False
+    else:
+        host, tls = os.environ.get("DOCKER_HOST") or None, env_tls(ep.source)
+    return {"base_url": host, "tls": tls, "use_ssh_client": bool(host and host.startswith("ssh://"))}
+
+
+def env_tls(source: str) -> docker.tls.TLSConfig | bool:
+    """The TLS settings DOCKER_TLS_VERIFY and DOCKER_CERT_PATH make (False: none)."""
+    try:
+        return docker.utils.kwargs_from_env(environment=os.environ).get("tls", False)
+    except docker.errors.TLSParameterError as e:
+        raise EngineError(f"{source}: the TLS files of DOCKER_CERT_PATH do not serve: {e}") from None
 
 
 # One client per endpoint for the life of the process: every stage (and every

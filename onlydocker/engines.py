@@ -115,39 +115,19 @@ def _usual() -> Entry:
 
 
 def _client_args(entry: Entry) -> dict:
-    """docker.DockerClient's arguments for the entry: where, TLS, ssh."""
-    import docker.errors
-    import docker.utils
-    from docker.context import ContextAPI
-
+    """docker.DockerClient's arguments for the entry: where, TLS, ssh (one
+    resolver for all: dockerclient's, as for the usual engine)."""
     from . import dockerclient
-
-    def tls_from_env() -> docker.tls.TLSConfig | bool:
-        try:
-            return docker.utils.kwargs_from_env(environment=os.environ).get("tls", False)
-        except docker.errors.TLSParameterError as e:
-            raise EngineError(f"engine {entry.name}: the TLS files of DOCKER_CERT_PATH do not serve: {e}") from None
-
     if entry.kind == "usual":
         ep = dockerclient.endpoint()
-        host, tls = (ep.host, ep.tls or False) if ep.host else (os.environ.get("DOCKER_HOST") or None, tls_from_env())
-    elif entry.kind == "context" and entry.name == "default":
-        # Docker's default context: DOCKER_HOST (with its TLS settings), else the local socket.
-        host, tls = os.environ.get("DOCKER_HOST") or None, tls_from_env()
     elif entry.kind == "context":
-        try:
-            ctx = ContextAPI.get_context(entry.name)
-        except Exception as e:     # the SDK raises bare Exception and KeyError for a malformed meta.json
-            raise EngineError(f"engine {entry.name}: the Docker context is unreadable ({type(e).__name__}: {e}); "
-                              f"`docker context ls` lists the contexts") from None
-        if ctx is None or not ctx.Host:
-            raise EngineError(f"engine {entry.name}: no Docker context of that name has a docker endpoint "
-                              f"(DOCKER_CONFIG or ~/.docker); `docker context ls` lists the contexts")
-        host, tls = ctx.Host, ctx.TLSConfig or False
+        ep = dockerclient.context_endpoint(entry.name, SETTING)
+    elif entry.kind == "tcp":
+        # A tcp:// engine takes DOCKER_TLS_VERIFY / DOCKER_CERT_PATH, as DOCKER_HOST would.
+        return {"base_url": entry.name, "tls": dockerclient.env_tls(f"engine {entry.name}"), "use_ssh_client": False}
     else:
-        host, tls = entry.name, tls_from_env() if entry.kind == "tcp" else False
-    # ssh:// through the ssh binary, as the Docker CLI (and dockerclient.connect) does.
-    return {"base_url": host, "tls": tls, "use_ssh_client": bool(host and host.startswith("ssh://"))}
+        ep = dockerclient.Endpoint(entry.name, f"engine {entry.name}")
+    return dockerclient.client_args(ep)
 
 
 def _one_line(e: BaseException) -> str:

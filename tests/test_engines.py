@@ -29,6 +29,32 @@ MAIN = f"unix://{MAIN_SOCKET}"
 
 # --- the setting's entries ---------------------------------------------------
 
+
+def test_a_context_entry_is_resolved_as_the_usual_engine_s_context_is(monkeypatch, tmp_path):
+    """One resolver (dockerclient.context_endpoint) for DOCKER_CONTEXT and for
+    a context named in ONLYDOCKER_ENGINES: the same host and TLS, the same
+    messages for a missing or broken context."""
+    import hashlib
+
+    from onlydocker import dockerclient
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    subprocess.run(["docker", "context", "create", "far", "--docker", "host=tcp://127.0.0.1:9"],
+                   env={**os.environ, "DOCKER_CONFIG": str(tmp_path)}, check=True, capture_output=True)
+    (tmp_path / "config.json").write_text("{}")         # contexts are found beside it
+    monkeypatch.setenv("DOCKER_CONTEXT", "far")
+    usual = dockerclient.client_args(dockerclient.endpoint())
+    assert engines._client_args(engines.Entry("far", "context")) == usual
+    assert usual == {"base_url": "tcp://127.0.0.1:9", "tls": False, "use_ssh_client": False}
+    with pytest.raises(EngineError) as e:
+        engines._client_args(engines.Entry("nowhere", "context"))
+    assert str(e.value).startswith("Docker context 'nowhere' (from ONLYDOCKER_ENGINES) is not defined (no ")
+    assert hashlib.sha256(b"nowhere").hexdigest() in str(e.value) and "\n" not in str(e.value)
+    # "default" is DOCKER_HOST, else the local socket, as for the CLI.
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:7")
+    assert engines._client_args(engines.Entry("default", "context"))["base_url"] == "tcp://127.0.0.1:7"
+
+
 @pytest.mark.parametrize("text, kind", [
     ("default", "context"), ("far-away.1", "context"), ("unix:///var/run/docker.sock", "unix"),
     ("tcp://10.0.0.5:2376", "tcp"), ("tcp://builder.local", "tcp"), ("ssh://builder@big.local", "ssh"),
