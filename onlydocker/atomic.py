@@ -63,6 +63,28 @@ def write_json(path: Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
+def replace_dir(new: Path, dest: Path) -> None:
+    """Put the finished tree `new` at `dest` (replacing a folder, a file or a
+    link there), on the same filesystem: the old one is renamed aside first
+    and removed after, so `dest` is missing only between two renames and is
+    never half of one tree and half of the other. If `new` cannot go in, the
+    old one is put back."""
+    aside = None
+    if dest.exists() or dest.is_symlink():
+        aside = temp_path(dest)           # a leftover of this writer if it dies here (clear_leftovers)
+        aside.mkdir()
+        os.replace(dest, aside / dest.name)
+    try:
+        os.replace(new, dest)
+    except OSError:
+        if aside is not None:
+            os.replace(aside / dest.name, dest)
+            aside.rmdir()
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
 def clear_leftovers(path: Path) -> None:
     """Remove temporary files and folders that writers of `path` left when
     they were killed. Call it only while holding `path`'s entry lock: then no

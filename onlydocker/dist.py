@@ -363,9 +363,7 @@ def publish(ws, stages, settings, log=print) -> None:
         (tmp / ENVELOPE).write_text(json.dumps(envelope, indent=1, sort_keys=True) + "\n")
 
     _snapshot_path(ws).unlink(missing_ok=True)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    atomic.replace_dir(tmp, final)
     # Linking (and unlinking the old dist/) moved the stage outputs' ctimes,
     # not their bytes (just hashed): their snapshots take the new stat.
     for src, sha, before in relinked:

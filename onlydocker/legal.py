@@ -27,7 +27,7 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
-from . import unpack
+from . import atomic, unpack
 from .errors import HashMismatch, LegalInfoError
 from .hashing import sha256_file
 
@@ -215,13 +215,7 @@ def write(lock, fetcher, root: Path, dest: Path, in_image: set[str] = frozenset(
             + ("host-manifest.csv  the builder image's Debian packages (build tools, not in the image)\n"
                if builder else "host-manifest.csv  not written: no builder record (run `doit` once)\n"))
         os.chmod(tmp, 0o755)
-        old = None
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
-            os.replace(dest, old / dest.name)
-        os.replace(tmp, dest)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
+        atomic.replace_dir(tmp, dest)
         return rows
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -35,7 +35,7 @@ from typing import BinaryIO
 
 import zstandard
 
-from . import kconfig
+from . import atomic, kconfig
 from .errors import UnsafeArchive, machine_cause, machine_error
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".tzst")
@@ -354,11 +354,7 @@ def extract(source: str | os.PathLike | BinaryIO, dest: Path, *, strip_single_to
             if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink():
                 root = entries[0]
         os.chmod(root, 0o755)
-        if dest.is_symlink() or dest.is_file():
-            dest.unlink()
-        elif dest.exists():
-            shutil.rmtree(dest)
-        os.replace(root, dest)
+        atomic.replace_dir(root, dest)
     except OSError as e:
         # Writing the tree failed for a reason of this machine (a full disk, a
         # folder made read-only or removed meanwhile): said as that, naming

@@ -7,6 +7,8 @@ import textwrap
 import threading
 from pathlib import Path
 
+import pytest
+
 from onlydocker import atomic
 
 
@@ -80,3 +82,31 @@ def test_two_threads_never_hold_one_entry_at_once(tmp_path):
     for t in threads:
         t.join()
     assert max(overlap) == 1 and len(overlap) == 80
+
+
+@pytest.mark.parametrize("old_kind", ["folder", "file", "link", "none"])
+def test_replace_dir_puts_the_new_tree_in_place_of_anything_and_leaves_nothing_behind(tmp_path, old_kind):
+    dest = tmp_path / "dist"
+    if old_kind == "folder":
+        (dest / "sub").mkdir(parents=True)
+        (dest / "sub" / "old").write_text("old")
+    elif old_kind == "file":
+        dest.write_text("old")
+    elif old_kind == "link":
+        dest.symlink_to(tmp_path / "elsewhere")
+    new = tmp_path / ".dist.new"
+    new.mkdir()
+    (new / "a").write_text("new")
+    atomic.replace_dir(new, dest)
+    assert dest.is_dir() and not dest.is_symlink() and [p.name for p in dest.iterdir()] == ["a"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dist"]
+
+
+def test_replace_dir_puts_the_old_tree_back_when_the_new_cannot_go_in(tmp_path):
+    dest = tmp_path / "dist"
+    dest.mkdir()
+    (dest / "old").write_text("old")
+    with pytest.raises(FileNotFoundError):
+        atomic.replace_dir(tmp_path / "never-made", dest)
+    assert (dest / "old").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dist"]
