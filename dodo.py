@@ -20,7 +20,8 @@ quiet_on_closed_pipe()
 start_the_longest_chain_first()
 try:
     settings, workspace = workspace_from_env(get_var("lock", None), root=Path(__file__).resolve().parent)
-    check_lane(load_stages(settings.root / "stages"), workspace.lock.lane.name, workspace.sources)
+    stages = load_stages(settings.root / "stages")     # once for the run: every task reads them
+    check_lane(stages, workspace.lock.lane.name, workspace.sources)
 except OnlyDockerError as e:
     # A bad lock, setting or lane's data: doit says this one line, with no traceback.
     raise InvalidDodoFile(str(e)) from None
@@ -43,9 +44,9 @@ DOIT_CONFIG = {
 
 def task_build():
     """Build the lane: sources, builder image, stages, signed artifacts."""
-    yield from build_tasks(settings, workspace)
+    yield from build_tasks(settings, workspace, stages)
 
 
 def task_stages():
     """Shortcuts: one task per stage (`doit kernel`), listed by `doit list`."""
-    yield from stage_shortcuts(settings)
+    yield from stage_shortcuts(settings, stages)

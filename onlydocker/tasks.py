@@ -139,153 +139,181 @@ def _recorded(ws: Workspace, decl) -> bool:
     return True
 
 
-def build_tasks(settings: config_mod.Settings, ws: Workspace):
-    """Yield doit task dicts for the lane of `ws`."""
-    from . import builder as builder_mod
-    from . import dist as dist_mod
+class _LaneRun:
+    """What the tasks of one run of a lane share: its stages, the run lock,
+    the engines, and two answers asked once a run (doit asks every task's
+    up-to-date check before any stage runs, and several tasks share a
+    stage): is a stage in the cache, and will it stay as out/ holds it."""
 
-    stages = load_stages(settings.root / "stages")
-    # A killed run may have left half-made stage trees in tmp/: nothing there
-    # ever counts (manifests are written last), and the lock says no run owns them.
-    run_lock = RunLock(ws.out / ".run.lock", on_acquire=lambda: shutil.rmtree(ws.out / "tmp", ignore_errors=True))
-    builder_sha = _once(lambda: builder_mod.known_tar_sha256(ws.lock.builder, settings,
-                                                            ws.lock.lane.source_date_epoch, ws.store.remote))
+    def __init__(self, settings: config_mod.Settings, ws: Workspace, stages: dict):
+        from . import builder as builder_mod
+        self.settings, self.ws, self.stages = settings, ws, stages
+        # A killed run may have left half-made stage trees in tmp/: nothing there
+        # ever counts (manifests are written last), and the lock says no run owns them.
+        self.run_lock = RunLock(ws.out / ".run.lock",
+                                on_acquire=lambda: shutil.rmtree(ws.out / "tmp", ignore_errors=True))
+        self.builder_sha = _once(lambda: builder_mod.known_tar_sha256(
+            ws.lock.builder, settings, ws.lock.lane.source_date_epoch, ws.store.remote))
+        self.engine_pool = engines.pool(settings)
+        self.users_of: dict[str, list] = {}
+        for d in stages.values():
+            for s in ws.sources.of(d):
+                self.users_of.setdefault(s.name, []).append(d)
+        self._cached: dict[str, bool] = {}
+        self._settled: dict[str, bool] = {}
 
-    users_of: dict[str, list] = {}
-    for d in stages.values():
-        for s in ws.sources.of(d):
-            users_of.setdefault(s.name, []).append(d)
+    def _action(self, fn, what: str, log: str):
+        return _guard(self.run_lock, fn, what, self.ws.paths.log_path(log))
 
-    def users(s) -> list:
-        return users_of.get(s.name, [])
+    def users(self, s) -> list:
+        return self.users_of.get(s.name, [])
 
-    cached_memo: dict[str, bool] = {}
-
-    def cached(d) -> bool:
+    def cached(self, d) -> bool:
         # A stage that needs others has a key that their outputs make, known
         # only once they are made: it counts as cached when every stage it
         # needs does. A guess on the side of not fetching: when it is wrong,
         # the stage builds and fetches its sources itself (sources.verified).
-        if d.name not in cached_memo:
-            cached_memo[d.name] = (all(cached(stages[n]) for n in d.needs) if d.needs
-                                   else ws.cached(d, builder_sha()))
-        return cached_memo[d.name]
+        if d.name not in self._cached:
+            self._cached[d.name] = (all(self.cached(self.stages[n]) for n in d.needs) if d.needs
+                                    else self.ws.cached(d, self.builder_sha()))
+        return self._cached[d.name]
 
-    def users_cached(s) -> bool:
-        return bool(users(s)) and all(cached(d) for d in users(s))
+    def settled(self, d) -> bool:
+        """Whether the stage will stay as out/ holds it this run: its outputs
+        are there and so are those of every stage it needs (none of them runs)."""
+        if d.name not in self._settled:
+            self._settled[d.name] = self.ws.materialised(d) and all(self.settled(self.stages[n]) for n in d.needs)
+        return self._settled[d.name]
 
-    # Whether a stage will stay as out/ holds it this run: its outputs are
-    # there and so are those of every stage it needs, so none of them runs.
-    # Asked once a run, for the fetch and builder tasks' up-to-date checks
-    # (doit asks those before any stage runs; several tasks share a stage).
-    settled_memo: dict[str, bool] = {}
+    # --- fetch:<source> ------------------------------------------------------
 
-    def settled(d) -> bool:
-        if d.name not in settled_memo:
-            settled_memo[d.name] = ws.materialised(d) and all(settled(stages[n]) for n in d.needs)
-        return settled_memo[d.name]
-
-    def users_settled(s) -> bool:
-        return bool(users(s)) and all(settled(d) for d in users(s))
-
-    def fetch(s):
-        if users_cached(s):
+    def _fetch(self, s) -> None:
+        ws = self.ws
+        if self.users(s) and all(self.cached(d) for d in self.users(s)):
             print(f"fetch {s.file}: not needed: every stage that uses it is in the cache", flush=True)
             return
         ws.sources.check(s, ws.fetcher.fetch(s))
         # Its Kconfig symbols are known now: a fragment that names an option
         # they lack fails here, before the stage (dodo.py checks it when the
         # source was checked in an earlier run).
-        for d in users(s):
+        for d in self.users(s):
             lanecheck.check_fragments(d, ws.lock.lane.name, ws.sources)
 
-    for s in ws.lock.sources:
-        yield {
+    def fetch_task(self, s) -> dict:
+        ws = self.ws
+        return {
             "name": f"fetch:{s.name}",
             "doc": f"fetch and verify {s.file}, and check it as an archive",
             # Checked as an archive right after the fetch, off the kernel's
             # critical path (beside the builder's bootstrap).
-            "actions": [_guard(run_lock, lambda s=s: fetch(s), f"fetch {s.file}", ws.paths.log_path("fetch"))],
+            "actions": [self._action(lambda: self._fetch(s), f"fetch {s.file}", "fetch")],
             # Up to date when fetched and checked, or when nothing needs it:
             # every stage that uses it is settled (in out/, and so is every
             # stage it needs: none of them runs).
-            "uptodate": [_unless_failing(lambda s=s: s.pinned and (
-                (ws.fetcher.cache_path(s).exists() and ws.sources.checked(s)) or users_settled(s)))],
+            "uptodate": [_unless_failing(lambda: s.pinned and (
+                (ws.fetcher.cache_path(s).exists() and ws.sources.checked(s))
+                or (bool(self.users(s)) and all(self.settled(d) for d in self.users(s)))))],
             "verbosity": 2,
         }
 
-    record = ws.paths.builder_record
+    # --- builder -------------------------------------------------------------
 
-    engine_pool = engines.pool(settings)
-
-    def make_builder():
+    def _make_builder(self) -> None:
+        from . import builder as builder_mod
+        ws = self.ws
         # mmdebstrap runs on the host; the image goes into the first engine
         # that answers, the others get it when a stage first runs there.
-        first = engine_pool.first()
-        with engine_pool.speaking_for(first, "builder"):
-            img = builder_mod.ensure(first.client, ws.lock.builder, settings,
+        first = self.engine_pool.first()
+        with self.engine_pool.speaking_for(first, "builder"):
+            img = builder_mod.ensure(first.client, ws.lock.builder, self.settings,
                                      ws.lock.lane.source_date_epoch, ws.paths.log_path("builder"),
                                      remote=ws.store.remote)
+        record = ws.paths.builder_record
         record.parent.mkdir(parents=True, exist_ok=True)
         atomic.write_json(record, {"tag": img.tag, "tar_sha256": img.tar_sha256,
                                    "input_key": img.input_key, "packages": img.packages})
 
-    def builder_uptodate():
+    def _builder_uptodate(self) -> bool:
+        from . import builder as builder_mod
+        ws, settings = self.ws, self.settings
         try:
-            rec = json.loads(record.read_text())
+            rec = json.loads(ws.paths.builder_record.read_text())
             key = builder_mod.input_key(ws.lock.builder, settings, ws.lock.lane.source_date_epoch)
             if rec["input_key"] != key:
                 return False
             # The image is needed only by a container stage that runs: when
             # none will, the engine is not asked (the no-op's largest cost).
-            if all(settled(d) for d in stages.values() if d.kind == "container"):
+            if all(self.settled(d) for d in self.stages.values() if d.kind == "container"):
                 return True
             from . import dockerclient
             # Several engines: the others import the cached tar, so it must be there.
-            return (dockerclient.image_exists(engine_pool.first().client, rec["tag"])
-                    and (not engine_pool.several or builder_mod.cached_tar(settings, rec["tar_sha256"]).exists()))
+            return (dockerclient.image_exists(self.engine_pool.first().client, rec["tag"])
+                    and (not self.engine_pool.several
+                         or builder_mod.cached_tar(settings, rec["tar_sha256"]).exists()))
         except (OSError, ValueError, KeyError, OnlyDockerError):
             return False
 
-    yield {
-        "name": "builder",
-        "doc": f"the builder image ({ws.lock.builder.suite}, made with mmdebstrap)",
-        "actions": [_guard(run_lock, make_builder, "builder", ws.paths.log_path("builder"))],
-        "uptodate": [_unless_failing(builder_uptodate)],
-        "verbosity": 2,
-        "meta": {"cost": builder_mod.COST},
-    }
+    def builder_task(self) -> dict:
+        from . import builder as builder_mod
+        return {
+            "name": "builder",
+            "doc": f"the builder image ({self.ws.lock.builder.suite}, made with mmdebstrap)",
+            "actions": [self._action(self._make_builder, "builder", "builder")],
+            "uptodate": [_unless_failing(self._builder_uptodate)],
+            "verbosity": 2,
+            "meta": {"cost": builder_mod.COST},
+        }
 
-    # One decision per task: its `uptodate`, the engine's own check (see
-    # docs/design.md, "When a task runs"); no file_dep or targets, so doit
-    # neither hashes inputs again nor keeps a second opinion. The order is
-    # task_dep: a stage after its fetches, the builder and the stages it needs.
-    for decl in stages.values():
+    # --- <stage> -------------------------------------------------------------
+
+    def stage_task(self, decl) -> dict:
+        # One decision per task: its `uptodate`, the engine's own check (see
+        # docs/design.md, "When a task runs"); no file_dep or targets, so doit
+        # neither hashes inputs again nor keeps a second opinion. The order is
+        # task_dep: a stage after its fetches, the builder and the stages it needs.
+        ws = self.ws
         task_dep = [f"build:fetch:{s.name}" for s in ws.sources.of(decl)]
         task_dep += [f"build:{n}" for n in decl.needs]
         if decl.kind == "container":
             task_dep.append("build:builder")
-        yield {
+        return {
             "name": decl.name,
             "doc": decl.description,
-            "actions": [_guard(run_lock, lambda d=decl: _run_and_record(ws, d), f"stage {decl.name}",
-                               ws.paths.log_path(decl.name))],
+            "actions": [self._action(lambda: _run_and_record(ws, decl), f"stage {decl.name}", decl.name)],
             "task_dep": task_dep,
-            "uptodate": [_unless_failing(lambda d=decl: ws.materialised(d) and _recorded(ws, d))],
+            "uptodate": [_unless_failing(lambda: ws.materialised(decl) and _recorded(ws, decl))],
             "verbosity": 2,
             "meta": {"cost": decl.cost,
-                     "stage_key": lambda d=decl: (ws.paths.read_manifest(d.name) or {}).get("key"),
-                     "engine": lambda d=decl: engine_pool.ran_on.get(d.name)},
+                     "stage_key": lambda: (ws.paths.read_manifest(decl.name) or {}).get("key"),
+                     "engine": lambda: self.engine_pool.ran_on.get(decl.name)},
         }
 
-    yield {
-        "name": "dist",
-        "doc": "publish the artifacts to out/<lane>/dist with SHA256SUMS, signatures and provenance",
-        "actions": [_guard(run_lock, lambda: dist_mod.publish(ws, stages, settings), "dist", ws.paths.log_path("dist"))],
-        "task_dep": [f"build:{n}" for n in stages],
-        "uptodate": [_unless_failing(lambda: dist_mod.is_current(ws, stages, settings))],
-        "verbosity": 2,
-    }
+    # --- dist ----------------------------------------------------------------
+
+    def dist_task(self) -> dict:
+        from . import dist as dist_mod
+        ws, stages, settings = self.ws, self.stages, self.settings
+        return {
+            "name": "dist",
+            "doc": "publish the artifacts to out/<lane>/dist with SHA256SUMS, signatures and provenance",
+            "actions": [self._action(lambda: dist_mod.publish(ws, stages, settings), "dist", "dist")],
+            "task_dep": [f"build:{n}" for n in stages],
+            "uptodate": [_unless_failing(lambda: dist_mod.is_current(ws, stages, settings))],
+            "verbosity": 2,
+        }
+
+
+def build_tasks(settings: config_mod.Settings, ws: Workspace, stages: dict | None = None):
+    """Yield doit task dicts for the lane of `ws`: a fetch per source, the
+    builder, a task per stage, dist. `stages`: as load_stages gives them
+    (dodo.py loads them once for the run)."""
+    run = _LaneRun(settings, ws, stages if stages is not None else load_stages(settings.root / "stages"))
+    for s in ws.lock.sources:
+        yield run.fetch_task(s)
+    yield run.builder_task()
+    for decl in run.stages.values():
+        yield run.stage_task(decl)
+    yield run.dist_task()
 
 
 # Names a shortcut task must not take: doit's own commands and ours (a task
@@ -295,13 +323,13 @@ COMMAND_NAMES = frozenset({"auto", "clean", "dumpdb", "forget", "help", "ignore"
                            "keygen", "legal-info", "lock", "rebuild", "repro", "verify"})
 
 
-def stage_shortcuts(settings: config_mod.Settings):
+def stage_shortcuts(settings: config_mod.Settings, stages: dict | None = None):
     """One top-level task per stage, and `dist`, named as the stage and
     with its one-line description: doit lists top-level tasks (the stages
     of `build` are its subtasks, listed only under `doit list --all`), and
     `doit kernel` builds the kernel and what it needs, as `doit build:kernel`
     does. They do nothing themselves (their only work is their task_dep)."""
-    stages = load_stages(settings.root / "stages")
+    stages = stages if stages is not None else load_stages(settings.root / "stages")
     for decl in stages.values():
         if decl.name in COMMAND_NAMES:
             continue
