@@ -111,12 +111,8 @@ def packages_in(tar_path: Path) -> list[str]:
                 continue
         else:
             raise BuildError(f"{tar_path}: no var/lib/dpkg/status: not a Debian rootfs")
-    out = []
-    for stanza in text.split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line[0].isspace())
-        if fields.get("Status", "").endswith(" installed") and "Package" in fields:
-            out.append(f"{fields['Package']}={fields['Version']}")
-    return sorted(out)
+    return sorted(f"{p['Package']}={p['Version']}" for p in debs_mod.paragraphs(text)
+                  if p.get("Status", "").endswith(" installed") and "Package" in p)
 
 
 def changed_packages(old: list[str], new: list[str]) -> list[str]:

@@ -19,9 +19,8 @@ import shutil
 import tarfile
 from pathlib import Path
 
+from . import unpack
 from .errors import BuildError
-
-AR_MAGIC = b"!<arch>\n"
 
 
 def paragraphs(text: str) -> list[dict[str, str]]:
@@ -71,25 +70,15 @@ def pinned_from_index(installed: list[tuple[str, str, str]], index_texts: list[s
     return debs
 
 
-def _ar_members(data: bytes, what: str):
-    if not data.startswith(AR_MAGIC):
-        raise BuildError(f"{what}: not a .deb (no ar header)")
-    pos = len(AR_MAGIC)
-    while pos + 60 <= len(data):
-        header = data[pos:pos + 60]
-        name = header[:16].decode().strip().rstrip("/")
-        size = int(header[48:58].decode().strip())
-        yield name, data[pos + 60:pos + 60 + size]
-        pos += 60 + size + (size & 1)
-
-
 def control_text(path: Path, what: str | None = None) -> str:
     """The control file of a .deb, read with Python alone (ar, then
     control.tar with no, gz, xz or zstd compression)."""
     what = what or str(path)
-    for name, member in _ar_members(path.read_bytes(), what):
-        if not name.startswith("control.tar"):
-            continue
+    with open(path, "rb") as f:
+        found = next(((name, m.read()) for name, m in unpack.ar_members(f, what) if name.startswith("control.tar")),
+                     None)
+    if found is not None:
+        name, member = found
         if name.endswith(".zst"):
             import zstandard
             member = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(member)).read()
@@ -99,7 +88,6 @@ def control_text(path: Path, what: str | None = None) -> str:
                     return tf.extractfile(candidate).read().decode()
                 except KeyError:
                     continue
-        break
     raise BuildError(f"{what}: no control file in the .deb")
 
 

@@ -29,6 +29,7 @@ import posixpath
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import BinaryIO
@@ -101,22 +102,31 @@ class _Slice(io.RawIOBase):
         return len(data)
 
 
-def _deb_data(f: BinaryIO, label: str) -> tuple[str, BinaryIO]:
-    """The data.tar.* member of a .deb (an ar archive), as a bounded stream."""
+def ar_members(f: BinaryIO, label: str) -> Iterator[tuple[str, BinaryIO]]:
+    """The members of an ar archive (a .deb) read from `f`, in order, each
+    as (name, a stream of at most its bytes); what a member's reader leaves
+    unread is skipped. The one ar reader (debs.py reads control files with it)."""
     if f.read(8) != b"!<arch>\n":
         raise UnsafeArchive(f"{label}: not a Debian package (no ar header)")
     while True:
         header = f.read(60)
         if len(header) < 60:
-            break
+            return
         member = header[:16].decode("ascii", "replace").strip().rstrip("/")
         try:
             size = int(header[48:58].decode("ascii").strip())
         except ValueError:
             raise UnsafeArchive(f"{label}: ar member {member!r} has a malformed size field") from None
+        start = f.tell()
+        yield member, io.BufferedReader(_Slice(f, size), 1 << 20)
+        f.seek(start + size + size % 2)      # members are 2-byte aligned
+
+
+def _deb_data(f: BinaryIO, label: str) -> tuple[str, BinaryIO]:
+    """The data.tar.* member of a .deb, as a bounded stream."""
+    for member, stream in ar_members(f, label):
         if member.startswith("data.tar"):
-            return member, io.BufferedReader(_Slice(f, size), 1 << 20)
-        f.seek(size + size % 2, os.SEEK_CUR)      # members are 2-byte aligned
+            return member, stream
     raise UnsafeArchive(f"{label}: Debian package without a data.tar member")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from onlydocker import debs
-from onlydocker.errors import BuildError
+from onlydocker.errors import BuildError, UnsafeArchive
 from tests.conftest import require_tool
 
 INDEX = """\
@@ -87,7 +87,7 @@ def test_control_data_is_read_from_a_real_deb(tmp_path, compression):
 def test_not_a_deb_is_named(tmp_path):
     bad = tmp_path / "x.deb"
     bad.write_bytes(b"<html>404</html>")
-    with pytest.raises(BuildError, match="x.deb: not a .deb"):
+    with pytest.raises(UnsafeArchive, match=r"x.deb: not a Debian package \(no ar header\)"):
         debs.control_text(bad)
 
 
