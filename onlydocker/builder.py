@@ -20,7 +20,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -32,7 +31,7 @@ import zstandard
 
 # engine (the Docker SDK, about 150 ms to import) is imported where an image
 # is imported or looked up: a no-op's up-to-date checks do without it.
-from . import atomic
+from . import atomic, log
 from . import debs as debs_mod
 from .canon import rfc3339
 from .errors import BuildError, ConfigError, FetchError, OnlyDockerError, UnpinnedSource
@@ -59,6 +58,11 @@ class BuilderImage:
 # orders the work (onlydocker/schedule.py): the builder is on every container
 # stage's chain, the kernel's too.
 COST = 60.0
+
+
+def _say(text: str) -> None:
+    log.say(text, "builder")
+
 
 def mirror_url(lock_builder, settings) -> str:
     """The mirror the lock's [builder] names: a scheme such as `debian:`
@@ -188,8 +192,8 @@ def resolve(lock_builder, settings, log_path: Path, work: Path) -> list:
         # Before mmdebstrap's cleanup empties them: apt's verified indexes.
         f'--customize-hook=cp "$1"/var/lib/apt/lists/*_Packages* {q}/',
     ]
-    print(f"builder: resolving {lock_builder.suite}'s {len(lock_builder.packages)} packages against {url} "
-          f"(log: {log_path})", file=sys.stderr)
+    _say(f"resolving {lock_builder.suite}'s {len(lock_builder.packages)} packages against {url} "
+         f"(log: {log_path})")
     seconds = _run_logged(_mmdebstrap(lock_builder.variant, lock_builder.packages, lock_builder, hooks,
                                       "/dev/null", url), None, log_path,
                           f"builder: resolving {lock_builder.suite} against {url} with mmdebstrap")
@@ -212,7 +216,7 @@ def resolve(lock_builder, settings, log_path: Path, work: Path) -> list:
                          f"log {log_path}")
     prefix = lock_builder.mirror if lock_builder.mirror.endswith(":") else lock_builder.mirror.rstrip("/") + "/"
     pinned = [Deb(**d) for d in debs_mod.pinned_from_index(installed, texts, prefix)]
-    print(f"builder: resolved {len(pinned)} packages in {seconds:.0f} s", file=sys.stderr)
+    _say(f"resolved {len(pinned)} packages in {seconds:.0f} s")
     return pinned
 
 
@@ -274,7 +278,7 @@ def _network_isolated(cmd: list[str]) -> list[str]:
         # the only package source mmdebstrap is given.
         if subprocess.run(["unshare", "--net", "--", "true"], capture_output=True).returncode == 0:
             return ["unshare", "--net", "--", *cmd]
-        print("builder: cannot make a network namespace here; bootstrapping without one", file=sys.stderr)
+        _say("cannot make a network namespace here; bootstrapping without one")
     return cmd
 
 
@@ -286,8 +290,7 @@ def _bootstrap(lock_builder, settings, epoch: int, log_path: Path, work: Path,
     # checked first (setuid allowed: su and mount are, by design).
     files = fetch_debs(lock_builder, settings, check=lambda path, file: check_source(path, file, setuid_ok=True),
                        remote=remote)
-    print(f"builder: {len(files)} pinned packages fetched and checked in {time.monotonic() - started:.1f} s",
-          file=sys.stderr, flush=True)
+    _say(f"{len(files)} pinned packages fetched and checked in {time.monotonic() - started:.1f} s")
     repo = work / "repo"
     debs_mod.write_flat_repo(repo, files, lock_builder.suite)
     tar = work / "rootfs.tar"
@@ -310,8 +313,8 @@ def _bootstrap(lock_builder, settings, epoch: int, log_path: Path, work: Path,
     names = sorted({d.name for d in lock_builder.debs})
     cmd = _network_isolated(_mmdebstrap("essential", names, lock_builder, hooks, str(tar),
                                         f"deb [trusted=yes] copy://{repo} ./"))
-    print(f"builder: mmdebstrap {lock_builder.suite} offline from its {len(files)} pinned packages "
-          f"(log: {log_path})", file=sys.stderr)
+    _say(f"mmdebstrap {lock_builder.suite} offline from its {len(files)} pinned packages "
+         f"(log: {log_path})")
     seconds = _run_logged(cmd, epoch, log_path, f"builder image: mmdebstrap {lock_builder.suite} from the "
                                                 f"pinned packages")
     got = packages_in(tar)
@@ -320,7 +323,7 @@ def _bootstrap(lock_builder, settings, epoch: int, log_path: Path, work: Path,
         raise BuildError(f"builder image ({lock_builder.suite}): the bootstrap installed another set than the "
                          f"lock pins ({'; '.join(changed_packages(want, got))}); re-pin with "
                          f"`doit lock --builder`")
-    print(f"builder: bootstrapped in {seconds:.0f} s", file=sys.stderr)
+    _say(f"bootstrapped in {seconds:.0f} s")
     return tar, seconds, got
 
 
@@ -355,7 +358,7 @@ def _import(client, entry: Path, sha: str, tag: str) -> None:
                 raise BuildError(f"builder cache entry {entry}: its tar has sha256 {h.hexdigest()}, not {sha} as "
                                  f"its name says; delete it and run again to rebuild")
             f.seek(0)
-            print(f"builder: importing {entry.name} into the engine as {tag}", file=sys.stderr)
+            _say(f"importing {entry.name} into the engine as {tag}")
             with zstandard.ZstdDecompressor().stream_reader(f, closefd=False) as reader:
                 dockerclient.import_image(client, iter(lambda: reader.read(1 << 20), b""), tag)
     except (OSError, zstandard.ZstdError) as e:
@@ -398,7 +401,7 @@ def ensure(client, lock_builder, settings, source_date_epoch: int, log_path: Pat
 
     record = None if rebuild else cached()
     if record is None:
-        say = lambda text: print(f"builder: {text}", file=sys.stderr, flush=True)  # noqa: E731
+        say = _say
         with atomic.entry_lock(index / "locks" / f"input-{key}.lock", "making the builder", say):
             atomic.clear_leftovers(by_input)
             record = None if rebuild else cached()
@@ -454,8 +457,7 @@ def _pull(remote, index: Path, key: str) -> dict | None:
         return None
     atomic.write_json(index / f"{sha}.json", record)
     atomic.write_json(index / f"input-{key}.json", record)
-    print(f"builder: taken from the remote cache ({sha[:16]}) in {time.monotonic() - started:.1f} s",
-          file=sys.stderr, flush=True)
+    _say(f"taken from the remote cache ({sha[:16]}) in {time.monotonic() - started:.1f} s")
     return dict(record, pulled=True)
 
 
@@ -490,9 +492,9 @@ def _bootstrap_and_store(client, lock_builder, settings, source_date_epoch: int,
         previous = _previous(index, key, sha)
         changes = changed_packages(previous["packages"], packages) if previous else []
         if previous:
-            print(f"builder: the archive has moved on since the bootstrap of {previous.get('created', '?')} "
-                  f"(tar {previous['tar_sha256'][:16]} -> {sha[:16]}); changed packages:\n  "
-                  + ("\n  ".join(changes) or "(none: same versions, other bytes)"), file=sys.stderr)
+            _say(f"the archive has moved on since the bootstrap of {previous.get('created', '?')} "
+                 f"(tar {previous['tar_sha256'][:16]} -> {sha[:16]}); changed packages:\n  "
+                 + ("\n  ".join(changes) or "(none: same versions, other bytes)"))
         entry = index / f"{sha}.tar.zst"
         stored = time.monotonic()
         with ThreadPoolExecutor(1) as pool:
@@ -501,15 +503,14 @@ def _bootstrap_and_store(client, lock_builder, settings, source_date_epoch: int,
             # Two input keys can give one tar: its entry has a lock of its own,
             # under which a killed writer's leftovers are removed.
             with atomic.entry_lock(index / "locks" / f"{sha}.lock", "storing the builder",
-                                   lambda text: print(f"builder: {text}", file=sys.stderr, flush=True)):
+                                   _say):
                 atomic.clear_leftovers(entry)
                 atomic.clear_leftovers(index / f"{sha}.json")
                 if not entry.exists():
                     compress_file(tar, entry)   # fixed level, single-threaded: the same tar, the same .zst
             if importing:
                 importing.result()
-        print(f"builder: stored in the cache and imported as {tag} in {time.monotonic() - stored:.1f} s",
-              file=sys.stderr, flush=True)
+        _say(f"stored in the cache and imported as {tag} in {time.monotonic() - stored:.1f} s")
         record = {
             "input_key": key, "tar_sha256": sha, "tar_size": tar.stat().st_size, "packages": packages,
             "suite": lock_builder.suite, "variant": lock_builder.variant,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from doit.cmd_base import Command, opt_cwd, opt_dodo
 
-from . import config, lock
+from . import config, lock, log
 from .errors import ConfigError, OnlyDockerError
 from .paths import LanePaths
 from .report import quiet_on_closed_pipe
@@ -79,7 +79,7 @@ class LaneCommand(Command):
             settings = config.load(lock=lock_path, root=_project_root(params))
             return self.run(settings, lock.load(settings.lock_path), params, rest)
         except OnlyDockerError as e:
-            print(f"error: {e}", file=sys.stderr)
+            log.error(str(e))
             return self.error_exit
 
     def run(self, settings: config.Settings, lk: lock.Lock, params, args: list[str]) -> int:
@@ -255,20 +255,19 @@ class Lock(LaneCommand):
             return 0
         if params.get("builder"):
             if settings.offline:
-                print("error: `doit lock --builder` resolves against the Debian mirror: "
-                      "not with ONLYDOCKER_OFFLINE set", file=sys.stderr)
+                log.error("`doit lock --builder` resolves against the Debian mirror: "
+                          "not with ONLYDOCKER_OFFLINE set")
                 return 1
             pin_builder(lk, settings, LanePaths.of(settings.out_root, lk.lane.name).log_path("builder-resolve"))
             return 0
         if not lk.builder.pinned:
-            print(f"{settings.lock_path}: [builder] pins no packages yet: `doit lock --builder` pins them",
-                  file=sys.stderr)
+            log.say(f"{settings.lock_path}: [builder] pins no packages yet: `doit lock --builder` pins them")
         if all(s.pinned for s in lk.sources):
             print(f"{settings.lock_path}: every source is pinned")
             return 0
         pinned, failed = pin_sources(lk, settings)
         for name, e in failed:
-            print(f"error: not pinned: {name}: {e}", file=sys.stderr)
+            log.error(f"not pinned: {name}: {e}")
         print(f"{settings.lock_path}: pinned {len(pinned)} source(s)"
               + (f", {len(failed)} failed" if failed else ""))
         return 1 if failed else 0
@@ -286,7 +285,7 @@ class Keygen(Command):
         try:
             sign.generate_key(settings.signing_key, forbidden=[config.PROJECT_ROOT, Path.cwd()])
         except OnlyDockerError as e:
-            print(f"error: {e}", file=sys.stderr)
+            log.error(str(e))
             return 1
         print(f"signing key: {settings.signing_key} (readable by its owner only)")
         print(f"public key:  {settings.signing_key}.pub")
@@ -309,13 +308,12 @@ class Repro(LaneCommand):
     def run(self, settings, lk, params, args):
         from . import repro
         if params["process"] < 1:
-            print(f"error: -n {params['process']}: the number of stages at once is 1 or more", file=sys.stderr)
+            log.error(f"-n {params['process']}: the number of stages at once is 1 or more")
             return 2
         stages = self.stages(settings)
         unknown = [a for a in args if a not in stages]
         if unknown:
-            print(f"error: unknown stage(s) {', '.join(unknown)}; stages are {', '.join(stages)}",
-                  file=sys.stderr)
+            log.error(f"unknown stage(s) {', '.join(unknown)}; stages are {', '.join(stages)}")
             return 2
         return repro.run(settings.root, settings.lock_path, settings.out_root, lk.lane.name,
                          list(args), list(stages), processes=params["process"],
@@ -495,7 +493,7 @@ class Diff(Command):
             base = Path(params["cwdPath"]) if params.get("cwdPath") else Path.cwd()
             a, b = (diff.load(str(base / p)) for p in args)
         except OnlyDockerError as e:
-            print(f"error: {e}", file=sys.stderr)
+            log.error(str(e))
             return 2
         d = diff.compare(a, b)
         print(json.dumps(d, indent=2) if params["json"] else diff.render(d))
@@ -526,7 +524,7 @@ class Rebuild(Command):
         from . import rebuild
         quiet_on_closed_pipe()
         if len(args) != 1 or not params.get("release_key"):
-            print(f"error: usage: doit rebuild {self.doc_usage}", file=sys.stderr)
+            log.error(f"usage: doit rebuild {self.doc_usage}")
             return 2
         try:
             settings = config.load(root=_project_root(params))
@@ -537,7 +535,7 @@ class Rebuild(Command):
                 Path(params["attestation"]) if params.get("attestation") else None,
                 Path(params["junit"]) if params.get("junit") else None)
         except OnlyDockerError as e:
-            print(f"error: {e}", file=sys.stderr)
+            log.error(str(e))
             return 2
 
 

@@ -16,7 +16,6 @@ import os
 import posixpath
 import secrets
 import stat
-import sys
 import tarfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -27,6 +26,7 @@ import docker
 import docker.errors
 import requests
 
+from . import log
 from .errors import BuildError, EngineError, machine_cause, machine_error
 
 # Limits of every build container: a kernel build at -j2 peaks near 2 GiB and
@@ -184,7 +184,7 @@ REMOVE_TIMEOUT = 30
 
 
 def _say(text: str) -> None:
-    print(f"engine: {text}", file=sys.stderr, flush=True)
+    log.say(text, "engine")
 
 
 def _copy_out(client: docker.DockerClient, container, path: str, part: Path) -> None:

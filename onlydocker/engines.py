@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import threading
 import urllib.parse
 from collections.abc import Iterator, Sequence
@@ -34,6 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from . import log
 from .errors import ConfigError, EngineError
 
 if TYPE_CHECKING:
@@ -293,7 +293,7 @@ class Pool:
 
 
 def _say(text: str) -> None:
-    print(f"engines: {text}", file=sys.stderr, flush=True)
+    log.say(text, "engines")
 
 
 _pools: dict[tuple, Pool] = {}

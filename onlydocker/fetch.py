@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
+from . import log
 from .config import MIRROR_SCHEMES, Settings
 from .errors import (
     FetchError,
@@ -96,7 +97,7 @@ class _Fatal(Exception):
 
 
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    log.say(msg)
 
 
 class Fetcher:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import attest, provenance, sign, source_state
+from . import attest, log, provenance, sign, source_state
 from .errors import OnlyDockerError, SigningError
 from .hashing import sha256_file
 from .paths import ENVELOPE, STATEMENT, SUMS, SUMS_SIG, LanePaths
@@ -51,8 +51,7 @@ BUILDER_DEB = "builder-deb:"
 
 
 def _err(text: str) -> None:
-    import sys
-    print(text, file=sys.stderr, flush=True)
+    log.say(text)
 
 
 class Refused(OnlyDockerError):

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import requests
 
-from . import atomic
+from . import atomic, log
 from .canon import compact_json
 from .config import RemoteCacheSettings, Settings
 from .errors import SigningError, machine_cause, machine_error
@@ -44,7 +43,7 @@ ENTRY_MAX = 16 << 20          # an /ac/ entry is a record, not a blob: refuse a 
 
 
 def _say(text: str) -> None:
-    print(f"remote cache: {text}", file=sys.stderr, flush=True)
+    log.say(text, "remote cache")
 
 
 class RemoteCache:

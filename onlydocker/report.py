@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import threading
 import time
 import traceback
@@ -42,7 +41,7 @@ from pathlib import Path
 from doit.exceptions import BaseFail, TaskFailed, UnmetDependency
 from doit.reporter import ConsoleReporter
 
-from . import atomic
+from . import atomic, log
 from .errors import OnlyDockerError
 
 # What our actions may return (a stage's `Workspace.run`); any other
@@ -65,12 +64,11 @@ def run_reporting(what: str, fn: Callable[[], None], log_path: Path | None) -> R
     try:
         fn()
     except OnlyDockerError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
+        log.error(str(e))
         return Reported(str(e))
     except Exception as e:   # our bug or the machine's: the user still gets one line
         where = _write_traceback(log_path)
-        print(f"error: {what}: unexpected {type(e).__name__}: {e} (traceback in {where})",
-              file=sys.stderr, flush=True)
+        log.error(f"{what}: unexpected {type(e).__name__}: {e} (traceback in {where})")
         return Reported(f"{what}: {type(e).__name__}: {e}")
     return None
 
@@ -187,7 +185,7 @@ def write_run_record(path: Path, record: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic.write_json(path, record)
     except OSError as e:      # out/ unwritable: the run's own errors say more
-        print(f"warning: could not write the run record {path}: {e}", file=sys.stderr)
+        log.warning(f"could not write the run record {path}: {e}")
 
 
 def read_run_record(path: Path) -> dict:

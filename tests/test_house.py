@@ -22,3 +22,10 @@ def test_out_lane_paths_are_made_by_paths_py():
     found = [f"{p.name}:{n}" for p in sorted(PACKAGE.rglob("*.py"))
              for n, line in enumerate(p.read_text().splitlines(), 1) if by_hand.search(line)]
     assert found == [], f"out/<lane>/... is LanePaths' (paths.py); made by hand in {found}"
+
+
+def test_messages_go_through_log_py():
+    # print(..., file=sys.stderr) anywhere else is a second way to say things.
+    found = [f"{p.name}:{n}" for p in sorted(PACKAGE.rglob("*.py")) if p.name != "log.py"
+             for n, line in enumerate(p.read_text().splitlines(), 1) if "file=sys.stderr" in line]
+    assert found == [], f"messages to the user go through onlydocker/log.py; printed directly in {found}"
