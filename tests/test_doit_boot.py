@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -51,6 +52,7 @@ def test_doit_boot_gives_a_console_and_docker_over_ssh_and_ends_on_ctrl_c(modern
         info = subprocess.run(["docker", "info", "--format", "{{.OperatingSystem}} {{.Driver}}"], env=env,
                               capture_output=True, text=True, timeout=180)
         assert info.returncode == 0 and "overlay2" in info.stdout, info.stdout + info.stderr
+        _console_image_takes_over_at_the_next_console(env, tmp_path / "boot.out")
         # This boot's own key lets its user in; Vagrant's insecure key no longer does.
         shell = subprocess.run(["ssh", "-F", str(config), "onlydocker", "cat /proc/1/comm"],
                                capture_output=True, text=True, timeout=60)
@@ -72,3 +74,40 @@ def test_doit_boot_gives_a_console_and_docker_over_ssh_and_ends_on_ctrl_c(modern
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def _console_image_takes_over_at_the_next_console(env: dict, serial_log) -> None:
+    """The original's customisation: an image tagged console-image:latest
+    is what the next console container runs, once the current one exits."""
+    def docker(*args: str, timeout: float = 120) -> str:
+        r = subprocess.run(["docker", *args], env=env, capture_output=True, text=True, timeout=timeout)
+        assert r.returncode == 0, f"docker {' '.join(args)}: {r.stdout}{r.stderr}"
+        return r.stdout.strip()
+
+    def console_image() -> str:
+        return docker("inspect", "--format", "{{.Config.Image}}", "console")
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:        # the first console starts once DHCP is done
+        r = subprocess.run(["docker", "inspect", "--format", "{{.State.Running}}", "console"], env=env,
+                           capture_output=True, text=True, timeout=60)
+        if r.stdout.strip() == "true":
+            break
+        time.sleep(2)
+    assert console_image() == "onlydocker/busybox:latest"
+    docker("run", "--name", "mine", "onlydocker/busybox:latest", "sh", "-c", "echo my console > /etc/motd")
+    docker("commit", "mine", "console-image:latest")
+    docker("rm", "mine")
+    first = docker("inspect", "--format", "{{.Id}}", "console")
+    docker("kill", "console")                 # the console ends, as `exit` in it would end it
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        r = subprocess.run(["docker", "inspect", "--format", "{{.Id}} {{.State.Running}}", "console"], env=env,
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode == 0 and r.stdout.split() and r.stdout.split()[0] != first and "true" in r.stdout:
+            break
+        time.sleep(2)
+    assert console_image() == "console-image:latest"
+    assert docker("exec", "console", "cat", "/etc/motd") == "my console"
+    said = Path(serial_log).read_text(errors="replace")
+    assert "console-container: starting the console container from console-image:latest" in said, said[-3000:]
