@@ -68,6 +68,7 @@ def boot(kernel: Path | None, initrd: Path | None, *, iso: Path | None = None, a
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdin is not None and proc.stdout is not None     # both are pipes
     text = bytearray()
     seen = False
     typed = boot_label is None
@@ -89,7 +90,7 @@ def boot(kernel: Path | None, initrd: Path | None, *, iso: Path | None = None, a
                 log.flush()
                 if on_output is not None:
                     on_output(text.decode("utf-8", "replace"))
-                if not typed and b"boot:" in text:
+                if not typed and boot_label is not None and b"boot:" in text:
                     # ISOLINUX's prompt, read from the serial line too.
                     proc.stdin.write(boot_label.encode() + b"\r")
                     proc.stdin.flush()

@@ -26,7 +26,9 @@ from .errors import BuildError
 def paragraphs(text: str) -> list[dict[str, str]]:
     """deb822 paragraphs as dicts (continuation lines joined with newlines,
     as the field's value), in order."""
-    out, cur, last = [], {}, None
+    out: list[dict[str, str]] = []
+    cur: dict[str, str] = {}
+    last: str | None = None
     for line in text.splitlines():
         if not line.strip():
             if cur:
@@ -54,16 +56,17 @@ def pinned_from_index(installed: list[tuple[str, str, str]], index_texts: list[s
         for p in paragraphs(text):
             if {"Package", "Version", "Architecture", "Filename", "SHA256", "Size"} <= p.keys():
                 known.setdefault((p["Package"], p["Version"], p["Architecture"]), p)
-    debs, missing = [], []
+    debs: list[dict] = []
+    missing: list[str] = []
     for name, version, arch in sorted(installed):
-        p = known.get((name, version, arch))
-        if p is None:
+        entry = known.get((name, version, arch))
+        if entry is None:
             missing.append(f"{name}={version} ({arch})")
             continue
-        filename = p["Filename"]
+        filename = entry["Filename"]
         debs.append({"name": name, "version": version, "architecture": arch,
                      "file": filename.rsplit("/", 1)[-1], "url": url_prefix + filename,
-                     "sha256": p["SHA256"], "size": int(p["Size"])})
+                     "sha256": entry["SHA256"], "size": int(entry["Size"])})
     if missing:
         raise BuildError("the bootstrap installed packages that no verified Packages index lists: "
                          + ", ".join(missing))
@@ -85,7 +88,7 @@ def control_text(path: Path, what: str | None = None) -> str:
         with tarfile.open(fileobj=io.BytesIO(member)) as tf:
             for candidate in ("./control", "control"):
                 try:
-                    return tf.extractfile(candidate).read().decode()
+                    return unpack.member_file(tf, candidate).read().decode()
                 except KeyError:
                     continue
     raise BuildError(f"{what}: no control file in the .deb")

@@ -164,7 +164,7 @@ def load_stages(stages_dir: Path) -> dict[str, StageDecl]:
     dependency order, names sorted where the order is free; refuses unknown
     needs and cycles."""
     stages = {p.name: load_stage(p) for p in sorted(stages_dir.iterdir()) if p.is_dir() and p.name != IGNORED}
-    sorter = graphlib.TopologicalSorter()
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
     for name, decl in stages.items():
         for need in decl.needs:
             if need not in stages:

@@ -45,11 +45,10 @@ def endpoint() -> Endpoint:
     (it reads config.json's currentContext, not DOCKER_CONTEXT)."""
     if os.environ.get("DOCKER_HOST"):
         return Endpoint(None, f"DOCKER_HOST={os.environ['DOCKER_HOST']}")
-    name = os.environ.get("DOCKER_CONTEXT")
-    source = "DOCKER_CONTEXT"
-    if not name:
-        name, source = docker.context.config.get_current_context_name(), f"currentContext in {find_config_file()}"
-    return context_endpoint(name, source)
+    if name := os.environ.get("DOCKER_CONTEXT"):
+        return context_endpoint(name, "DOCKER_CONTEXT")
+    current: str = docker.context.config.get_current_context_name()
+    return context_endpoint(current, f"currentContext in {find_config_file()}")
 
 
 def context_endpoint(name: str, source: str) -> Endpoint:
@@ -80,6 +79,7 @@ def client_args(ep: Endpoint) -> dict:
     context's; with no host, DOCKER_HOST's own, from DOCKER_TLS_VERIFY and
     DOCKER_CERT_PATH), and ssh:// through the ssh binary, as the Docker CLI
     does (no paramiko needed)."""
+    host: str | None
     if ep.host:
         host, tls = ep.host, ep.tls or False
     else:

@@ -94,7 +94,7 @@ NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
-def machine_cause(e: BaseException) -> OSError | None:
+def machine_cause(e: BaseException | None) -> OSError | None:
     """The OSError of the machine behind `e` (itself, or what it was raised
     from or during), or None when `e` is no such error."""
     seen = 0

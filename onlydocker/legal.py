@@ -24,8 +24,10 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Container
 from contextlib import ExitStack
 from pathlib import Path
+from typing import BinaryIO
 
 from . import atomic, unpack
 from .errors import HashMismatch, LegalInfoError
@@ -81,7 +83,7 @@ def _archive_files(path: Path, name: str, want):
     deb = name.endswith((".deb", ".udeb"))
     label = f"{name} ({path})" if name != path.name else str(path)
     with ExitStack() as stack:
-        f = stack.enter_context(open(path, "rb"))
+        f: BinaryIO = stack.enter_context(open(path, "rb"))
         if deb:
             member, f = unpack._deb_data(f, label)
             label = f"{label} ({member})"
@@ -93,7 +95,7 @@ def _archive_files(path: Path, name: str, want):
             if not m.isfile() or not want(parts, m):
                 continue
             try:
-                data = tf.extractfile(m).read()
+                data = unpack.member_file(tf, m).read()
             except unpack._CORRUPT as e:
                 raise unpack.UnsafeArchive(f"{label}: corrupt or truncated archive in {m.name!r} "
                                            f"({type(e).__name__}: {e})") from None
@@ -160,7 +162,7 @@ def _csv(rows: list[dict], fields) -> str:
     return buf.getvalue()
 
 
-def write(lock, fetcher, root: Path, dest: Path, in_image: set[str] = frozenset(),
+def write(lock, fetcher, root: Path, dest: Path, in_image: Container[str] = frozenset(),
           builder: dict | None = None, log=print) -> list[dict]:
     """Write the legal-info folder at `dest` (replacing one there only once
     the new one is complete). Returns the manifest rows."""
@@ -314,7 +316,7 @@ def builder_copyrights(tar_zst: Path) -> dict[str, str]:
                 links[parts[3]] = m.linkname.rstrip("/").rsplit("/", 1)[-1]
             elif len(parts) == 5 and parts[:3] == ["usr", "share", "doc"] and parts[4] == "copyright" \
                     and m.isfile() and m.size <= MAX_LICENSE_BYTES:
-                texts[parts[3]] = tf.extractfile(m).read()
+                texts[parts[3]] = unpack.member_file(tf, m).read()
     for name, target in links.items():
         if name not in texts and target in texts:
             texts[name] = texts[target]

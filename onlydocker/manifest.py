@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import os
 import tarfile
+from functools import partial
 from pathlib import Path
 
 from .canon import compact_json
 from .errors import BuildError
 from .hashing import sha256_file
+from .unpack import member_file
 
 
 def manifest_of_tar(tar_path: Path) -> dict[str, dict]:
@@ -23,8 +25,8 @@ def manifest_of_tar(tar_path: Path) -> dict[str, dict]:
                 files[m.name] = {"type": "symlink", "target": m.linkname}
             elif m.isfile():
                 h = hashlib.sha256()
-                f = tf.extractfile(m)
-                for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                f = member_file(tf, m)
+                for chunk in iter(partial(f.read, 1 << 20), b""):
                     h.update(chunk)
                 files[m.name] = {"type": "file", "sha256": h.hexdigest(), "mode": m.mode & 0o7777}
             else:

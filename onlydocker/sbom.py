@@ -187,9 +187,9 @@ def _source_package(s, location: str | None, suite: str | None = None, copyright
         arch = _deb_arch(s.file) if is_deb else "source"
         refs.append({"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
                      "referenceLocator": _purl(s.name, s.version, arch, suite)})
-    if cpe(s.name, s.version):
+    if cpe_name := cpe(s.name, s.version):
         refs.append({"referenceCategory": "SECURITY", "referenceType": "cpe23Type",
-                     "referenceLocator": cpe(s.name, s.version)})
+                     "referenceLocator": cpe_name})
     if refs:
         pkg["externalRefs"] = refs
     return pkg
@@ -341,7 +341,7 @@ def stage_sources(inp: Inputs, stage: str) -> list[str]:
     """The sources a stage's output is made of: its own and those of every
     stage it needs, transitively (names, in the lock's order)."""
     by_name = {st.name: st for st in inp.stages}
-    seen, todo, names = set(), [stage], set()
+    seen, todo, names = set(), [stage], set[str]()
     while todo:
         n = todo.pop()
         if n in seen or n not in by_name:
@@ -389,8 +389,8 @@ def render(inp: Inputs) -> bytes:
     return canonical_json(document(inp))
 
 
-def artifact_hashes(doc: dict) -> dict[str, str]:
-    """dist name -> sha256 of every artifact the document describes."""
+def artifact_hashes(doc: dict) -> dict[str, str | None]:
+    """dist name -> sha256 of every artifact the document describes (None: it gives none)."""
     described = {r["relatedSpdxElement"] for r in doc.get("relationships", [])
                  if r.get("spdxElementId") == DOCUMENT and r.get("relationshipType") == "DESCRIBES"}
     out = {}
@@ -426,7 +426,7 @@ def image_document(lane: str, epoch: int, tool: str, version: str, sources, suit
     for s in sources:
         pkg = _source_package(s, None, suite, (copyrights or {}).get(s.name))
         pkg.pop("sourceInfo", None)
-        if (sha512 or {}).get(s.name) and "SHA512" not in {c["algorithm"] for c in pkg["checksums"]}:
+        if sha512 and sha512.get(s.name) and "SHA512" not in {c["algorithm"] for c in pkg["checksums"]}:
             pkg["checksums"] = sorted(pkg["checksums"] + [{"algorithm": "SHA512", "checksumValue": sha512[s.name]}],
                                       key=lambda c: c["algorithm"])
         packages.append(pkg)

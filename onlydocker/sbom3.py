@@ -114,9 +114,9 @@ def _document(inp: sbom.Inputs, base: str) -> dict:
         if sbom.is_debian(s):
             purl = sbom._purl(s.name, s.version, sbom._deb_arch(s.file) if deb else "source", inp.suite)
             refs.append({"type": "ExternalIdentifier", "externalIdentifierType": "packageUrl", "identifier": purl})
-        if sbom.cpe(s.name, s.version):
+        if cpe := sbom.cpe(s.name, s.version):
             refs.append({"type": "ExternalIdentifier", "externalIdentifierType": "cpe23",
-                         "identifier": sbom.cpe(s.name, s.version)})
+                         "identifier": cpe})
         sid = element("Source", s.name, "software_Package", name=s.name, software_packageVersion=s.version,
                       software_packageUrl=purl, externalIdentifier=refs,
                       software_downloadLocation=inp.locations.get(s.name),
@@ -217,7 +217,7 @@ def _document(inp: sbom.Inputs, base: str) -> dict:
     elements = sorted(graph) + sorted(r["spdxId"] for r in rels.values())
     sbom_id = iri("Sbom", inp.lane)
     doc_id = iri("Document", inp.lane)
-    nodes = [{"type": "CreationInfo", "@id": CREATION, "specVersion": SPEC_VERSION,
+    nodes: list[dict] = [{"type": "CreationInfo", "@id": CREATION, "specVersion": SPEC_VERSION,
               "created": rfc3339(inp.epoch), "createdBy": [publisher], "createdUsing": [tool],
               "comment": "created at the lane's SOURCE_DATE_EPOCH"},
              {"type": "SpdxDocument", "spdxId": doc_id, "creationInfo": CREATION, "name": f"onlydocker-{inp.lane}",

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def _inside(path: Path, d: Path) -> bool:
     return path == d or d in path.parents
 
 
-def generate_key(path: Path, forbidden: list[Path] = ()) -> Key:
+def generate_key(path: Path, forbidden: Iterable[Path] = ()) -> Key:
     """Make a new Ed25519 key: the secret as unencrypted PKCS#8 PEM at `path`
     (mode 0600 from its creation, never overwritten), the public key beside
     it in minisign's format (`<path>.pub`). Refuses a `path` inside any of

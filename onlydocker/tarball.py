@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .errors import UnsafeArchive
 
@@ -48,6 +48,8 @@ class Slice:
 # "symlink"; payload bytes or a path (or a Slice) for a file, the target for a
 # symlink, None for a directory.
 Payload = bytes | tuple | None
+# The 4-tuple itself: its payload's type follows its kind.
+Entry = tuple[str, str, int, Any]
 
 
 def _info(name: str, kind: str, mode: int, mtime: int, size: int = 0, link: str = "") -> tarfile.TarInfo:
@@ -66,10 +68,10 @@ def _clean(name: str) -> str:
     return "/".join(p for p in name.split("/") if p not in ("", "."))
 
 
-def _from_mapping(entries: Mapping[str, Payload]) -> list[tuple[str, str, int, object]]:
+def _from_mapping(entries: Mapping[str, Payload]) -> list[Entry]:
     """name -> bytes (a 0644 file), (mode, bytes) (a file), ("->", target) (a
     symlink) or None (a directory)."""
-    out = []
+    out: list[Entry] = []
     for name, v in entries.items():
         if v is None:
             out.append((name, "dir", 0o755, None))
@@ -84,7 +86,7 @@ def _from_mapping(entries: Mapping[str, Payload]) -> list[tuple[str, str, int, o
     return out
 
 
-def write_entries(entries: Iterable | Mapping[str, Payload], out: BinaryIO, mtime: int) -> None:
+def write_entries(entries: Iterable[Entry] | Mapping[str, Payload], out: BinaryIO, mtime: int) -> None:
     """Write members sorted by name. `entries` is an iterable of
     (name, kind, mode, payload) tuples, or a mapping (see _from_mapping)."""
     if isinstance(entries, Mapping):
@@ -124,13 +126,13 @@ def write_entries(entries: Iterable | Mapping[str, Payload], out: BinaryIO, mtim
                 tf.addfile(_info(name, kind, mode, mtime))
 
 
-def tree_entries(src: Path, prefix: str = "") -> list[tuple[str, str, int, object]]:
+def tree_entries(src: Path, prefix: str = "") -> list[Entry]:
     """(name, kind, mode, path-or-target) for every member of a tree."""
     src = Path(src)
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: no such directory to archive")
     prefix = _clean(prefix)
-    entries = []
+    entries: list[Entry] = []
     if prefix:
         entries.append((prefix, "dir", 0o755, None))
     for dirpath, dirnames, filenames in os.walk(src):
@@ -163,7 +165,7 @@ def normalize(in_tar: BinaryIO, out: BinaryIO, mtime: int, strip_top: bool = Fal
     get_archive returns, whose top-level folder `strip_top` drops). File
     contents are spooled to one temporary file, not held in memory: stage
     outputs reach hundreds of MB."""
-    from .unpack import check_member
+    from .unpack import check_member, member_file
 
     def clean(name: str) -> str:
         name = _clean(name)
@@ -189,6 +191,6 @@ def normalize(in_tar: BinaryIO, out: BinaryIO, mtime: int, strip_top: bool = Fal
                     members[name] = members[target]
                 else:
                     offset = spool.seek(0, os.SEEK_END)
-                    shutil.copyfileobj(tf.extractfile(m), spool, CHUNK)
+                    shutil.copyfileobj(member_file(tf, m), spool, CHUNK)
                     members[name] = ("file", m.mode, Slice(spool, offset, m.size))
         write_entries([(n, *v) for n, v in members.items()], out, mtime)

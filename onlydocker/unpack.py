@@ -32,7 +32,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 import zstandard
 
@@ -122,6 +122,14 @@ def ar_members(f: BinaryIO, label: str) -> Iterator[tuple[str, BinaryIO]]:
         f.seek(start + size + size % 2)      # members are 2-byte aligned
 
 
+def member_file(tf: tarfile.TarFile, m: tarfile.TarInfo | str) -> IO[bytes]:
+    """The bytes of a regular file's member (tarfile's extractfile, which
+    gives None only for members that are no file)."""
+    f = tf.extractfile(m)
+    assert f is not None, f"{m}: not a regular file"
+    return f
+
+
 def _deb_data(f: BinaryIO, label: str) -> tuple[str, BinaryIO]:
     """The data.tar.* member of a .deb, as a bounded stream."""
     for member, stream in ar_members(f, label):
@@ -132,7 +140,8 @@ def _deb_data(f: BinaryIO, label: str) -> tuple[str, BinaryIO]:
 
 def _tar_stream(f: BinaryIO, stack: ExitStack, label: str) -> tarfile.TarFile:
     """A streaming TarFile over `f`, whatever its compression."""
-    f = stack.enter_context(io.BufferedReader(f, 1 << 20)) if not hasattr(f, "peek") else f
+    # (typeshed wants a RawIOBase; BufferedReader only calls readinto, which a BinaryIO has)
+    f = stack.enter_context(io.BufferedReader(f, 1 << 20)) if not hasattr(f, "peek") else f  # type: ignore[arg-type]
     if f.peek(4)[:4] == ZSTD_MAGIC:
         f = stack.enter_context(zstandard.ZstdDecompressor().stream_reader(f))
     try:
@@ -146,7 +155,7 @@ def _open(source, stack: ExitStack) -> tuple[tarfile.TarFile, str]:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         label = str(path)
-        f = stack.enter_context(open(path, "rb"))
+        f: BinaryIO = stack.enter_context(open(path, "rb"))
         if path.name.endswith(DEB_SUFFIXES):
             member, f = _deb_data(f, label)
             label = f"{path} ({member})"
@@ -222,6 +231,7 @@ def check_source(path: str | os.PathLike, file_name: str, *, setuid_ok: bool = F
     if kind == "plain":
         return kind
     label = f"{file_name} ({path})"
+    f: BinaryIO
     with open(path, "rb") as f:
         head = f.read(512)
     found = _magic(head)
@@ -250,13 +260,13 @@ def check_source(path: str | os.PathLike, file_name: str, *, setuid_ok: bool = F
                 continue
             try:
                 # A streaming tar reads each member once: hashed and scanned from one read.
-                data = tf.extractfile(m).read()
+                data = member_file(tf, m).read()
             except _CORRUPT as e:
                 raise UnsafeArchive(f"{label}: corrupt or truncated archive in {m.name!r} "
                                     f"({type(e).__name__}: {e})") from None
             if file_hashes is not None:
                 file_hashes.add(hashlib.sha256(data).hexdigest())
-            if want_symbols:
+            if want_symbols and kconfig_symbols is not None:
                 kconfig_symbols |= kconfig.symbols_in(m.name, data)
     return kind
 
@@ -327,7 +337,7 @@ def extract(source: str | os.PathLike | BinaryIO, dest: Path, *, strip_single_to
                 elif m.islnk():
                     links.append((m, target))
                 else:
-                    src = tf.extractfile(m)
+                    src = member_file(tf, m)
                     with open(target, "xb") as f:
                         try:
                             shutil.copyfileobj(src, f, 1 << 20)
@@ -369,9 +379,9 @@ def extract(source: str | os.PathLike | BinaryIO, dest: Path, *, strip_single_to
         # Writing the tree failed for a reason of this machine (a full disk, a
         # folder made read-only or removed meanwhile): said as that, naming
         # the destination; the archive is not blamed.
-        if machine_cause(e) is None:
-            raise
         cause = machine_cause(e)
+        if cause is None:
+            raise
         raise machine_error(cause, cause.filename or dest, f"unpacking {label}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
