@@ -181,7 +181,7 @@ def check(sums: dict[str, str], folder: Path, trusted: list[TrustedKey], require
                 break
             except SigningError:
                 continue
-        if signer is None:
+        if signer is None or payload is None:
             lines.append(Line("IGNORED", f.name, f"signed by key {ids or '(none)'}, not a trusted rebuilder key"))
             continue
         if envelope.get("payloadType") != PAYLOAD_TYPE:

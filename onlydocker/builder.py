@@ -23,9 +23,11 @@ import subprocess
 import tarfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import zstandard
 
@@ -37,7 +39,7 @@ from .canon import rfc3339
 from .errors import BuildError, ConfigError, FetchError, OnlyDockerError, UnpinnedSource
 from .hashing import sha256_file
 from .store import ZSTD_LEVEL, compress_file
-from .unpack import check_source
+from .unpack import check_source, member_file
 
 VERSION = "2"
 # The image's apt sources: fixed, so no path of the machine that made it is in
@@ -109,7 +111,7 @@ def packages_in(tar_path: Path) -> list[str]:
     with tarfile.open(tar_path) as tf:
         for name in ("./var/lib/dpkg/status", "var/lib/dpkg/status"):
             try:
-                text = tf.extractfile(name).read().decode()
+                text = member_file(tf, name).read().decode()
                 break
             except KeyError:
                 continue
@@ -203,10 +205,10 @@ def resolve(lock_builder, settings, log_path: Path, work: Path) -> list:
         if status.strip() == "ii":
             installed.append((name, version, arch))
     texts = []
+    # apt keeps its lists uncompressed unless told otherwise (GzipIndexes).
+    openers: dict[str, Callable[..., Any]] = {"_Packages": open, "_Packages.gz": gzip.open, "_Packages.xz": lzma.open}
     for p in sorted(out.glob("*_Packages*")):
-        # apt keeps its lists uncompressed unless told otherwise (GzipIndexes).
-        opener = {"_Packages": open, "_Packages.gz": gzip.open, "_Packages.xz": lzma.open}.get(
-            "_Packages" + p.name.rsplit("_Packages", 1)[1])
+        opener = openers.get("_Packages" + p.name.rsplit("_Packages", 1)[1])
         if opener is None:
             raise BuildError(f"builder: {p.name}: an index compression this code does not read")
         with opener(p, "rt") as f:
@@ -252,7 +254,7 @@ def fetch_debs(lock_builder, settings, check=None, remote=None) -> list[tuple[st
     got = [r for r, _ in results if r]
     missing = [m for _, m in results if m]
     if missing:
-        scheme = lock_builder.mirror[:-1] if lock_builder.mirror.endswith(":") else None
+        scheme = lock_builder.mirror[:-1] if lock_builder.mirror.endswith(":") else ""
         mirror_env = ("ONLYDOCKER_" + {"debian": "DEBIAN_MIRROR", "debian-security": "DEBIAN_SECURITY_MIRROR",
                                        "debian-archive": "DEBIAN_ARCHIVE_MIRROR"}.get(scheme, "DEBIAN_MIRROR"))
         raise FetchError(
@@ -329,7 +331,7 @@ def _bootstrap(lock_builder, settings, epoch: int, log_path: Path, work: Path,
 
 def _previous(index: Path, key: str, sha: str) -> dict | None:
     """The latest earlier record for the same input key with another tar."""
-    found = []
+    found: list[dict] = []
     for p in index.glob("*.json"):
         try:
             old = json.loads(p.read_text())
@@ -337,7 +339,7 @@ def _previous(index: Path, key: str, sha: str) -> dict | None:
             continue
         if isinstance(old, dict) and old.get("input_key") == key and old.get("tar_sha256") != sha:
             found.append(old)
-    return max(found, key=lambda r: r.get("created", ""), default=None)
+    return max(found, key=lambda r: r.get("created", "")) if found else None
 
 
 def tag_of(sha: str) -> str:

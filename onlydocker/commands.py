@@ -69,7 +69,7 @@ class LaneCommand(Command):
     `--lock PATH`; the project found with `-f`/`-d` like doit's own commands.
     Subclasses write `run`; a bad lock, setting or input is one line
     ("error: ...") and exit `error_exit`, never a traceback."""
-    cmd_options = (OPT_LOCK, opt_dodo, opt_cwd)
+    cmd_options: tuple[dict[str, object], ...] = (OPT_LOCK, opt_dodo, opt_cwd)
     error_exit = 1
 
     def execute(self, params, args):

@@ -48,9 +48,10 @@ def load(arg: str) -> dict:
                 if p.get("SPDXID", "").startswith(prefix):
                     packages[f"{kind} {p.get('name')}"] = p.get("versionInfo")
         files = {}
-        for f in sbom.get("files", []):
-            sha = next((c["checksumValue"] for c in f.get("checksums", []) if c.get("algorithm") == "SHA256"), None)
-            files[f.get("fileName", "?").removeprefix("./")] = sha
+        for entry in sbom.get("files", []):
+            file_sha = next((c["checksumValue"] for c in entry.get("checksums", []) if c.get("algorithm") == "SHA256"),
+                            None)
+            files[entry.get("fileName", "?").removeprefix("./")] = file_sha
     except (OSError, ValueError, AttributeError, TypeError, KeyError) as e:
         raise ConfigError(f"{dist / SBOM}: not a readable SBOM ({getattr(e, 'strerror', None) or e})") from None
     return {"dist": str(dist), "packages": packages, "artifacts": artifacts, "files": files}

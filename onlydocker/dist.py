@@ -369,8 +369,8 @@ def publish(ws, stages, settings, log=print) -> None:
     for src, sha, before in relinked:
         ws.refresh_snapshot(src, sha, before)
     from .manifest import manifest_of_tree
-    before = snapshot.take(final)
-    snapshot.write(_snapshot_path(ws), final, manifest_of_tree(final), before)
+    taken = snapshot.take(final)
+    snapshot.write(_snapshot_path(ws), final, manifest_of_tree(final), taken)
     atomic.write_text(_state_path(ws), json.dumps(state, sort_keys=True))
 
     log(f"artifacts of lane {ws.lane} in {final}:")

@@ -12,6 +12,7 @@ from pathlib import Path
 from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
+from elftools.elf.segments import InterpSegment
 
 from .errors import BuildError
 
@@ -35,17 +36,18 @@ def read(path: Path) -> ElfInfo:
             elf = ELFFile(f)
             interp, needed, runpath, rpath = None, [], [], []
             for seg in elf.iter_segments():
-                if seg.header.p_type == "PT_INTERP":
+                if seg.header.p_type == "PT_INTERP" and isinstance(seg, InterpSegment):   # (pyelftools' class of one)
                     interp = seg.get_interp_name()
             for sec in elf.iter_sections():
                 if isinstance(sec, DynamicSection):
                     for tag in sec.iter_tags():
+                        # needed, runpath, rpath: attributes pyelftools sets on a tag of that kind (untyped)
                         if tag.entry.d_tag == "DT_NEEDED":
-                            needed.append(tag.needed)
+                            needed.append(tag.needed)  # type: ignore[attr-defined]
                         elif tag.entry.d_tag == "DT_RUNPATH":
-                            runpath += [d for d in tag.runpath.split(":") if d]
+                            runpath += [d for d in tag.runpath.split(":") if d]  # type: ignore[attr-defined]
                         elif tag.entry.d_tag == "DT_RPATH":
-                            rpath += [d for d in tag.rpath.split(":") if d]
+                            rpath += [d for d in tag.rpath.split(":") if d]  # type: ignore[attr-defined]
     except (ELFError, OSError) as e:
         raise BuildError(f"{path}: not a readable ELF file ({e})") from None
     return ElfInfo(interp, tuple(needed), tuple(runpath), tuple(rpath))

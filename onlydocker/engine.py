@@ -286,6 +286,7 @@ def run(client: docker.DockerClient, spec: RunSpec, *, output_tar: Path | None, 
             raise BuildError(f"{what} exited with {code}; full log: {log_path}; last lines:\n    "
                              + "\n    ".join(tail))
         if output_tar is not None:
+            assert part is not None          # made with output_tar
             step = f"copying {spec.output_path} out"
             try:
                 _copy_out(client, container, spec.output_path, part)

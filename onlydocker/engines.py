@@ -183,6 +183,7 @@ class Pool:
                     self._failure = e      # said once, by whoever asks first; the rest get the same
             if self._failure is not None:
                 raise self._failure
+            assert self._members is not None     # started, or failed above
             return self._members
 
     def _start(self) -> list[Member]:

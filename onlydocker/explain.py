@@ -194,10 +194,15 @@ class Explainer:
             if builder is None:
                 return Verdict(name, False, f"{name}: {why}")
         sources = ws.sources.of(decl)
+        need_digests: dict[str, str] = {}
+        for n in decl.needs:
+            d = self.done[n].digest
+            assert d is not None       # up to date (its manifest's), or known: `unknown` above
+            need_digests[n] = d
         try:
             now = stagekey.key_inputs(
                 decl, ws.lock.lane, sources, [rp for s in sources for rp in ws.sources.patches(s)],
-                {n: self.done[n].digest for n in decl.needs}, builder, ws.paths.code_imports)
+                need_digests, builder, ws.paths.code_imports)
         except OnlyDockerError as e:
             return Verdict(name, False, f"{name}: its key cannot be computed: {e}")
         key = stagekey.key(now)

@@ -158,7 +158,9 @@ class Fetcher:
     @staticmethod
     def _hash_file(path: Path, source) -> MultiHasher:
         with open(path, "rb", buffering=0) as f:
-            return hashlib.file_digest(f, lambda: MultiHasher(tuple(source.hashes())))
+            # typeshed: FileIO's readinto may return None, and file_digest's digest object must be a
+            # hashlib hash; it only calls update (and returns the object), which MultiHasher has
+            return hashlib.file_digest(f, lambda: MultiHasher(tuple(source.hashes())))  # type: ignore[arg-type, return-value]
 
     @staticmethod
     def _mismatch(source, h: MultiHasher) -> tuple[str, str, str] | None:
@@ -273,6 +275,7 @@ class Fetcher:
     def _from_remote(self, source) -> Path | None:
         """The mirror of last resort: the remote cache's blob of this sha256,
         verified like any download (size and every pinned hash)."""
+        assert self.remote is not None     # called only with one
         part = self._partial(source).with_suffix(".cas")
         if not self.remote.get_blob(source.sha256, part, source.size):
             return None

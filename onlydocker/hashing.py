@@ -12,7 +12,8 @@ def sha256_file(path: str | os.PathLike) -> str:
     """sha256 of a file: the package's one file-hash helper (hashlib's
     file_digest reads it into one reused buffer, unbuffered)."""
     with open(path, "rb", buffering=0) as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        # typeshed's file_digest wants readinto -> int; FileIO's may return None (non-blocking only)
+        return hashlib.file_digest(f, "sha256").hexdigest()  # type: ignore[arg-type]
 
 
 class MultiHasher:

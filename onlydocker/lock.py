@@ -295,7 +295,7 @@ def load(path: str | Path, licenses_memo: Path | None = None) -> Lock:
     known = _read_licenses_memo(licenses_memo)
     before = dict(known) if known is not None else None
     sources = [_source(path, i, t, known) for i, t in enumerate(raw)]
-    if known is not None and known != before:
+    if known is not None and licenses_memo is not None and known != before:
         from importlib.metadata import version
 
         from . import atomic

@@ -255,10 +255,12 @@ def update(lk: lock.Lock, settings, log_path: Path, out=None, err=None) -> list[
                     | {d.architecture for d in debs}) - {"all"}) or [host_architecture()]
     binaries = [(s, url) for s, _, url in entries if s.file.endswith(".deb")]
     tarballs = [(s, url) for s, _, url in entries if not s.file.endswith(".deb")]
+    source_pkg: dict[str, str] = {}      # a tarball's file name -> its source package
     for s, _ in tarballs:
-        if not (ORIG.match(s.file) or NATIVE.match(s.file)):
+        if not (m := ORIG.match(s.file) or NATIVE.match(s.file)):
             raise UpdateError(f"{lk.path}: {s.name}: {s.file!r} is neither a .deb nor a source package's "
                               f"tarball (name_version[.orig].tar.*): nothing to re-resolve it by")
+        source_pkg[s.file] = m["pkg"]
     spec = lambda name, arch: name if arch == "all" else f"{name}:{arch}"  # noqa: E731
 
     with tempfile.TemporaryDirectory(prefix="onlydocker-lock-update-") as tmp:
@@ -266,13 +268,12 @@ def update(lk: lock.Lock, settings, log_path: Path, out=None, err=None) -> list[
         print(f"lock --update: verifying {', '.join(f'{r[0]}: {r[2]}' for r in repos)} against {keyring}",
               file=err)
         apt.update(keyring)
-        specs = {s.name: spec(DEB.match(s.file)["pkg"], arch_of(s.file)) for s, _ in binaries
-                 if DEB.match(s.file)}
+        specs = {s.name: spec(m["pkg"], arch_of(s.file)) for s, _ in binaries if (m := DEB.match(s.file))}
         missing = [s.name for s, _ in binaries if s.name not in specs]
         if missing:
             raise UpdateError(f"{lk.path}: {', '.join(missing)}: not a name_version_arch.deb file name")
         found = apt.binaries(sorted(set(specs.values())))
-        srcs = apt.sources(sorted({(ORIG.match(s.file) or NATIVE.match(s.file))["pkg"] for s, _ in tarballs}))
+        srcs = apt.sources(sorted({source_pkg[s.file] for s, _ in tarballs}))
         builder_found = None
         if debs:
             try:
@@ -291,7 +292,7 @@ def update(lk: lock.Lock, settings, log_path: Path, out=None, err=None) -> list[
             repins.append(lock.Repin(s.name, f.version, f.file, url, f.url, f.sha256, f.size))
             changes.append(_change(s.name, s.version, s.sha256, f.version, f.sha256))
     for s, url in tarballs:
-        pkg = (ORIG.match(s.file) or NATIVE.match(s.file))["pkg"]
+        pkg = source_pkg[s.file]
         r = _new_source_pin(s, url, srcs.get(pkg, []))
         if r is None:
             gone.append(f"{s.name} (source {pkg}: no {'orig ' if ORIG.match(s.file) else ''}tarball)")

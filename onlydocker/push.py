@@ -75,6 +75,7 @@ def push(settings, lk, out: Path, say=print) -> int:
     if not (out / "stages").is_dir():
         raise ConfigError(f"no stages in {out}: build the lane (`doit lock={lk.path}`) before pushing it")
     remote = remote_mod.from_settings(settings)
+    assert remote is not None           # settings.remote is set (above)
     found, missing = candidates(settings, lk, out)
     for m in missing:
         say(f"not pushed: {m}")

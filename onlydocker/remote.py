@@ -241,6 +241,7 @@ class RemoteCache:
     def put_entry(self, kind: str, key: str, blob_sha256: str, blob_size: int, record: dict) -> bool:
         if not self._may_write() or not self._may_sign():
             return False
+        assert self.key is not None       # _may_sign said so
         payload = compact_json({"kind": kind, "key": key, "blob": {"sha256": blob_sha256, "size": blob_size},
                                 "record": record})
         envelope = dsse_sign(self.key, payload, PAYLOAD_TYPE)

@@ -88,7 +88,7 @@ def _doit(root: Path, lock: Path, tasks: list[str], env: dict, log, umask: int |
 
 
 def _file_hashes(tree: Path) -> dict[str, str]:
-    out = {}
+    out: dict[str, str] = {}
     if not tree.is_dir():
         return out
     for p in sorted(tree.rglob("*")):

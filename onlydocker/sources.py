@@ -54,9 +54,17 @@ class LaneSources:
         # file name (which says tar, .deb or plain) and this checker's code.
         return f"{source.file} {sha256_file(PACKAGE / 'unpack.py')}\n"
 
+    def _marker(self, source: Source) -> Path:
+        """Where the verdict on the source's bytes is kept: named by their
+        sha256 (a source checked here is pinned, or `checked` says no)."""
+        assert source.sha256 is not None, f"source {source.name!r} is not pinned"
+        return self.paths.checked_marker(source.sha256)
+
     def checked(self, source: Source) -> bool:
+        if source.sha256 is None:
+            return False
         try:
-            return self.paths.checked_marker(source.sha256).read_text() == self._verdict(source)
+            return self._marker(source).read_text() == self._verdict(source)
         except OSError:
             return False
 
@@ -72,7 +80,7 @@ class LaneSources:
         hashes: set[str] | None = set() if kind == "deb" else None
         symbols: set[str] | None = set() if kind == "tar" else None
         check_source(path, source.file, file_hashes=hashes, kconfig_symbols=symbols)
-        marker = self.paths.checked_marker(source.sha256)
+        marker = self._marker(source)
         marker.parent.mkdir(parents=True, exist_ok=True)
         # Memos before the verdict that vouches for them (see `deb_file_hashes`).
         if hashes is not None:
@@ -82,7 +90,7 @@ class LaneSources:
         atomic.write_text(marker, self._verdict(source))
 
     def _kconfig_memo(self, source: Source) -> Path:
-        return self.paths.checked_marker(source.sha256).with_name(f"{source.sha256}.kconfig")
+        return self._marker(source).with_name(f"{source.sha256}.kconfig")
 
     def kconfig_symbols(self, source: Source) -> set[str] | None:
         """The Kconfig symbols the source defines, as this tree's check of it
@@ -95,7 +103,7 @@ class LaneSources:
             return None
 
     def _files_memo(self, source: Source) -> Path:
-        return self.paths.checked_marker(source.sha256).with_name(f"{source.sha256}.files")
+        return self._marker(source).with_name(f"{source.sha256}.files")
 
     def deb_file_hashes(self, source: Source) -> set[str]:
         """The sha256 of every regular file the .deb installs: as its check in
@@ -110,6 +118,6 @@ class LaneSources:
         actual = sha256_file(path)
         if actual != source.sha256:
             raise HashMismatch(f"cached {source.file} ({path})", "sha256", source.sha256, actual)
-        self.paths.checked_marker(source.sha256).unlink(missing_ok=True)
+        self._marker(source).unlink(missing_ok=True)
         self.check(source, path)
         return set(self._files_memo(source).read_text().split())

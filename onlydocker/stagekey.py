@@ -68,7 +68,14 @@ def module_file(dotted: str) -> Path | None:
 def module_key(dotted: str) -> str:
     """How a module is named in a key: its path below the package
     ("cpio.py", "formats/cpio.py", "formats/__init__.py")."""
-    return module_file(dotted).relative_to(PACKAGE).as_posix()
+    return _our_file(dotted).relative_to(PACKAGE).as_posix()
+
+
+def _our_file(dotted: str) -> Path:
+    """module_file of a module known to be ours (one of a code closure)."""
+    path = module_file(dotted)
+    assert path is not None, f"{dotted}: not a module of the package"
+    return path
 
 
 def _ours(level: int, module: str, names: tuple[str, ...], here: str) -> Iterator[str]:
@@ -182,7 +189,7 @@ def key_inputs(decl: StageDecl, lane: Lane, sources: Sequence[Source], patches: 
     """Everything that can change the stage's output, as plain data: `needs`
     maps each needed stage to its output digest, `builder` is the builder
     tar's sha256 (container stages), `memo` the imports memo (Python stages)."""
-    inputs = {
+    inputs: dict[str, object] = {
         "stage": decl.name,
         "kind": decl.kind,
         # Where the code starts (None for a container stage: its build.sh).
@@ -213,7 +220,7 @@ def key_inputs(decl: StageDecl, lane: Lane, sources: Sequence[Source], patches: 
         # (and re-compress) the initrd.
         with remembered_imports(memo):
             closure = code_closure(decl.dir / KINDS["python"]) | {"tarball"}
-        inputs["code"] = {module_key(m): sha256_file(module_file(m)) for m in sorted(closure)}
+        inputs["code"] = {module_key(m): sha256_file(_our_file(m)) for m in sorted(closure)}
         if "compress" in closure:
             # The compressors' own versions (liblzma, zlib, zstandard) shape
             # the bytes as much as our code does.

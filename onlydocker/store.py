@@ -132,7 +132,7 @@ class StageStore:
         entry = self._remote_entry(key)
         with self._entries_lock:
             self._entries.pop(key, None)      # asked once more next time: a miss may be filled meanwhile
-        if entry is None or not self.writable:
+        if entry is None or self.remote is None or not self.writable:
             return False          # a read-only local cache: nowhere to bring it
         record = entry.get("record")
         if not isinstance(record, dict) or record.get("key") != key or not isinstance(record.get("files"), dict):

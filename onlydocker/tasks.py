@@ -108,7 +108,7 @@ def _unless_failing(check):
 def _once(fn):
     """`fn()`'s value, computed by the first caller (doit's threads share it)."""
     mutex = threading.Lock()
-    value = []
+    value: list = []
 
     def get():
         with mutex:
