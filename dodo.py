@@ -4,6 +4,7 @@ modern one, `lock=locks/bookworm.lock` the previous one.
 
 The task graph comes from the lock and stages/; see docs/design.md.
 """
+from collections.abc import Iterator
 from pathlib import Path
 
 from doit import get_var
@@ -42,11 +43,11 @@ DOIT_CONFIG = {
 }
 
 
-def task_build():
+def task_build() -> Iterator[dict]:
     """Build the lane: sources, builder image, stages, signed artifacts."""
     yield from build_tasks(settings, workspace, stages)
 
 
-def task_stages():
+def task_stages() -> Iterator[dict]:
     """Shortcuts: one task per stage (`doit kernel`), listed by `doit list`."""
     yield from stage_shortcuts(settings, stages)

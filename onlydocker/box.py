@@ -126,7 +126,7 @@ def _items(cpus: int, memory_mb: int, disks: int) -> list[dict[str, object]]:
     """The generic hardware section's Items (rasd fields): CPUs, memory, two
     IDE controllers and a SATA one, the NAT adapter, the CD-ROM on IDE
     (InstanceID 3) and the disks on SATA (InstanceID 5)."""
-    def item(caption, **fields):
+    def item(caption: str, **fields: object) -> dict[str, object]:
         return {"Caption": caption, "ElementName": caption, **fields}
     return [
         item(f"{cpus} virtual CPU", Description="Number of virtual CPUs", InstanceID=1, ResourceType=3,

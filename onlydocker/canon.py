@@ -14,11 +14,11 @@ import email.utils
 import json
 
 
-def compact_json(obj) -> bytes:
+def compact_json(obj: object) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
-def readable_json(obj) -> bytes:
+def readable_json(obj: object) -> bytes:
     return (json.dumps(obj, sort_keys=True, indent=1, separators=(",", ": "), ensure_ascii=False,
                        allow_nan=False) + "\n").encode("utf-8")
 

@@ -38,7 +38,8 @@ def _header(ino: int, mode: int, nlink: int, mtime: int, size: int, name: bytes,
     return h + _pad(len(h))
 
 
-def entries_of(root: Path, extra_devices: Iterable[tuple[str, int, int, int]] = DEFAULT_DEVICES):
+def entries_of(root: Path, extra_devices: Iterable[tuple[str, int, int, int]] = DEFAULT_DEVICES
+               ) -> list[tuple[str, tuple]]:
     """Sorted (path, (kind, mode, payload)) for the tree plus the device
     nodes (their parent directories are added when missing)."""
     root = Path(root)
@@ -83,7 +84,7 @@ def write_newc(root: Path, out: BinaryIO, *, mtime: int,
     mtime = int(mtime)
     written = 0
 
-    def emit(b: bytes):
+    def emit(b: bytes) -> None:
         nonlocal written
         out.write(b)
         written += len(b)

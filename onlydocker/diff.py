@@ -80,7 +80,7 @@ def compare(a: dict, b: dict) -> dict:
     }
 
 
-def _mb(n) -> str:
+def _mb(n: float | None) -> str:
     return "?" if n is None else human(n)
 
 

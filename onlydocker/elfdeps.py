@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,7 +113,7 @@ def closure(binary: Path, sysroot: Path) -> list[Path]:
                 raise BuildError(f"{label}: its ELF interpreter {info.interp} is not in {sysroot}")
             found.add(posixpath.normpath(info.interp.lstrip("/")))
 
-        def expand(dirs, origin=origin):
+        def expand(dirs: Iterable[str], origin: str = origin) -> list[str]:
             return [d.replace("${ORIGIN}", origin).replace("$ORIGIN", origin).lstrip("/") or "."
                     for d in dirs]
         # ld.so: DT_RPATH (own, then the loaders') only when there is no DT_RUNPATH.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 
 CHUNK = 1 << 20
 HASH_LENGTHS = {"sha256": 64, "sha512": 128, "sha1": 40}
@@ -20,7 +21,7 @@ class MultiHasher:
     """Several digests of one stream, in one pass (also as the digest object
     of hashlib.file_digest, which only calls update)."""
 
-    def __init__(self, algorithms=("sha256",)):
+    def __init__(self, algorithms: Iterable[str] = ("sha256",)) -> None:
         self._h = {a: hashlib.new(a) for a in dict.fromkeys(("sha256", *algorithms))}
         self.size = 0
 

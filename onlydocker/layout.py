@@ -10,7 +10,7 @@ import posixpath
 import shutil
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from .errors import BuildError
 
@@ -22,7 +22,7 @@ INSTALL_KEYS = {"from": True, "path": True, "to": True, "sysroot": False, "links
 DATA_MODES = {"0644": 0o644, "0600": 0o600}
 
 
-def fail(conf_path: Path, where: str, problem: str):
+def fail(conf_path: Path, where: str, problem: str) -> NoReturn:
     raise BuildError(f"{conf_path}: {where}: {problem}")
 
 

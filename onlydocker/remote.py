@@ -28,6 +28,7 @@ import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -102,7 +103,7 @@ class RemoteCache:
     def available(self) -> bool:
         return self._down is None
 
-    def _request(self, method: str, path: str, **kw) -> requests.Response | None:
+    def _request(self, method: str, path: str, **kw: Any) -> requests.Response | None:
         """One request; None when the server is down or fails (said once)."""
         if self._down is not None:
             return None
@@ -120,7 +121,7 @@ class RemoteCache:
             return None
         return r
 
-    def _found(self, path: str, **kw) -> requests.Response | None:
+    def _found(self, path: str, **kw: Any) -> requests.Response | None:
         """GET `path`: the response when the server has it; None (a miss) otherwise."""
         r = self._request("GET", path, **kw)
         if r is not None and r.status_code != 200:

@@ -56,7 +56,7 @@ class Workspace:
     paths: LanePaths = field(init=False)
     sources: LaneSources = field(init=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.paths = LanePaths(self.out)
         self.sources = LaneSources(self.root, self.lock, self.fetcher, self.paths)
 

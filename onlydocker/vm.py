@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TextIO
 
 from .boot import qemu_command
 from .errors import OnlyDockerError
@@ -108,7 +109,7 @@ def provision(state: Path, port: int, first_key: Path) -> Path:
 
 
 def run(dist: Path, state: Path, *, iso: bool = False, disk: str | None = None, ssh_port: int | None = None,
-        memory_mb: int = 2048, insecure: str | None = None, out=sys.stdout) -> int:
+        memory_mb: int = 2048, insecure: str | None = None, out: TextIO = sys.stdout) -> int:
     """Boot until qemu ends (a poweroff in the guest, Ctrl-C here)."""
     kernel, initrd, iso_path = images(dist, iso)
     first_key = insecure_key(insecure)
