@@ -7,7 +7,7 @@ A test's group is its `budget` marker (`@pytest.mark.budget("boots")`), else
 charges its own time to a group of its own with `charge(...)` (the lane's
 build is paid in the setup of whichever test asks for it first, which says
 nothing about that test). `.ci/run` passes the seconds of its own steps
-before pytest (setup.sh) in ONLYDOCKER_CI_STEPS as `name=seconds,...`."""
+before pytest (setup.sh, ruff, mypy) in ONLYDOCKER_CI_STEPS as `name=seconds,...`."""
 from __future__ import annotations
 
 import contextlib
