@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import subprocess
 import time
 import tomllib
 from pathlib import Path
@@ -48,6 +49,12 @@ def cgroup_of(lane: str) -> str:
     """The hierarchy the lane's image mounts (its rootfs lane.toml's cgroup)."""
     toml = Path(__file__).resolve().parent.parent / "stages/rootfs/lanes" / lane / "lane.toml"
     return tomllib.loads(toml.read_text())["lane"].get("cgroup", "v1")
+
+
+def ships_e2fsprogs(lane: str) -> bool:
+    """The lane's image has e2fsck and mkfs.ext4 (its Docker layer installs them)."""
+    toml = Path(__file__).resolve().parent.parent / "stages/rootfs-docker/lanes" / lane / "lane.toml"
+    return {"usr/sbin/e2fsck", "usr/sbin/mkfs.ext4"} <= {i["to"] for i in tomllib.loads(toml.read_text())["install"]}
 
 
 def check_selftest(result: boot.BootResult, lane: str = MODERN_LANE) -> None:
@@ -140,14 +147,30 @@ def test_kernel_and_initrd_boot_into_docker_as_pid1_leaving_a_foreign_disk_alone
 def test_iso_boots_into_docker_as_pid1(request, tmp_path):
     require_tool("qemu-system-x86_64")
     iso = _image(request, "ONLYDOCKER_TEST_ISO", "onlydocker.iso")
+    # The data disk of an earlier box: ext2 (BusyBox's mke2fs made those),
+    # labelled DOCKER, with a file on it. Made here by e2fsprogs' mke2fs.
+    mke2fs, e2fsck = require_tool("mke2fs"), require_tool("e2fsck")
+    disk = tmp_path / "ext2.img"
+    with open(disk, "wb") as f:
+        f.truncate(512 << 20)
+    subprocess.run([mke2fs, "-q", "-F", "-t", "ext2", "-L", "DOCKER", str(disk)], check=True)
     r = boot.boot(None, None, iso=iso, boot_label="selftest", timeout=600, marker=MARKER,
-                  log_path=tmp_path / "boot.log")
+                  log_path=tmp_path / "boot.log", disk=disk)
     check_selftest(r)
-    assert "Running from memory" in r.text     # a CD-ROM and no disk
-    print(f"ISO: self-check passed after {r.seconds:.1f} s")
+    assert "init: /var/lib/docker is on /dev/sda" in r.text, r.text[-4000:]
+    assert "formatting" not in r.text
+    if ships_e2fsprogs(MODERN_LANE):
+        # Checked before it was mounted, and mounted as it is: still ext2.
+        assert re.search(r"^init: e2fsck: DOCKER: clean", r.text, re.M), r.text[-4000:]
+    check = subprocess.run([e2fsck, "-fn", str(disk)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    features = subprocess.run(["dumpe2fs", "-h", str(disk)], capture_output=True, text=True).stdout
+    assert "has_journal" not in features and "extent" not in features, features
+    print(f"ISO with an ext2 data disk: self-check passed after {r.seconds:.1f} s")
 
 
 FEATURES = "ONLYDOCKER-FEATURES:"
+POWERCUT = "ONLYDOCKER-POWERCUT-NOW:"
 # Every feature line onlydocker-featuretest prints on a first boot with a
 # data disk: a missing one is named (a script that stopped early passes none).
 CGROUP_FEATURES = {
@@ -200,15 +223,22 @@ def test_an_empty_disk_is_formatted_once_and_kept_and_what_docker_users_run_work
        with overlay networks and a service), which leaves a `--restart always`
        container: the disk is not formatted again and the image loaded on the
        first boot is still there;
-    3. the reboot check, with the same disk: that container runs again."""
+    3. the reboot check, with the same disk: that container runs again; then
+       (lanes with e2fsprogs) an image is committed, a large one is being
+       loaded, and qemu is killed (SIGKILL) in the middle of that load;
+    4. after that power cut: the journal is replayed by init's e2fsck, the
+       disk mounts, Docker starts, the committed image and every other one is
+       intact and runs, and the interrupted image loads again whole."""
     kernel, initrd = kernel_initrd
     disk = tmp_path / "data.img"
     with open(disk, "wb") as f:
-        f.truncate(1 << 30)       # sparse and empty, as the box ships it
+        f.truncate(2 << 30)       # sparse and empty, as the box ships it
     first = boot.boot(kernel, initrd, append="onlydocker.selftest", timeout=600, marker=MARKER,
                       log_path=tmp_path / "boot1.log", disk=disk)
     check_selftest(first)
-    assert "init: formatting the empty /dev/sda (label DOCKER)" in first.text
+    ext4 = ships_e2fsprogs(MODERN_LANE)
+    formatted = "(ext4, label DOCKER)" if ext4 else "(label DOCKER)"
+    assert f"init: formatting the empty /dev/sda {formatted}" in first.text
     assert "init: /var/lib/docker is on /dev/sda" in first.text
 
     port = _free_port()
@@ -254,11 +284,37 @@ def test_an_empty_disk_is_formatted_once_and_kept_and_what_docker_users_run_work
     verdict = second.text[second.text.rfind(FEATURES):].splitlines()[0]
     assert verdict.strip() == "ONLYDOCKER-FEATURES: PASS", verdict
 
-    third = boot.boot(kernel, initrd, append="onlydocker.featuretest=reboot", timeout=600, marker=FEATURES,
+    append, marker = "onlydocker.featuretest=reboot", FEATURES
+    if ext4:
+        append, marker = append + " onlydocker.powercut", POWERCUT
+    third = boot.boot(kernel, initrd, append=append, timeout=900, marker=marker,
                       log_path=tmp_path / "reboot.log", disk=disk)
     passed, failed = _features(third)
     assert not failed, "after the reboot:\n" + "\n".join(failed) + "\n" + third.text[-6000:]
     assert {"restart always after reboot (running)", "restart always after reboot (started twice)"} <= passed
     assert "formatting" not in third.text
-    print(f"empty disk: self-test {first.seconds:.1f} s, features {second.seconds:.1f} s, "
-          f"reboot check {third.seconds:.1f} s")
+    times = f"self-test {first.seconds:.1f} s, features {second.seconds:.1f} s, reboot check {third.seconds:.1f} s"
+    if not ext4:
+        print(f"empty disk: {times}")
+        return
+    # boot() killed qemu (SIGKILL) as soon as it read the marker: the load was
+    # still writing then, the guest says so on the line.
+    assert third.marker_seen, f"no power-cut point within {third.seconds:.0f} s:\n{third.text[-6000:]}"
+    committed = re.search(r"^POWERCUT: committed (\S+) ([0-9a-f]{64})  /proof", third.text, re.M)
+    assert committed, third.text[-6000:]
+
+    fourth = boot.boot(kernel, initrd, append="onlydocker.featuretest=afterpowercut", timeout=900,
+                       marker=FEATURES, log_path=tmp_path / "afterpowercut.log", disk=disk)
+    tail = fourth.text[-8000:]
+    # The journal was replayed before the mount: the cut left it to replay.
+    assert re.search(r"^init: e2fsck: DOCKER: recovering journal", fourth.text, re.M), tail
+    assert "init: /var/lib/docker is on /dev/sda" in fourth.text, tail
+    assert "formatting" not in fourth.text
+    passed, failed = _features(fourth)
+    assert not failed, "after the power cut:\n" + "\n".join(failed) + f"\n{tail}"
+    assert {f"after the power cut: {committed[1]} runs, its file intact",
+            "after the power cut: docker load again, the image whole",
+            "after the power cut: every listed image inspects"} <= passed, tail
+    verdict = fourth.text[fourth.text.rfind(FEATURES):].splitlines()[0]
+    assert verdict.strip() == "ONLYDOCKER-FEATURES: PASS", verdict
+    print(f"empty disk: {times}, after the power cut {fourth.seconds:.1f} s")

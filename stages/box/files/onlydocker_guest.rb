@@ -27,8 +27,8 @@ module VagrantPlugins
     module Cap
       # dockerd is PID 1 and ignores the signal BusyBox's plain `poweroff`
       # sends to init: sync, freeze the data disk's filesystem (its data on
-      # disk and consistent: BusyBox's mke2fs makes ext2, without a journal,
-      # and nothing unmounts it), then power off at once (`poweroff -f`),
+      # disk and consistent: nothing unmounts it; ext4's journal and init's
+      # e2fsck cover a power cut, not a halt), then power off at once (`poweroff -f`),
       # from a detached shell so that this SSH command returns first.
       def self.halt(machine)
         machine.communicate.execute(
