@@ -123,10 +123,13 @@ def ar_members(f: BinaryIO, label: str) -> Iterator[tuple[str, BinaryIO]]:
 
 
 def member_file(tf: tarfile.TarFile, m: tarfile.TarInfo | str) -> IO[bytes]:
-    """The bytes of a regular file's member (tarfile's extractfile, which
-    gives None only for members that are no file)."""
+    """The bytes of a regular file's member (tarfile's extractfile gives None
+    for members that are no file: an archive's word, so refused in one line)."""
     f = tf.extractfile(m)
-    assert f is not None, f"{m}: not a regular file"
+    if f is None:
+        name = m if isinstance(m, str) else m.name
+        where = os.fsdecode(tf.name) if tf.name else "archive"
+        raise UnsafeArchive(f"{where}: member {name!r} is not a regular file: refused")
     return f
 
 

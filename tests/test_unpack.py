@@ -226,3 +226,17 @@ def test_a_good_deb_is_checked_and_extracted_from_its_data_member(tmp_path):
     check_archive(deb)
     extract(deb, tmp_path / "dest")
     assert (tmp_path / "dest" / "usr" / "bin" / "tool").read_bytes() == b"\x7fELF"
+
+
+def test_a_member_read_as_a_file_that_is_none_is_refused_in_one_line(tmp_path):
+    """member_file: where the code reads a member's bytes (a .deb's control
+    file, a stage output's files), a member that is a directory or a link is
+    the archive's doing: UnsafeArchive naming it, not a traceback."""
+    from onlydocker.unpack import member_file
+    path = tmp_path / "a.tar"
+    with tarfile.open(path, "w") as tf:
+        info = tarfile.TarInfo("control")
+        info.type = tarfile.DIRTYPE
+        tf.addfile(info)
+    with tarfile.open(path) as tf, pytest.raises(UnsafeArchive, match=r"a\.tar: member 'control' is not a regular file"):
+        member_file(tf, "control")
