@@ -28,6 +28,7 @@ DEBIAN_PACKAGES=(
     openssh-client       # vagrant ssh, docker -H ssh://
     ruby                 # ruby -c on the boxes' Vagrantfiles and guest plugin
     nginx-light          # a real WebDAV remote cache for the tests (started by them, on loopback)
+    nfs-ganesha nfs-ganesha-vfs rpcbind   # a user-space NFS server for the NFS synced-folder test (in its own netns)
     gnupg                # signs the tests' own small Debian archive (doit lock --update)
     python3-venv
 )

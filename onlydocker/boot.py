@@ -56,15 +56,19 @@ def boot(kernel: Path | None, initrd: Path | None, *, iso: Path | None = None, a
          boot_label: str | None = None, timeout: float = 600, marker: str, log_path: Path,
          memory_mb: int = 2048, disk: Path | None = None,
          hostfwd: dict[int, int] | None = None,
-         on_output: Callable[[str], None] | None = None) -> BootResult:
+         on_output: Callable[[str], None] | None = None,
+         wrap: list[str] | None = None) -> BootResult:
     """Boot `kernel` + `initrd` (or `iso`, typing `boot_label` at ISOLINUX's
     prompt) with the serial console on stdio; stop at `marker` or after
     `timeout` seconds, whichever comes first, and always end qemu. `disk` is
     attached as the first IDE disk (/dev/sda), raw. `hostfwd` maps host TCP
     ports on 127.0.0.1 to the guest's ports (qemu's user-mode network, never
     another address); `on_output` is called with the console text so far
-    whenever more arrives, so a test can act while the guest runs."""
-    cmd = qemu_command(kernel, initrd, iso=iso, append=append, memory_mb=memory_mb, disk=disk, hostfwd=hostfwd)
+    whenever more arrives, so a test can act while the guest runs. `wrap` is
+    a command qemu runs under (a test's `nsenter --net=...`: qemu's user
+    network then reaches that namespace's loopback, never this one's)."""
+    cmd = [*(wrap or []),
+           *qemu_command(kernel, initrd, iso=iso, append=append, memory_mb=memory_mb, disk=disk, hostfwd=hostfwd)]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -5,15 +5,16 @@
 # Parent "linux": Vagrant's own insert_public_key/remove_public_key (mkdir,
 # cat, grep, mv) work on BusyBox as they are.
 require "ipaddr"
+require "shellwords"
 
 module VagrantPlugins
   module GuestOnlyDocker
     class Plugin < Vagrant.plugin("2")
       name "Only Docker guest"
-      description "The BusyBox guest of Only Docker: halt, host name, private networks"
+      description "The BusyBox guest of Only Docker: halt, host name, private networks, NFS"
 
       guest(:onlydocker, :linux) { Guest }
-      %i[halt change_host_name configure_networks nfs_client_installed].each do |cap|
+      %i[halt change_host_name configure_networks nfs_client_installed mount_nfs_folder].each do |cap|
         guest_capability(:onlydocker, cap) { Cap }
       end
     end
@@ -72,9 +73,39 @@ module VagrantPlugins
         end
       end
 
-      # BusyBox's mount can mount NFS: say so, so Vagrant tries no installer.
+      # NFS synced folders (`type: "nfs"`): the kernel's NFS v3 client, built
+      # in (UDP kept), is what mounts them; nothing to install.
       def self.nfs_client_installed(machine)
-        true
+        machine.communicate.test("grep -qw nfs /proc/filesystems")
+      end
+
+      # As Vagrant's Linux capability, with what BusyBox's mount needs: it has
+      # no mount.nfs, so the options go to the kernel as they are, and the
+      # kernel wants the server's address as addr= (mount.nfs adds it).
+      # Options given twice (Vagrant's vers= and udp, and the Vagrantfile's
+      # mount_options) are kept once, the Vagrantfile's last.
+      def self.mount_nfs_folder(machine, ip, folders)
+        folders.each do |_name, opts|
+          guest_path = Shellwords.escape(opts[:guestpath])
+          host_path = Shellwords.escape(opts[:hostpath])
+          mount_opts = []
+          mount_opts << "vers=#{opts[:nfs_version]}" if opts[:nfs_version]
+          mount_opts << "udp" if opts[:nfs_udp]
+          mount_opts += Array(opts[:mount_options])
+          mount_opts << "addr=#{ip}" unless mount_opts.any? { |o| o.to_s.start_with?("addr=") }
+          mount_opts = mount_opts.map(&:to_s).reverse.uniq.reverse
+          command = "mkdir -p #{guest_path} && " \
+                    "mount -t nfs -o #{Shellwords.escape(mount_opts.join(","))} #{ip}:#{host_path} #{guest_path}"
+          tries = 0
+          begin
+            machine.communicate.execute(command, error_class: Vagrant::Errors::NFSMountFailed)
+          rescue Vagrant::Errors::NFSMountFailed
+            tries += 1
+            raise if tries >= 3
+            sleep 5
+            retry
+          end
+        end
       end
     end
   end
