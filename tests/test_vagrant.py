@@ -38,7 +38,7 @@ BOX = f"onlydocker/onlydocker-{LANE}"
 ROOT = Path(__file__).resolve().parent.parent
 NETNS = f"od-vagrant-{os.getpid()}"
 TCP_PORT = 12375          # the user's opt-in Docker TCP forward, on the namespace's 127.0.0.1
-PRIVATE_IP = "192.168.57.10"   # a private network, inside the test's namespace
+PRIVATE_IP = "192.168.33.10"   # the original's private network, inside the test's namespace
 
 
 def _run(cmd, *, env=None, timeout=600, check=True, netns=None):
@@ -170,16 +170,22 @@ def test_vagrant_box_add_takes_both_providers_from_the_catalog(catalog, vagrant_
     assert f"{BOX} (libvirt, 1.0.0)" in listing and f"{BOX} (virtualbox, 1.0.0)" in listing
 
 
+# The 2015 box's README's Vagrantfile, its first lines as written but the box;
+# its NFS folder as 9p (this host's kernel has no NFS server: tests/test_nfs.py
+# tests NFS against a user-space one), then what this test adds.
 VAGRANTFILE = """\
 Vagrant.configure("2") do |config|
+  config.vm.define "only-docker"
   config.vm.box = "{box}"
-  config.vm.hostname = "od-vagrant-test"
+  config.vm.hostname = "only-docker"
+  config.vm.network "private_network", ip: "{private_ip}"
   config.vm.boot_timeout = 900
   # The Docker API on TCP only because this Vagrantfile asks, on loopback only.
   config.vm.network "forwarded_port", guest: 2375, host: {tcp_port}, host_ip: "127.0.0.1"
   config.vm.provision "docker-tcp", type: "shell", run: "always", inline: "onlydocker-docker-tcp"
-  # A second NIC: the guest plugin's configure_networks gives it this address.
-  config.vm.network "private_network", ip: "{private_ip}"
+  # A synced folder with no daemon on the host: qemu's virtio-9p. "mapped":
+  # libvirt's qemu runs as its own user, and keeps the guest's owners in xattrs.
+  config.vm.synced_folder "{shared}", "/vagrant", type: "9p", accessmode: "mapped"
   config.vm.provider "libvirt" do |lv|
     lv.driver = "qemu"                     # no KVM here: TCG
     lv.cpus = 2
@@ -221,8 +227,13 @@ def test_vagrant_up_ssh_docker_halt_up_destroy(catalog, vagrant_env, libvirt_net
     console_dir = Path(tempfile.mkdtemp(prefix="od-vagrant-console-"))
     console_dir.chmod(0o755)
     console = console_dir / "console.log"
+    # The 9p folder: qemu (libvirt's user) must reach it and write in it.
+    shared = Path(tempfile.mkdtemp(prefix="od-vagrant-9p-"))
+    shared.chmod(0o777)
+    (shared / "from-host.txt").write_text("written on the host\n")
+    (shared / "from-host.txt").chmod(0o644)
     (project / "Vagrantfile").write_text(VAGRANTFILE.format(box=BOX, tcp_port=TCP_PORT, console=console,
-                                                               private_ip=PRIVATE_IP))
+                                                               private_ip=PRIVATE_IP, shared=shared))
     env = {**vagrant_env, "VAGRANT_CWD": str(project)}
 
     def vagrant(*args, timeout=900, check=True):
@@ -243,12 +254,23 @@ def test_vagrant_up_ssh_docker_halt_up_destroy(catalog, vagrant_env, libvirt_net
                                     "cat /root/.ssh/authorized_keys; ip -4 addr show eth1").stdout
         docker_version = ".".join(lock.load(ROOT / LOCK).source("docker.io").version.split(".")[:2])
         assert f"Server Version: {docker_version}" in info and "Docker Root Dir: /var/lib/docker" in info, info
-        assert "PID1=dockerd" in info and "od-vagrant-test" in info, info
+        assert "PID1=dockerd" in info and "\nonly-docker\n" in info, info
         assert "vagrant insecure public key" not in info
         assert f"inet {PRIVATE_IP}/24" in info, info
+        # The private network's address answers from the host side (libvirt's
+        # bridge for it, inside the test's namespace).
+        ping = _run(["busybox", "ping", "-c", "2", "-W", "5", PRIVATE_IP], netns=ns, check=False)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
         host_key = vagrant("ssh", "-c", "cat /etc/dropbear/dropbear_ed25519_host_key | md5sum").stdout.split()[0]
         mounts = vagrant("ssh", "-c", "grep ' /var/lib/docker ' /proc/mounts").stdout
         assert mounts.startswith("/dev/vda2 /var/lib/docker ext"), mounts
+        # The 9p synced folder, mounted by vagrant-libvirt's capability: both ways.
+        assert "Mounting 9p shared folders..." in out, out
+        nine = vagrant("ssh", "-c", "grep ' /vagrant ' /proc/mounts; cat /vagrant/from-host.txt; "
+                                    "echo 'written in the guest' > /vagrant/from-guest.txt").stdout
+        assert " /vagrant 9p " in nine and "trans=virtio" in nine, nine
+        assert "written on the host" in nine, nine
+        assert (shared / "from-guest.txt").read_text() == "written in the guest\n"
 
         # Docker from the host, over SSH only (the daemon's unix socket, via dial-stdio).
         ssh_config = tmp_path / "ssh_config"
@@ -289,6 +311,7 @@ def test_vagrant_up_ssh_docker_halt_up_destroy(catalog, vagrant_env, libvirt_net
     volumes = _run(["virsh", "-c", "qemu:///system", "vol-list", "default"], check=False).stdout
     assert not re.search(r"project_default\.img", volumes), volumes
     shutil.rmtree(console_dir, ignore_errors=True)
+    shutil.rmtree(shared, ignore_errors=True)
     _delete_base_volume()
 
 
