@@ -176,7 +176,8 @@ def test_nfs_synced_folders_mount_as_the_original_wrote_them(kernel_initrd, tmp_
             guest(f"echo 'written in the guest over {proto}' > {path}/from-guest-{proto}.txt")
             assert (share / f"from-guest-{proto}.txt").read_text() == f"written in the guest over {proto}\n"
             guest(f"umount {path}")
-        guest(f"echo {DONE} > /dev/console")
+        # boot() ends qemu as soon as it reads this: the ssh may not see its own end.
+        guest(f"echo {DONE} > /dev/console", check=False)
         qemu.join(timeout=120)
         assert result["boot"].marker_seen, result["boot"].text[-4000:]
         print(f"NFS v3 over UDP and TCP from ganesha: the guest's run took {result['boot'].seconds:.1f} s")
