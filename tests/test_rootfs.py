@@ -28,6 +28,8 @@ EPOCH = 1700000000
 DYNAMIC = Path("/usr/bin/ls")
 DOCKER_BINARIES = ("usr/sbin/dockerd", "usr/bin/docker", "usr/sbin/docker-proxy", "usr/bin/containerd",
                    "usr/bin/containerd-shim-runc-v2", "usr/sbin/runc")
+# The data disk's tools, where bookworm's e2fsprogs ships them (lanes/bookworm).
+DATA_DISK_TOOLS = {"sbin/mke2fs": "usr/sbin/mkfs.ext4", "sbin/e2fsck": "usr/sbin/e2fsck"}
 APPLETS = ("/bin/sh", "/bin/busybox", "/sbin/ifconfig", "/usr/bin/wget", "/sbin/modprobe", "/sbin/lsmod",
            "/sbin/findfs", "/linuxrc")
 
@@ -57,7 +59,7 @@ def make_deps(base: Path, *, provider: str = "kmod", docker_static: Path | None 
     if provider == "kmod":
         _put(deps["modprobe"] / "bin/kmod", bb, 0o755)
     sysroot = deps["docker"] / "sysroot"
-    for rel in DOCKER_BINARIES:
+    for rel in (*DOCKER_BINARIES, *DATA_DISK_TOOLS):
         _put(sysroot / rel, DYNAMIC, 0o755)
     # Each library at the path the loader asks for, in real folders, as
     # bookworm's .debs ship them (the host's own /lib may be a link to usr/lib).
@@ -181,6 +183,9 @@ def test_docker_binaries_bring_exactly_their_libraries(built):
         assert b.is_file() and b.stat().st_mode & 0o777 == 0o755, name
         # The closure is complete inside the tree: the loader finds every library.
         assert elfdeps.closure(b, built) == elfdeps.closure(DYNAMIC, Path("/"))
+    # The data disk's mkfs.ext4 and e2fsck come the same way, with their libraries.
+    for to in DATA_DISK_TOOLS.values():
+        assert (built / to).is_file() and elfdeps.closure(built / to, built) == elfdeps.closure(DYNAMIC, Path("/"))
     # docker-init followed its absolute link inside the sysroot (tini-static), static: no libraries.
     assert elfdeps.is_static(built / "usr/bin/docker-init")
     libs = {p.name for p in (built / "lib").rglob("*")} | {p.name for p in (built / "usr").rglob("*.so*")}
