@@ -148,7 +148,7 @@ def test_iso_boots_into_docker_as_pid1(request, tmp_path):
     require_tool("qemu-system-x86_64")
     iso = _image(request, "ONLYDOCKER_TEST_ISO", "onlydocker.iso")
     # The data disk of an earlier box: ext2 (BusyBox's mke2fs made those),
-    # labelled DOCKER, with a file on it. Made here by e2fsprogs' mke2fs.
+    # labelled DOCKER. Made here by e2fsprogs' mke2fs.
     mke2fs, e2fsck = require_tool("mke2fs"), require_tool("e2fsck")
     disk = tmp_path / "ext2.img"
     with open(disk, "wb") as f:
