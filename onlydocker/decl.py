@@ -56,6 +56,17 @@ class StageDecl:
     # (key, type) of every setting its lanes' lane.toml may hold (lanecheck.py)
     lane_settings: tuple[tuple[str, str], ...] = ()
 
+    @property
+    def required_outputs(self) -> tuple[str, ...]:
+        """The outputs every build must make. An output written `name?` is
+        made only where the lane's data asks for it (the ISO's UEFI files:
+        the 2015 lane's builder has no EFI stub); its artifact is published
+        when it is there."""
+        return tuple(o for o in self.outputs if not o.endswith("?"))
+
+    def optional(self, output: str) -> bool:
+        return f"{output}?" in self.outputs
+
     def lane_dir(self, lane: str) -> Path:
         return self.dir / "lanes" / lane
 

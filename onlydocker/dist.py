@@ -172,6 +172,8 @@ def artifacts(ws, stages) -> dict[str, Path]:
     for decl in stages.values():
         for output, name in decl.artifacts:
             path = ws.paths.stage_dir(decl.name) / output
+            if not path.is_file() and decl.optional(output):
+                continue        # this lane's data did not ask for it
             if not path.is_file():
                 raise BuildError(f"stage {decl.name}: artifact {output} is missing from {path.parent}")
             if name in found:

@@ -226,7 +226,7 @@ class Workspace:
             with open(raw, "rb") as src, open(packed, "wb") as dst:
                 normalize(src, dst, mtime=self.lock.lane.source_date_epoch, strip_top=True)
             files = manifest_of_tar(packed)
-            missing = [o for o in decl.outputs if o.rstrip("/") not in files]
+            missing = [o for o in decl.required_outputs if o.rstrip("/") not in files]
             if missing:
                 raise BuildError(f"stage {decl.name}: declared outputs missing: {', '.join(missing)} "
                                  f"(log: {self.paths.log_path(decl.name)})")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from onlydocker import config, lock, stagekey
 from onlydocker.decl import load_stages
 from onlydocker.fetch import Fetcher
@@ -62,3 +64,29 @@ def test_a_python_stage_builds_restores_and_rebuilds_on_its_own_code(tmp_path):
     assert json.loads(ws.paths.manifest_path("hello").read_text())["key"] == stagekey.key(inputs)
     # No bytecode cache in the stage folder (it would break its shape).
     assert not (hello.dir / "__pycache__").exists()
+
+
+def test_an_optional_output_is_made_where_the_lane_asks_and_a_required_one_always(tmp_path):
+    """`name?` in outputs: the stage may leave it out (a lane without UEFI
+    makes no onlydocker.efi), and its artifact is then not published; a
+    required output left out fails the build, naming it."""
+    from onlydocker import dist
+    from onlydocker.errors import BuildError
+    ws, _ = _workspace(tmp_path)
+    d = tmp_path / "stages" / "hello"
+    (d / "stage.toml").write_text('description = "hello"\nkind = "python"\noutputs = ["said", "extra?"]\n'
+                                  'artifacts = { "said" = "said", "extra" = "extra" }\n')
+    hello = load_stages(tmp_path / "stages")["hello"]
+    assert hello.required_outputs == ("said",) and hello.optional("extra") and not hello.optional("said")
+    assert ws.run(hello, log=lambda _: None) == "built"
+    assert set(dist.artifacts(ws, {"hello": hello})) == {"said"}
+    # The lane asks for it: made, and published.
+    (d / "stage.py").write_text(STAGE_PY + '    (ctx.out / "extra").write_text("more\\n")\n')
+    hello = load_stages(tmp_path / "stages")["hello"]
+    assert ws.run(hello, log=lambda _: None) == "built"
+    assert set(dist.artifacts(ws, {"hello": hello})) == {"said", "extra"}
+    # A required output it does not make: the build fails and says which.
+    (d / "stage.toml").write_text('description = "hello"\nkind = "python"\noutputs = ["said", "gone"]\n')
+    hello = load_stages(tmp_path / "stages")["hello"]
+    with pytest.raises(BuildError, match="declared outputs missing: gone"):
+        ws.run(hello, log=lambda _: None)
