@@ -3,6 +3,7 @@ keygen, repro, legal-info. They are commands, not tasks: they audit or orchestra
 builds rather than being steps of one."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -275,20 +276,33 @@ class Lock(LaneCommand):
 
 class Keygen(Command):
     name = "keygen"
-    doc_purpose = "make the Ed25519 signing key (outside the repository and out/)"
+    doc_purpose = ("make the Ed25519 signing key and the Secure Boot key and certificate (outside the "
+                   "repository and out/); a key that exists is kept")
     doc_usage = ""
     cmd_options = ()
 
     def execute(self, params, args):
-        from . import sign
+        from . import secureboot, sign
         settings = config.load()
+        forbidden = [config.PROJECT_ROOT, Path.cwd()]
         try:
-            sign.generate_key(settings.signing_key, forbidden=[config.PROJECT_ROOT, Path.cwd()])
+            if os.path.lexists(settings.signing_key):
+                print(f"signing key: {settings.signing_key} (there already: kept)")
+            else:
+                sign.generate_key(settings.signing_key, forbidden=forbidden)
+                print(f"signing key: {settings.signing_key} (readable by its owner only)")
+                print(f"public key:  {settings.signing_key}.pub")
+            if os.path.lexists(settings.secureboot_key):
+                print(f"Secure Boot key: {settings.secureboot_key} (there already: kept)")
+            else:
+                secureboot.generate(settings.secureboot_key, settings.secureboot_cert, forbidden=forbidden)
+                print(f"Secure Boot key: {settings.secureboot_key} (RSA {secureboot.RSA_BITS}, "
+                      f"readable by its owner only)")
+                print(f"its certificate: {settings.secureboot_cert} (enroll it in a machine's db; published "
+                      f"beside the artifacts as onlydocker-secureboot.crt)")
         except OnlyDockerError as e:
             log.error(str(e))
             return 1
-        print(f"signing key: {settings.signing_key} (readable by its owner only)")
-        print(f"public key:  {settings.signing_key}.pub")
         return 0
 
 
@@ -542,7 +556,7 @@ class Rebuild(Command):
 class Boot(LaneCommand):
     name = "boot"
     doc_purpose = "boot the lane's artifacts in qemu here: the serial console on this terminal, Docker over SSH"
-    doc_usage = "[--lock PATH | lock=PATH] [--iso] [--disk FILE] [--firmware bios] [--ssh-port N]"
+    doc_usage = "[--lock PATH | lock=PATH] [--iso] [--disk FILE] [--firmware bios|uefi] [--ssh-port N]"
     doc_description = ("kernel + initrd (or the ISO with --iso) under qemu (TCG), a scratch 4 GB data disk made "
                        "anew unless --disk names one, SSH forwarded from 127.0.0.1 only; when Docker is up it "
                        "prints how to reach it (ssh -F …, DOCKER_HOST=ssh://onlydocker). Ctrl-C ends it.")
@@ -550,7 +564,8 @@ class Boot(LaneCommand):
         {"name": "iso", "long": "iso", "type": bool, "default": False, "help": "boot the ISO (ISOLINUX) as a CD-ROM"},
         {"name": "disk", "long": "disk", "type": str, "default": "",
          "help": "a raw disk image to attach as the data disk (kept); default: a scratch one in out/<lane>/boot/"},
-        {"name": "firmware", "long": "firmware", "type": str, "default": "bios", "help": "bios (SeaBIOS)"},
+        {"name": "firmware", "long": "firmware", "type": str, "default": "bios",
+         "help": "bios (SeaBIOS), or uefi (OVMF: the ISO's unified kernel image)"},
         {"name": "ssh_port", "long": "ssh-port", "type": int, "default": 0,
          "help": "the port on 127.0.0.1 forwarded to the guest's SSH (default: a free one)"},
         {"name": "memory", "long": "memory", "type": int, "default": 2048, "help": "the guest's memory in MB"},
@@ -562,10 +577,7 @@ class Boot(LaneCommand):
         from . import vm
         if args:
             raise ConfigError(f"doit boot: unexpected argument(s) {' '.join(args)}")
-        if params["firmware"] != "bios":
-            raise ConfigError(f"--firmware {params['firmware']}: this image boots with BIOS only for now "
-                              f"(ISOLINUX, no EFI boot loader yet): use --firmware bios")
         paths = LanePaths.of(settings.out_root, lk.lane.name)
         return vm.run(paths.dist, paths.boot, iso=params["iso"], disk=params["disk"] or None,
                       ssh_port=params["ssh_port"] or None, memory_mb=params["memory"],
-                      insecure=params["insecure_key"] or None)
+                      insecure=params["insecure_key"] or None, firmware=params["firmware"])

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from .boot import qemu_command
+from .boot import OVMF_VARS, qemu_command
 from .errors import OnlyDockerError
 
 # Where Vagrant keeps its insecure private key (Debian's package; the upstream installer).
@@ -109,9 +109,23 @@ def provision(state: Path, port: int, first_key: Path) -> Path:
 
 
 def run(dist: Path, state: Path, *, iso: bool = False, disk: str | None = None, ssh_port: int | None = None,
-        memory_mb: int = 2048, insecure: str | None = None, out: TextIO = sys.stdout) -> int:
-    """Boot until qemu ends (a poweroff in the guest, Ctrl-C here)."""
+        memory_mb: int = 2048, insecure: str | None = None, out: TextIO = sys.stdout, firmware: str = "bios") -> int:
+    """Boot until qemu ends (a poweroff in the guest, Ctrl-C here). Under
+    UEFI (`firmware="uefi"`, OVMF) the ISO boots its unified kernel image;
+    the firmware's variables are kept in `state` from boot to boot, as a
+    machine's NVRAM."""
+    if firmware not in ("bios", "uefi"):
+        raise OnlyDockerError(f"--firmware {firmware}: one of bios, uefi")
+    if firmware == "uefi":
+        iso = True
     kernel, initrd, iso_path = images(dist, iso)
+    uefi_vars = None
+    if firmware == "uefi":
+        if iso_path is None or not (dist / "onlydocker.efi").is_file():
+            raise OnlyDockerError(f"--firmware uefi: this lane's ISO has no UEFI boot ({dist / 'onlydocker.efi'} "
+                                  f"is missing: its stages/iso lane.toml says uefi = false); use --firmware bios")
+        if not OVMF_VARS.is_file():
+            raise OnlyDockerError(f"{OVMF_VARS} is missing: UEFI boots need OVMF (apt-get install ovmf)")
     first_key = insecure_key(insecure)
     for tool in ("ssh", "ssh-keygen"):
         if shutil.which(tool) is None:
@@ -134,13 +148,17 @@ def run(dist: Path, state: Path, *, iso: bool = False, disk: str | None = None, 
         data.unlink(missing_ok=True)
         with open(data, "wb") as f:
             f.truncate(4 << 30)      # sparse and empty: formatted on first boot, as the box's disk
+    if firmware == "uefi":
+        uefi_vars = state / "OVMF_VARS.fd"
+        if not uefi_vars.is_file():
+            shutil.copyfile(OVMF_VARS, uefi_vars)
     port = ssh_port or free_port()
     cmd = qemu_command(kernel, initrd, iso=iso_path, memory_mb=memory_mb, disk=data, hostfwd={port: 22},
-                       terminal=True)
+                       terminal=True, firmware=firmware, uefi_vars=uefi_vars)
     if iso_path is not None:
         cmd += ["-boot", "menu=off"]
     say = lambda text: print(f"boot: {text}", file=out, flush=True)  # noqa: E731
-    say(f"{' '.join(['ISO ' + str(iso_path)] if iso_path else [str(kernel), str(initrd)])}, "
+    say(f"{' '.join(['ISO ' + str(iso_path)] if iso_path else [str(kernel), str(initrd)])} ({firmware}), "
         f"data disk {data}{' (scratch, new each boot)' if not disk else ''}; SSH forwarded from 127.0.0.1:{port}; "
         f"Ctrl-C ends it")
     proc = subprocess.Popen(cmd)

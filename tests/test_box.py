@@ -301,7 +301,10 @@ def test_the_box_base_url_setting_is_checked():
 
 # --- the libvirt box's disk: stages/libvirt/build.sh on the host ---------------
 
-def _fake_iso(path: Path, tree: Path) -> None:
+def _fake_iso(path: Path, tree: Path, efi: bool = False) -> None:
+    """A small hybrid ISO as the iso stage makes it: ISOLINUX and, with
+    `efi`, a FAT image as its second El Torito entry and MBR partition 2
+    (the UEFI lanes')."""
     xorriso = require_tool("xorriso")
     (tree / "boot" / "isolinux").mkdir(parents=True)
     (tree / "boot" / "vmlinuz").write_bytes(b"kernel" * 1000)
@@ -309,11 +312,16 @@ def _fake_iso(path: Path, tree: Path) -> None:
     if not isolinux.is_file():
         pytest.skip("isolinux is not installed")
     (tree / "boot" / "isolinux" / "isolinux.bin").write_bytes(isolinux.read_bytes())
+    uefi: list[str] = []
+    if efi:
+        subprocess.run([require_tool("mformat"), "-C", "-f", "1440", "-i", str(tree / "boot" / "efi.img"), "::"],
+                       check=True, capture_output=True)
+        uefi = ["-eltorito-alt-boot", "-e", "boot/efi.img", "-no-emul-boot", "-isohybrid-gpt-basdat"]
     path.parent.mkdir(parents=True)
     subprocess.run([xorriso, "-report_about", "SORRY", "-as", "mkisofs", "-l", "-J", "-r", "-V", "ONLYDOCKER",
                     "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table",
                     "-b", "boot/isolinux/isolinux.bin", "-c", "boot/isolinux/boot.cat",
-                    "-isohybrid-mbr", "/usr/lib/ISOLINUX/isohdpfx.bin", "-o", str(path), str(tree)],
+                    "-isohybrid-mbr", "/usr/lib/ISOLINUX/isohdpfx.bin", *uefi, "-o", str(path), str(tree)],
                    check=True, capture_output=True)
 
 
@@ -323,11 +331,12 @@ def _run_libvirt_stage(build: Path) -> Path:
     return build / "out" / box.LIBVIRT_DISK
 
 
-def test_libvirt_disk_is_the_iso_then_an_empty_partition_and_reproducible(tmp_path):
+@pytest.mark.parametrize("efi,slot", [(False, 2), (True, 3)], ids=["bios-iso", "uefi-iso"])
+def test_libvirt_disk_is_the_iso_then_an_empty_partition_and_reproducible(tmp_path, efi, slot):
     qemu_img = require_tool("qemu-img")
     build = tmp_path / "build"
     iso = build / "deps" / "iso" / "onlydocker.iso"
-    _fake_iso(iso, tmp_path / "tree")
+    _fake_iso(iso, tmp_path / "tree", efi=efi)
     first = _run_libvirt_stage(build).read_bytes()
     assert _run_libvirt_stage(build).read_bytes() == first
     img = build / "out" / box.LIBVIRT_DISK
@@ -339,8 +348,10 @@ def test_libvirt_disk_is_the_iso_then_an_empty_partition_and_reproducible(tmp_pa
     iso_bytes = iso.read_bytes()
     with open(raw, "rb") as f:
         head = f.read(len(iso_bytes))
-    # The ISO, byte for byte, but for partition 2's entry in the MBR.
-    entry = slice(446 + 16, 446 + 32)
+    # The ISO, byte for byte, but for the first free partition entry in the
+    # MBR (3 when the ISO's EFI partition is 2, which stays as it was).
+    entry = slice(446 + 16 * (slot - 1), 446 + 16 * slot)
+    assert any(iso_bytes[446 + 16:446 + 32]) == efi
     assert head[:entry.start] == iso_bytes[:entry.start] and head[entry.stop:] == iso_bytes[entry.stop:]
     ptype, start, count = head[entry][4], *struct.unpack("<II", head[entry][8:16])
     assert ptype == 0x83

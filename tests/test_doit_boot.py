@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -16,16 +17,23 @@ import pytest
 from tests.conftest import MODERN_LANE, MODERN_LOCK, require_tool
 
 
-def test_boot_refuses_uefi_and_an_unbuilt_lane_in_one_line(tmp_path):
+def test_boot_refuses_an_unknown_firmware_and_an_unbuilt_lane_in_one_line(tmp_path):
     from tests import workspace as wsmod
     ws = wsmod.make(tmp_path / "ws")
     (ws.root / "t.lock").write_text(wsmod.builder_tables())
-    r = ws.doit("boot", "--lock", "t.lock", "--firmware", "uefi", check=False)
+    r = ws.doit("boot", "--lock", "t.lock", "--firmware", "efi", check=False)
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [
-        "error: --firmware uefi: this image boots with BIOS only for now (ISOLINUX, no EFI boot loader yet): "
-        "use --firmware bios"], r.stderr
-    r = ws.doit("boot", "--lock", "t.lock", check=False)
-    assert r.returncode == 1 and "build the lane first" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+        "error: --firmware efi: one of bios, uefi"], r.stderr
+    for firmware in ("bios", "uefi"):
+        r = ws.doit("boot", "--lock", "t.lock", "--firmware", firmware, check=False)
+        assert r.returncode == 1 and "build the lane first" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    # A built lane whose ISO has no UEFI boot (uefi = false) says so.
+    lane = tomllib.loads((ws.root / "t.lock").read_text())["lane"]["name"]
+    dist = ws.root / "out" / lane / "dist"
+    dist.mkdir(parents=True, exist_ok=True)
+    (dist / "onlydocker.iso").write_bytes(b"an ISO")
+    r = ws.doit("boot", "--lock", "t.lock", "--firmware", "uefi", check=False)
+    assert r.returncode == 1 and "this lane's ISO has no UEFI boot" in r.stderr, r.stderr
 
 
 @pytest.mark.slow

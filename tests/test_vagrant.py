@@ -23,6 +23,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -263,7 +264,9 @@ def test_vagrant_up_ssh_docker_halt_up_destroy(catalog, vagrant_env, libvirt_net
         assert ping.returncode == 0, ping.stdout + ping.stderr
         host_key = vagrant("ssh", "-c", "cat /etc/dropbear/dropbear_ed25519_host_key | md5sum").stdout.split()[0]
         mounts = vagrant("ssh", "-c", "grep ' /var/lib/docker ' /proc/mounts").stdout
-        assert mounts.startswith("/dev/vda2 /var/lib/docker ext"), mounts
+        # Partition 2, or 3 after a UEFI lane's EFI partition (stages/libvirt).
+        uefi = tomllib.loads((ROOT / "stages" / "iso" / "lanes" / LANE / "lane.toml").read_text())["uefi"]
+        assert mounts.startswith(f"/dev/vda{3 if uefi else 2} /var/lib/docker ext"), mounts
         # The 9p synced folder, mounted by vagrant-libvirt's capability: both ways.
         assert "Mounting 9p shared folders..." in out, out
         nine = vagrant("ssh", "-c", "grep ' /vagrant ' /proc/mounts; cat /vagrant/from-host.txt; "

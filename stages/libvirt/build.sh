@@ -1,8 +1,9 @@
 # The libvirt box boots from its disk (vagrant-libvirt gives the domain
 # box.img and nothing else), so the disk is the hybrid ISO itself, written at
-# its start (SeaBIOS boots its MBR, ISOLINUX reads the ISO), followed by an
-# empty partition 2 that init formats (label DOCKER) on first boot and keeps
-# /var/lib/docker on. The kernel, initrd and boot menu are the ISO's, byte
+# its start (SeaBIOS boots its MBR, ISOLINUX reads the ISO; OVMF boots the
+# EFI partition of a UEFI lane's ISO, the MBR's partition 2), followed by an
+# empty partition in the MBR's first free slot (2, or 3 after the EFI one)
+# that init formats (label DOCKER) on first boot and keeps /var/lib/docker on. The kernel, initrd and boot menu are the ISO's, byte
 # for byte. qemu-img writes qcow2 without dates or random ids: same raw
 # image, same bytes.
 set -eu
@@ -24,9 +25,13 @@ with open(raw, "r+b") as f:
     mbr = bytearray(f.read(512))
     if mbr[510:512] != b"\x55\xaa":
         sys.exit("onlydocker.iso has no hybrid MBR (no 55 AA signature)")
-    entry = 446 + 16                              # partition 2
-    if any(mbr[entry:entry + 16]):
-        sys.exit("the hybrid MBR already uses partition 2")
+    free = [n for n in (2, 3, 4) if not any(mbr[446 + 16 * (n - 1):446 + 16 * n])]
+    if not free:
+        sys.exit("the hybrid MBR has no free partition slot")
+    entry = 446 + 16 * (free[0] - 1)
+    last = max((struct.unpack_from("<II", mbr, 446 + 16 * i + 8) for i in range(4)), key=sum)
+    if sum(last) > start:
+        sys.exit(f"partition {free[0]} would start at sector {start}, inside the ISO's partitions (end {sum(last)})")
     # Not active, CHS "beyond 8 GB" markers, type 0x83 (Linux), LBA start and length.
     mbr[entry:entry + 16] = bytes([0, 0xFE, 0xFF, 0xFF, 0x83, 0xFE, 0xFF, 0xFF]) + struct.pack("<II", start, end - start)
     f.seek(0)
