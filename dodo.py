@@ -12,7 +12,7 @@ from doit.exceptions import InvalidDodoFile
 
 from onlydocker.decl import load_stages
 from onlydocker.errors import OnlyDockerError
-from onlydocker.lanecheck import check_lane
+from onlydocker.lanecheck import check_lane, check_secureboot
 from onlydocker.report import Reporter, quiet_on_closed_pipe
 from onlydocker.schedule import install as start_the_longest_chain_first
 from onlydocker.tasks import build_tasks, stage_shortcuts, workspace_from_env
@@ -23,6 +23,8 @@ try:
     settings, workspace = workspace_from_env(get_var("lock", None), root=Path(__file__).resolve().parent)
     stages = load_stages(settings.root / "stages")     # once for the run: every task reads them
     check_lane(stages, workspace.lock.lane.name, workspace.sources)
+    check_secureboot(stages, workspace.lock.lane.name, settings, workspace.lock.lane.source_date_epoch,
+                     workspace.out / "checked")
 except OnlyDockerError as e:
     # A bad lock, setting or lane's data: doit says this one line, with no traceback.
     raise InvalidDodoFile(str(e)) from None

@@ -19,6 +19,8 @@ DEBIAN_PACKAGES=(
     qemu-system-x86      # boots the image in the tests
     qemu-utils           # qemu-img, for the tests of the box's disk
     xorriso isolinux syslinux-common   # ISO tests on the host
+    ovmf                 # UEFI firmware (with Secure Boot variants) for the UEFI boots
+    mtools               # reads the ISO's EFI system partition in the tests
     cpio zstd xz-utils   # to inspect initrds by hand and in tests
     minisign             # verifies our signatures independently
     diffoscope-minimal   # explains a reproducibility difference

@@ -16,6 +16,9 @@ Environment variables (all optional):
                                      signed by for `doit lock --update` (default: Debian's,
                                      /usr/share/keyrings/debian-archive-keyring.gpg)
   ONLYDOCKER_SIGNING_KEY             the Ed25519 signing key (default: ~/.config/onlydocker/signing.key)
+  ONLYDOCKER_SECUREBOOT_KEY          the Secure Boot signing key, RSA (default: secureboot.key
+                                     beside the signing key)
+  ONLYDOCKER_SECUREBOOT_CERT         its certificate, PEM (default: the key's path, .crt)
   ONLYDOCKER_BOX_BASE_URL            where the Vagrant boxes are published: the catalog
                                      (dist/onlydocker.json) names <base>/<lane>/<box>
                                      (default: a placeholder, https://onlydocker.invalid)
@@ -249,6 +252,16 @@ class Settings:
     rebuild: frozenset[str] = frozenset()
     clean: bool = False                    # no kept trees (ONLYDOCKER_CLEAN=1)
     variation: Variation = Variation()
+    secureboot_key_path: Path | None = None    # None: secureboot.key beside signing_key
+    secureboot_cert_path: Path | None = None   # None: the key's path with .crt
+
+    @property
+    def secureboot_key(self) -> Path:
+        return self.secureboot_key_path or self.signing_key.with_name("secureboot.key")
+
+    @property
+    def secureboot_cert(self) -> Path:
+        return self.secureboot_cert_path or self.secureboot_key.with_suffix(".crt")
 
     @property
     def out_root(self) -> Path:
@@ -312,6 +325,9 @@ def load(lock: str | os.PathLike | None = None, env=None, root: Path = PROJECT_R
         or apt_debian_mirror(suffix="/debian-security"),
         debian_archive_mirror=env.get("ONLYDOCKER_DEBIAN_ARCHIVE_MIRROR") or deb.get("archive_mirror"),
         signing_key=Path(key) if key else config_home / "signing.key",
+        secureboot_key_path=Path(env["ONLYDOCKER_SECUREBOOT_KEY"]) if env.get("ONLYDOCKER_SECUREBOOT_KEY") else None,
+        secureboot_cert_path=Path(env["ONLYDOCKER_SECUREBOOT_CERT"]) if env.get("ONLYDOCKER_SECUREBOOT_CERT")
+        else None,
         out_dir=Path(env["ONLYDOCKER_OUT"]) if env.get("ONLYDOCKER_OUT") else None,
         stage_cache_dir=Path(env["ONLYDOCKER_STAGE_CACHE"]) if env.get("ONLYDOCKER_STAGE_CACHE") else None,
         rebuild=frozenset(filter(None, env.get("ONLYDOCKER_REBUILD", "").split(","))),

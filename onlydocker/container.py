@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 PRELUDE = Path(__file__).with_name("prelude.sh")
 # Shell helpers shipped to /build/engine/ in every container stage.
 HELPERS = {"kconfig-fragment": Path(__file__).with_name("kconfig-fragment.sh")}
+# Where a signing stage (stage.toml: secureboot = true) finds the Secure Boot
+# key and certificate, when one is configured (secureboot.py).
+SECUREBOOT_KEY = "/build/secureboot/db.key"
+SECUREBOOT_CERT = "/build/secureboot/db.crt"
 # The prelude's line when a build goes on from its kept tree (prelude.sh).
 KEPT_REUSED = "prelude: kept tree: reused"
 
@@ -60,6 +64,23 @@ class ContainerRunner:
     sources: LaneSources
     variation: Variation
 
+    def _secureboot_inputs(self, decl: StageDecl) -> list[tuple[Path, str]]:
+        """A signing stage's key and certificate where its lane setting asks
+        for signing and a key is configured, checked first (one line each,
+        before anything is signed). They enter its container only (owned by
+        its user, the key's mode 0600 kept), never its outputs: build.sh
+        publishes the certificate itself."""
+        from . import secureboot
+        from .lanecheck import signs
+        if not signs(decl, self.lane.name):
+            return []
+        settings = self.sources.fetcher.settings
+        sb = secureboot.configured(settings.secureboot_key, settings.secureboot_cert)
+        if sb is None:
+            return []
+        secureboot.check(sb, self.lane.source_date_epoch)
+        return [(sb.key, SECUREBOOT_KEY), (sb.cert, SECUREBOOT_CERT)]
+
     def build(self, decl: StageDecl, raw_tar: Path, keep: Keep | None = None) -> bool:
         """Run the stage's build.sh; its /build/out as a tar at `raw_tar`.
         With `keep`, /build/src is the stage's kept tree (kept.py); True when
@@ -84,6 +105,8 @@ class ContainerRunner:
                     inputs.append((p, f"/build/patches/{rel}"))
             for need in decl.needs:
                 inputs.append((self.paths.stage_dir(need), f"/build/deps/{need}"))
+            if decl.secureboot is not None:
+                inputs += self._secureboot_inputs(decl)
             env = container_env(decl, self.lane, v)
             volumes = {}
             if keep is not None:

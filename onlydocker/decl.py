@@ -23,7 +23,7 @@ from .errors import StageError
 from .hashing import sha256_file
 
 STAGE_KEYS = {"description", "sources", "needs", "outputs", "artifacts", "kind", "root", "cost", "kconfig", "keep",
-              "lane_settings"}
+              "lane_settings", "secureboot"}
 # Keys that change no byte, left out of the stage key: `cost` orders the work,
 # `kconfig` allows a folder's shape (the fragment itself is in the key), `keep`
 # makes the next build faster and never different (kept.py; `doit repro` and
@@ -55,6 +55,11 @@ class StageDecl:
     keep: bool = False      # its build tree (/build/src) is kept for its next build (kept.py)
     # (key, type) of every setting its lanes' lane.toml may hold (lanecheck.py)
     lane_settings: tuple[tuple[str, str], ...] = ()
+    # The boolean lane setting that makes it sign for Secure Boot (iso:
+    # "uefi"): where it is true, the configured key and certificate are its
+    # inputs (/build/secureboot/, never its outputs) and the certificate's
+    # digest is in its key. None: it never signs.
+    secureboot: str | None = None
 
     @property
     def required_outputs(self) -> tuple[str, ...]:
@@ -146,6 +151,11 @@ def load_stage(path: Path) -> StageDecl:
     if not isinstance(keep, bool) or (keep and kind != "container"):
         raise StageError(f"{toml_path}: keep = true|false, for a container stage only, not {keep!r}")
     lane_settings = data.get("lane_settings", {})
+    secureboot = data.get("secureboot")
+    if secureboot is not None and (kind != "container" or not isinstance(lane_settings, dict)
+                                   or lane_settings.get(secureboot) != "boolean"):
+        raise StageError(f"{toml_path}: secureboot = \"<a boolean setting of [lane_settings]>\", for a container "
+                         f"stage only, not {secureboot!r}")
     if not isinstance(lane_settings, dict) or any(
             not isinstance(t, str) or t.removesuffix("?") not in LANE_SETTING_TYPES for t in lane_settings.values()):
         raise StageError(f"{toml_path}: [lane_settings]: each key = one of {sorted(LANE_SETTING_TYPES)}, "
@@ -158,7 +168,7 @@ def load_stage(path: Path) -> StageDecl:
         sources=tuple(data.get("sources", ())), needs=tuple(data.get("needs", ())),
         outputs=tuple(data["outputs"]), kind=kind,
         artifacts=tuple(sorted(data.get("artifacts", {}).items())), root=root, cost=float(cost), kconfig=kconfig,
-        keep=keep, lane_settings=tuple(sorted(lane_settings.items())))
+        keep=keep, lane_settings=tuple(sorted(lane_settings.items())), secureboot=secureboot)
 
 
 def file_digest(rel: str, path: Path) -> str:

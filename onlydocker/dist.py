@@ -384,6 +384,9 @@ def publish(ws, stages, settings, log=print) -> None:
             f"(public key: {public_key_path(settings)})")
     else:
         log(f"UNSIGNED: no signing key at {settings.signing_key}; make one with `doit keygen`")
+    if "onlydocker.efi" in sums and "onlydocker-secureboot.crt" not in sums:
+        log(f"UNSIGNED for Secure Boot: onlydocker.efi (no Secure Boot key at {settings.secureboot_key}; "
+            f"`doit keygen` makes one); it boots with Secure Boot off")
 
 
 def _sha512(path: Path) -> str:

@@ -20,16 +20,19 @@ or option, before the first task runs:
 """
 from __future__ import annotations
 
+import json
+import os
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import kconfig, lanedata
+from . import atomic, kconfig, lanedata
 from .decl import KINDS
 from .errors import OnlyDockerError, StageError
 from .pystage import load_module
 
 if TYPE_CHECKING:
+    from .config import Settings
     from .decl import StageDecl
     from .sources import LaneSources
 
@@ -135,3 +138,36 @@ def check_lane(stages: dict[str, StageDecl], lane: str, sources: LaneSources | N
         check_settings(decl, lane)
         if sources is not None:
             check_fragments(decl, lane, sources)
+
+
+def signs(decl: StageDecl, lane: str) -> bool:
+    """The stage signs for Secure Boot in this lane (its `secureboot`
+    setting names a lane setting, and that is true here)."""
+    conf = decl.lane_dir(lane) / "lane.toml"
+    if decl.secureboot is None or not conf.is_file():
+        return False
+    return bool(tomllib.loads(conf.read_text()).get(decl.secureboot))
+
+
+def check_secureboot(stages: dict[str, StageDecl], lane: str, settings: Settings, epoch: int,
+                     memo_dir: Path) -> None:
+    """A configured Secure Boot key and certificate pass secureboot.check
+    before any task, when a stage of the lane signs with them. The verdict
+    is remembered by the files' stat and the epoch: loading cryptography's
+    X.509 costs about 90 ms, which a no-op run does not pay again."""
+    key, cert = settings.secureboot_key, settings.secureboot_cert
+    if not os.path.lexists(key) or not any(signs(d, lane) for d in stages.values()):
+        return
+    try:
+        seen = [[str(p), st.st_mtime_ns, st.st_size, st.st_ino] for p in (key, cert) for st in [p.stat()]]
+    except OSError:
+        seen = None       # secureboot.check names what is missing
+    memo = memo_dir / "secureboot.json"
+    verdict = json.dumps({"files": seen, "epoch": epoch}, sort_keys=True)
+    if seen is not None and memo.is_file() and memo.read_text() == verdict:
+        return
+    from . import secureboot
+    secureboot.check(secureboot.SecureBootKey(key, cert), epoch)
+    if seen is not None:
+        memo_dir.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(memo, verdict)

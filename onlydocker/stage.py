@@ -34,6 +34,7 @@ from .sources import LaneSources
 from .store import StageStore, compress_file
 
 if TYPE_CHECKING:
+    from . import secureboot
     from .fetch import Fetcher
     from .lock import Lock
 
@@ -73,10 +74,22 @@ class Workspace:
         sources = self.sources.of(decl)
         if decl.kind == "container":
             builder_sha = builder_sha or self.paths.builder()["tar_sha256"]
+        sb = self.secureboot(decl)
         return stagekey.key_inputs(
             decl, self.lock.lane, sources, [rp for s in sources for rp in self.sources.patches(s)],
             {n: self.paths.output_digest(n) for n in decl.needs},
-            builder_sha if decl.kind == "container" else None, self.paths.code_imports)
+            builder_sha if decl.kind == "container" else None, self.paths.code_imports,
+            secureboot_cert=sb.cert_sha256() if sb else None)
+
+    def secureboot(self, decl: StageDecl) -> secureboot.SecureBootKey | None:
+        """The Secure Boot key a signing stage signs with; None when the
+        stage does not sign or no key is configured (unsigned images)."""
+        from .lanecheck import signs
+        if not signs(decl, self.lane):
+            return None          # this lane does not sign (the 2015 and bookworm ISOs: BIOS only)
+        from . import secureboot  # cryptography's x509: only for a signing stage
+        settings = self.fetcher.settings
+        return secureboot.configured(settings.secureboot_key, settings.secureboot_cert)
 
     def key(self, decl: StageDecl, builder_sha: str | None = None) -> str:
         return stagekey.key(self.key_inputs(decl, builder_sha))

@@ -185,10 +185,12 @@ def engine_version() -> str:
 
 
 def key_inputs(decl: StageDecl, lane: Lane, sources: Sequence[Source], patches: Iterable[tuple[str, Path]],
-               needs: Mapping[str, str], builder: str | None, memo: Path) -> dict:
+               needs: Mapping[str, str], builder: str | None, memo: Path, secureboot_cert: str | None = None) -> dict:
     """Everything that can change the stage's output, as plain data: `needs`
     maps each needed stage to its output digest, `builder` is the builder
-    tar's sha256 (container stages), `memo` the imports memo (Python stages)."""
+    tar's sha256 (container stages), `memo` the imports memo (Python stages),
+    `secureboot_cert` the digest of the certificate a signing stage signs
+    for (None: it makes unsigned images)."""
     inputs: dict[str, object] = {
         "stage": decl.name,
         "kind": decl.kind,
@@ -203,6 +205,9 @@ def key_inputs(decl: StageDecl, lane: Lane, sources: Sequence[Source], patches: 
         "needs": dict(needs),
         "engine": engine_version(),
     }
+    if secureboot_cert is not None:
+        # Another key signs other bytes: never one's outputs for the other's.
+        inputs["secureboot_cert"] = secureboot_cert
     if decl.kind == "container":
         inputs["builder"] = builder
         # How the container is made, as the canonical build makes it (the

@@ -1,8 +1,8 @@
 """It boots: the built kernel + initrd (and the ISO) in qemu under software
 emulation, init's self-check read from the serial console. The images are the
 modern lane's, built once per session by the `modern_lane` fixture (minutes:
-these tests are slow and run last); ONLYDOCKER_TEST_KERNEL, _INITRD and _ISO
-point them at images built elsewhere instead. boot() itself is checked
+these tests are slow and run last); ONLYDOCKER_TEST_KERNEL, _INITRD, _ISO,
+_UKI and _SECUREBOOT_CERT point them at images built elsewhere instead. boot() itself is checked
 against qemu for real too."""
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import time
 import tomllib
 from pathlib import Path
@@ -167,6 +168,124 @@ def test_iso_boots_into_docker_as_pid1(request, tmp_path):
     features = subprocess.run(["dumpe2fs", "-h", str(disk)], capture_output=True, text=True).stdout
     assert "has_journal" not in features and "extent" not in features, features
     print(f"ISO with an ext2 data disk: self-check passed after {r.seconds:.1f} s")
+
+
+def uefi_of(lane: str) -> bool:
+    """The lane's ISO boots under UEFI too (its iso lane.toml)."""
+    toml = Path(__file__).resolve().parent.parent / "stages/iso/lanes" / lane / "lane.toml"
+    return tomllib.loads(toml.read_text())["uefi"]
+
+
+@pytest.mark.slow
+@BOOTS
+@pytest.mark.parametrize("firmware,as_disk", [("uefi", False), ("uefi", True), ("bios", True)],
+                         ids=["uefi-cdrom", "uefi-disk", "bios-disk"])
+def test_the_iso_boots_under_both_firmwares_as_a_cdrom_and_as_a_disk(request, tmp_path, firmware, as_disk):
+    """The default lane's one ISO on every machine: OVMF boots its unified
+    kernel image from the El Torito EFI entry (a CD-ROM) and from its EFI
+    partition (the ISO written to a disk); SeaBIOS boots ISOLINUX from the
+    hybrid MBR. SeaBIOS and the CD-ROM is test_iso_boots_into_docker_as_pid1."""
+    require_tool("qemu-system-x86_64")
+    assert uefi_of(MODERN_LANE), f"the default lane ({MODERN_LANE}) must boot under UEFI"
+    iso = _image(request, "ONLYDOCKER_TEST_ISO", "onlydocker.iso")
+    if firmware == "uefi":
+        # The stub reads the test's extra command line from SMBIOS, as a hypervisor passes it.
+        r = boot.boot(None, None, iso=iso, firmware="uefi", append="onlydocker.selftest", iso_as_disk=as_disk,
+                      timeout=600, marker=MARKER, log_path=tmp_path / "boot.log")
+    else:
+        r = boot.boot(None, None, iso=iso, boot_label="selftest", iso_as_disk=as_disk,
+                      timeout=600, marker=MARKER, log_path=tmp_path / "boot.log")
+    check_selftest(r)
+    efi = re.search(r"efi: EFI v[\d.]+ by EDK II", r.text)
+    if firmware == "uefi":
+        assert efi, f"the kernel reports no EFI firmware:\n{r.text[-4000:]}"
+        # The unified kernel image's own command line, then the SMBIOS extra.
+        cmdline = (Path(__file__).resolve().parent.parent / "stages/iso/files/cmdline").read_text().strip()
+        assert f"Kernel command line: {cmdline} onlydocker.selftest" in r.text, r.text[-4000:]
+    else:
+        assert not efi and "BOOT_IMAGE=/boot/vmlinuz" in r.text, r.text[-4000:]
+    # The boot disk is never taken for a data disk: Docker runs from memory.
+    assert "formatting" not in r.text and "Running from memory" in r.text, r.text[-4000:]
+    print(f"ISO, {firmware}, {'disk' if as_disk else 'CD-ROM'}: self-check passed after {r.seconds:.1f} s")
+
+
+# The owner GUID the tests enroll our certificate under (any GUID will do).
+OWNER = "a0baa8a3-041d-48a8-bc87-c36d121b5e3d"
+
+
+def enrolled_vars(cert: Path, out: Path) -> Path:
+    """OVMF's empty variable store with `cert` as PK, KEK and the only db
+    entry, and Secure Boot on (virt-firmware's virt-fw-vars)."""
+    tool = Path(sys.executable).with_name("virt-fw-vars")
+    if not tool.is_file():
+        pytest.skip("virt-fw-vars is not installed (pip install virt-firmware: the test extras)")
+    subprocess.run([str(tool), "--input", str(boot.OVMF_VARS), "--output", str(out), "--secure-boot",
+                    "--set-pk", OWNER, str(cert), "--add-kek", OWNER, str(cert), "--add-db", OWNER, str(cert)],
+                   check=True, capture_output=True)
+    return out
+
+
+def esp_disk(uki: Path, out: Path) -> Path:
+    """A disk that is one FAT filesystem holding `uki` as the removable-media
+    boot path (EFI/BOOT/BOOTX64.EFI), as a firmware finds it (mtools)."""
+    with open(out, "wb") as f:
+        f.truncate(((uki.stat().st_size >> 20) + 8) << 20)
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    subprocess.run([require_tool("mformat"), "-i", str(out), "-F", "::"], check=True, capture_output=True, env=env)
+    subprocess.run(["mmd", "-i", str(out), "::/EFI", "::/EFI/BOOT"], check=True, capture_output=True, env=env)
+    subprocess.run(["mcopy", "-i", str(out), str(uki), "::/EFI/BOOT/BOOTX64.EFI"], check=True, capture_output=True,
+                   env=env)
+    return out
+
+
+@pytest.mark.slow
+@BOOTS
+def test_secure_boot_boots_the_signed_image_and_refuses_a_changed_or_unsigned_one(request, tmp_path):
+    """Secure Boot enforced, our certificate the firmware's only db entry:
+    the published ISO boots to the daemon; the published onlydocker.efi with
+    one byte of its initrd section changed, and the same image without its
+    signature, are refused by the firmware. The signed image booted from the
+    same kind of disk reaches Linux: the refusals are the signature's doing."""
+    import pefile
+    require_tool("qemu-system-x86_64")
+    # The lane is built with a Secure Boot key (`doit keygen` made one): signed.
+    cert = _image(request, "ONLYDOCKER_TEST_SECUREBOOT_CERT", "onlydocker-secureboot.crt")
+    uki = _image(request, "ONLYDOCKER_TEST_UKI", "onlydocker.efi")
+    iso = _image(request, "ONLYDOCKER_TEST_ISO", "onlydocker.iso")
+    sb_vars = enrolled_vars(cert, tmp_path / "sb-vars.fd")
+
+    r = boot.boot(None, None, iso=iso, firmware="uefi-secureboot", uefi_vars=sb_vars, append="onlydocker.selftest",
+                  timeout=600, marker=MARKER, log_path=tmp_path / "signed-iso.log")
+    check_selftest(r)
+    assert "Secure boot enabled" in r.text, r.text[-4000:]
+    print(f"Secure Boot, the signed ISO: self-check passed after {r.seconds:.1f} s")
+
+    pe = pefile.PE(str(uki), fast_load=True)
+    initrd = next(sec for sec in pe.sections if sec.Name.rstrip(b"\0") == b".initrd")
+    security = pe.OPTIONAL_HEADER.DATA_DIRECTORY[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_SECURITY"]]
+    assert security.VirtualAddress and security.Size, "the published onlydocker.efi carries no signature"
+    data = bytearray(uki.read_bytes())
+    changed = bytearray(data)
+    at = initrd.PointerToRawData + initrd.SizeOfRawData // 2
+    changed[at] ^= 0x01
+    (tmp_path / "changed.efi").write_bytes(changed)
+    # Unsigned: the certificate table cut off and its directory entry zeroed.
+    unsigned = bytearray(data[:security.VirtualAddress])
+    entry = security.get_file_offset()
+    unsigned[entry:entry + 8] = bytes(8)
+    (tmp_path / "unsigned.efi").write_bytes(unsigned)
+    for name, marker in (("onlydocker.efi", "Linux version"), ("changed.efi", "Access Denied"),
+                         ("unsigned.efi", "Access Denied")):
+        path = uki if name == "onlydocker.efi" else tmp_path / name
+        disk = esp_disk(path, tmp_path / f"{name}.esp")
+        r = boot.boot(None, None, iso=disk, iso_as_disk=True, firmware="uefi-secureboot", uefi_vars=sb_vars,
+                      timeout=300, marker=marker, log_path=tmp_path / f"{name}.log")
+        assert r.marker_seen, f"{name}: no {marker!r} on the console within {r.seconds:.0f} s:\n{r.text[-3000:]}"
+        if marker == "Access Denied":
+            # The firmware's own words: its boot manager could not load the image.
+            assert re.search(r"BdsDxe: failed to load Boot\d+ .*: Access Denied", r.text), r.text[-3000:]
+            assert "Linux version" not in r.text, r.text[-3000:]
+        print(f"Secure Boot, {name} from an EFI system partition: {marker!r} after {r.seconds:.1f} s")
 
 
 FEATURES = "ONLYDOCKER-FEATURES:"

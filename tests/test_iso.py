@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from onlydocker.lanedata import LANE_ENV, render_file
 from tests.conftest import require_tool
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,15 +30,20 @@ def bootfiles():
     require_tool("xorriso")
 
 
-def layout(build: Path, umask: int, mtime: float) -> Path:
-    """A /build tree: the kernel and initrd stages' outputs and the stage folder."""
+def layout(build: Path, umask: int, mtime: float, lane: str = "2015") -> Path:
+    """A /build tree: the kernel and initrd stages' outputs and the stage
+    folder with `lane`'s data as the container sees it (a BIOS-only lane:
+    the host has no ukify; the UEFI path is proven by the built lane's
+    boots and `doit repro`)."""
     old = os.umask(umask)
     try:
         (build / "deps" / "kernel").mkdir(parents=True)
         (build / "deps" / "initrd").mkdir(parents=True)
         (build / "deps" / "kernel" / "bzImage").write_bytes(b"\x4d\x5a" + bytes(range(256)) * 40)
         (build / "deps" / "initrd" / "initrd.img").write_bytes(b"\x28\xb5\x2f\xfd" + bytes(range(255, -1, -1)) * 80)
-        shutil.copytree(STAGE, build / "stage")
+        shutil.copytree(STAGE, build / "stage", ignore=shutil.ignore_patterns("lanes"))
+        (build / "stage" / "lane").mkdir()
+        (build / "stage" / "lane" / LANE_ENV).write_text(render_file(STAGE / "lanes" / lane / "lane.toml"))
     finally:
         os.umask(old)
     for p in [build, *build.rglob("*")]:
@@ -103,3 +109,18 @@ def test_isolinux_cfg_boots_the_kernel_on_both_consoles_and_has_a_selftest_label
     # The serial console last: /dev/console (init's output) is the last console= given.
     assert "append console=tty0 console=ttyS0,115200" in lines
     assert "append console=tty0 console=ttyS0,115200 onlydocker.selftest" in lines
+
+
+def test_the_unified_kernel_image_has_isolinux_default_command_line():
+    lines = [line.strip() for line in (STAGE / "files" / "isolinux.cfg").read_text().splitlines()]
+    default = lines[lines.index("label onlydocker") + 3]
+    assert default == "append " + (STAGE / "files" / "cmdline").read_text().strip()
+
+
+@pytest.mark.parametrize("lane", ["2015", "bookworm"])
+def test_a_bios_only_lane_makes_no_efi_files(tmp_path, lane):
+    build = layout(tmp_path / "b", 0o022, time.time(), lane=lane)
+    r = build_iso(build)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (build / "out").iterdir()) == ["onlydocker.iso"]
+    assert "UEFI" not in xorriso("-indev", str(build / "out" / "onlydocker.iso"), "-report_el_torito", "plain")
