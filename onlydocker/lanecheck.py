@@ -156,18 +156,25 @@ def check_secureboot(stages: dict[str, StageDecl], lane: str, settings: Settings
     is remembered by the files' stat and the epoch: loading cryptography's
     X.509 costs about 90 ms, which a no-op run does not pay again."""
     key, cert = settings.secureboot_key, settings.secureboot_cert
-    if not os.path.lexists(key) or not any(signs(d, lane) for d in stages.values()):
+    have_key = os.path.lexists(key)
+    if not (have_key or os.path.lexists(cert)) or not any(signs(d, lane) for d in stages.values()):
         return
     try:
-        seen = [[str(p), st.st_mtime_ns, st.st_size, st.st_ino] for p in (key, cert) for st in [p.stat()]]
+        seen = [[str(p), st.st_mtime_ns, st.st_size, st.st_ino]
+                for p in (key, cert) if os.path.lexists(p) for st in [p.stat()]]
     except OSError:
         seen = None       # secureboot.check names what is missing
     memo = memo_dir / "secureboot.json"
-    verdict = json.dumps({"files": seen, "epoch": epoch}, sort_keys=True)
+    verdict = json.dumps({"files": seen, "epoch": epoch, "key": have_key}, sort_keys=True)
     if seen is not None and memo.is_file() and memo.read_text() == verdict:
         return
     from . import secureboot
-    secureboot.check(secureboot.SecureBootKey(key, cert), epoch)
+    sb = secureboot.SecureBootKey(key, cert)
+    # Without the key, the certificate alone (outputs signed for it come from a cache).
+    if have_key:
+        secureboot.check(sb, epoch)
+    else:
+        secureboot.check_certificate(sb, epoch)
     if seen is not None:
         memo_dir.mkdir(parents=True, exist_ok=True)
         atomic.write_text(memo, verdict)

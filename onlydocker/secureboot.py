@@ -117,7 +117,9 @@ def check(sb: SecureBootKey, epoch: int) -> None:
     try:
         st = sb.key.stat()
     except FileNotFoundError:
-        raise SigningError(f"no Secure Boot key at {sb.key}: make one with `doit keygen`") from None
+        raise SigningError(f"no Secure Boot key at {sb.key}, only its certificate {sb.cert}: what is signed for "
+                           f"that certificate comes from a cache or not at all; give the key "
+                           f"(ONLYDOCKER_SECUREBOOT_KEY), or move the certificate away to build unsigned") from None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise SigningError(f"{sb.key} is readable by others (mode {stat.S_IMODE(st.st_mode):o}): "
                            f"chmod 600 it before it signs anything")
@@ -128,21 +130,30 @@ def check(sb: SecureBootKey, epoch: int) -> None:
     if not isinstance(private, rsa.RSAPrivateKey) or private.key_size < RSA_BITS:
         raise SigningError(f"{sb.key}: a Secure Boot key is RSA of {RSA_BITS} bits or more "
                            f"(what UEFI firmware verifies)")
-    cert = _load_cert(sb.cert)
+    cert = check_certificate(sb, epoch)
     spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     if cert.public_key().public_bytes(*spki) != private.public_key().public_bytes(*spki):
         raise SigningError(f"{sb.key} does not match the certificate {sb.cert} (another public key): "
                            f"give the key's own certificate")
+
+
+def check_certificate(sb: SecureBootKey, epoch: int) -> x509.Certificate:
+    """The certificate alone: readable, and valid at the lane's epoch. Enough
+    to restore what was signed for it from a cache, without its key."""
+    cert = _load_cert(sb.cert)
     when = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
     start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
     if not start <= when <= end:
         raise SigningError(f"{sb.cert} is not valid at the lane's SOURCE_DATE_EPOCH ({when:%Y-%m-%d}): valid from "
                            f"{start:%Y-%m-%d} to {end:%Y-%m-%d}; the image is signed as of that date")
+    return cert
 
 
 def configured(key: Path, cert: Path) -> SecureBootKey | None:
-    """The key and certificate when the key exists; None when there is no
-    key (an unsigned unified kernel image, said once)."""
-    if not os.path.lexists(key):
+    """The key and certificate when either exists; None when neither does
+    (an unsigned unified kernel image, said once). The certificate alone
+    (a developer given CI's, ONLYDOCKER_SECUREBOOT_CERT) names the signed
+    outputs in the stage key: restored from a shared cache, never built."""
+    if not os.path.lexists(key) and not os.path.lexists(cert):
         return None
     return SecureBootKey(key, cert)

@@ -209,6 +209,28 @@ def test_the_iso_boots_under_both_firmwares_as_a_cdrom_and_as_a_disk(request, tm
     print(f"ISO, {firmware}, {'disk' if as_disk else 'CD-ROM'}: self-check passed after {r.seconds:.1f} s")
 
 
+@pytest.mark.slow
+@BOOTS
+@pytest.mark.parametrize("firmware", ["bios", "uefi"])
+def test_the_disk_image_boots_under_both_firmwares_and_formats_its_data_partition(request, tmp_path, firmware):
+    """onlydocker.qcow2 (the libvirt box's disk) as a hypervisor or cloud
+    takes it: it boots from its own first sectors under either firmware, and
+    its first boot formats the empty data partition after the ISO (3 on a
+    UEFI lane: 2 is the EFI system partition) and keeps Docker there."""
+    require_tool("qemu-system-x86_64")
+    image = _image(request, "ONLYDOCKER_TEST_DISK_IMAGE", "onlydocker.qcow2")
+    raw = tmp_path / "disk.raw"
+    subprocess.run([require_tool("qemu-img"), "convert", "-f", "qcow2", "-O", "raw", str(image), str(raw)], check=True)
+    part = "/dev/sda3" if uefi_of(MODERN_LANE) else "/dev/sda2"
+    kw = {"append": "onlydocker.selftest"} if firmware == "uefi" else {"boot_label": "selftest"}
+    r = boot.boot(None, None, iso=raw, iso_as_disk=True, firmware=firmware, timeout=600, marker=MARKER,
+                  log_path=tmp_path / "boot.log", **kw)
+    check_selftest(r)
+    assert f"init: formatting the empty {part} (ext4, label DOCKER)" in r.text, r.text[-4000:]
+    assert f"init: /var/lib/docker is on {part}" in r.text, r.text[-4000:]
+    print(f"disk image, {firmware}: formatted {part}, self-check passed after {r.seconds:.1f} s")
+
+
 # The owner GUID the tests enroll our certificate under (any GUID will do).
 OWNER = "a0baa8a3-041d-48a8-bc87-c36d121b5e3d"
 

@@ -32,7 +32,8 @@ def dist(ws) -> Path:
 
 def test_full_build_publishes_signed_artifacts(lane):
     d = dist(lane)
-    for name in ("vmlinuz", "initrd", "onlydocker.iso", "onlydocker-virtualbox.box",
+    for name in ("vmlinuz", "initrd", "onlydocker.iso", "onlydocker.efi", "onlydocker-secureboot.crt",
+                 "onlydocker.qcow2", "onlydocker-virtualbox.box",
                  "onlydocker-libvirt.box", "onlydocker.json", "SHA256SUMS", "SHA256SUMS.minisig",
                  "provenance.intoto.json", "provenance.intoto.dsse.json"):
         assert (d / name).is_file(), name
@@ -42,7 +43,9 @@ def test_full_build_publishes_signed_artifacts(lane):
     assert r.returncode == 0, r.stdout + r.stderr
     statement = json.loads((d / "provenance.intoto.json").read_text())
     names = {s["name"] for s in statement["subject"]}
-    assert {"vmlinuz", "initrd", "onlydocker.iso"} <= names
+    assert {"vmlinuz", "initrd", "onlydocker.iso", "onlydocker.efi", "onlydocker-secureboot.crt",
+            "onlydocker.qcow2"} <= names
+    assert "UNSIGNED for Secure Boot" not in lane.first.stdout
     # Every pinned .deb of the builder is a material, with the archive's sha256.
     debs = lock.load(lane.root / LOCK).builder.debs
     mats = {m["name"]: m for m in statement["predicate"]["buildDefinition"]["resolvedDependencies"]}
@@ -71,6 +74,8 @@ def test_a_fresh_clone_restores_the_whole_lane_from_the_remote_cache_without_bui
     fresh.env.pop("ONLYDOCKER_STAGE_CACHE", None)
     fresh.env.update(lane.remote.env(write=False))
     fresh.env["ONLYDOCKER_TRUSTED_KEYS"] = lane.env["ONLYDOCKER_SIGNING_KEY"] + ".pub"
+    # CI's Secure Boot certificate, not its key: the ISO signed for it is restored.
+    fresh.env["ONLYDOCKER_SECUREBOOT_CERT"] = str(dist(lane) / "onlydocker-secureboot.crt")
     before = len(lane.remote.requests())
     r = fresh.doit("-n", "2", f"lock={LOCK}", timeout=1800)
     results = {t["name"]: t["result"] for t in r.record["tasks"]}

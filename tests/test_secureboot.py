@@ -142,3 +142,21 @@ def test_the_secureboot_setting_must_name_a_boolean_lane_setting(tmp_path):
     toml.write_text(toml.read_text().replace('secureboot = "uefi"', 'secureboot = "efi"'))
     with pytest.raises(StageError, match="secureboot = \"<a boolean setting of \\[lane_settings\\]>\""):
         load_stages(tmp_path)
+
+
+def test_the_certificate_alone_names_the_signed_outputs_but_cannot_sign(tmp_path):
+    """A developer given CI's certificate (not its key): the iso stage's key
+    is CI's, so its signed outputs are restored from a shared cache
+    (tests/test_modern_lane.py); building them needs the key, said in one line."""
+    sb = _made(tmp_path)
+    sb.key.unlink()
+    assert secureboot.configured(sb.key, sb.cert) == sb
+    assert secureboot.check_certificate(sb, TRIXIE_EPOCH).subject.rfc4514_string() == \
+        f"CN={secureboot.COMMON_NAME}"
+    with pytest.raises(SigningError) as e:
+        secureboot.check(sb, TRIXIE_EPOCH)
+    assert str(e.value) == (f"no Secure Boot key at {sb.key}, only its certificate {sb.cert}: what is signed for "
+                            f"that certificate comes from a cache or not at all; give the key "
+                            f"(ONLYDOCKER_SECUREBOOT_KEY), or move the certificate away to build unsigned")
+    sb.cert.unlink()
+    assert secureboot.configured(sb.key, sb.cert) is None

@@ -318,6 +318,108 @@ def test_vagrant_up_ssh_docker_halt_up_destroy(catalog, vagrant_env, libvirt_net
     _delete_base_volume()
 
 
+# The 2015 box's README's Vagrantfile exactly as written but its box, and the
+# provider block this machine needs (no KVM).
+ORIGINAL_VAGRANTFILE = """\
+Vagrant.configure("2") do |config|
+  config.vm.define "only-docker"
+  config.vm.box = "{box}"
+  config.vm.hostname = "only-docker"
+  config.vm.network "private_network", ip: "{private_ip}"
+  config.vm.synced_folder ".", "/vagrant", type: "nfs", mount_options: ["nolock", "vers=3", "udp"]
+  config.vm.provider "libvirt" do |lv|
+    lv.driver = "qemu"
+  end
+end
+"""
+NFS_NOT_SUPPORTED = "It appears your machine doesn't support NFS"
+
+
+def test_the_original_vagrantfile_on_a_host_without_an_nfs_server_gets_vagrants_own_message(
+        catalog, vagrant_env, libvirt_netns, tmp_path):
+    """This host's kernel has no NFS server: `vagrant up` of the original
+    Vagrantfile stops with Vagrant's own NFS message before the machine
+    boots (no hang, no guest-side error), and leaves nothing behind."""
+    ns = libvirt_netns
+    if f"{BOX} (libvirt" not in _run(["vagrant", "box", "list"], env=vagrant_env).stdout:
+        _run(["vagrant", "box", "add", "--provider", "libvirt", str(catalog[0])], env=vagrant_env)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "Vagrantfile").write_text(ORIGINAL_VAGRANTFILE.format(box=BOX, private_ip=PRIVATE_IP))
+    env = {**vagrant_env, "VAGRANT_CWD": str(project)}
+    started = time.monotonic()
+    try:
+        up = _run(["vagrant", "up", "--provider", "libvirt"], env=env, timeout=900, check=False, netns=ns)
+        took = time.monotonic() - started
+        said = up.stdout + up.stderr
+        assert up.returncode != 0, said
+        assert NFS_NOT_SUPPORTED in " ".join(said.split()), said
+        assert "Waiting for domain to get an IP address" not in said, said     # it never booted
+        print(f"vagrant up of the original Vagrantfile: Vagrant's NFS message after {took:.0f} s")
+    finally:
+        destroy = _run(["vagrant", "destroy", "-f"], env=env, timeout=600, check=False, netns=ns)
+    assert destroy.returncode == 0, destroy.stdout + destroy.stderr
+    domains = _run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"], netns=ns).stdout
+    assert "project_only-docker" not in domains, domains
+    _delete_base_volume()
+
+
+# The README's UEFI lines, added to a Vagrantfile of the original's shape:
+# OVMF's code, and a variable store libvirt makes from its template (Debian's
+# ovmf describes both in /usr/share/qemu/firmware/).
+UEFI_VAGRANTFILE = """\
+Vagrant.configure("2") do |config|
+  config.vm.define "only-docker"
+  config.vm.box = "{box}"
+  config.vm.hostname = "only-docker"
+  config.vm.boot_timeout = 900
+  config.vm.synced_folder ".", "/vagrant", disabled: true
+  config.vm.provider "libvirt" do |lv|
+    lv.loader = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+    lv.nvram = "/var/lib/libvirt/qemu/nvram/only-docker-test_VARS.fd"
+    lv.driver = "qemu"                     # no KVM here: TCG
+    lv.cpus = 2
+    lv.graphics_type = "none"
+    lv.management_network_mode = "none"
+  end
+end
+"""
+
+
+def test_vagrant_up_boots_the_libvirt_box_under_uefi_when_the_vagrantfile_asks(catalog, vagrant_env, libvirt_netns,
+                                                                                 tmp_path):
+    """`lv.loader` and `lv.nvram`: the same box boots its unified kernel
+    image under OVMF, comes up for Vagrant, and keeps Docker on its data
+    partition (3: 2 is the EFI system partition)."""
+    ns = libvirt_netns
+    if not tomllib.loads((ROOT / "stages" / "iso" / "lanes" / LANE / "lane.toml").read_text())["uefi"]:
+        pytest.fail(f"the default lane ({LANE}) boots under UEFI")
+    if f"{BOX} (libvirt" not in _run(["vagrant", "box", "list"], env=vagrant_env).stdout:
+        _run(["vagrant", "box", "add", "--provider", "libvirt", str(catalog[0])], env=vagrant_env)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "Vagrantfile").write_text(UEFI_VAGRANTFILE.format(box=BOX))
+    env = {**vagrant_env, "VAGRANT_CWD": str(project)}
+
+    def vagrant(*args, timeout=900, check=True):
+        return _run(["vagrant", *args], env=env, timeout=timeout, check=check, netns=ns)
+
+    _delete_base_volume()
+    try:
+        vagrant("up", "--provider", "libvirt", timeout=1500)
+        domain = _run(["virsh", "-c", "qemu:///system", "dumpxml", "project_only-docker"], netns=ns).stdout
+        assert "OVMF_CODE_4M.fd" in domain and "only-docker-test_VARS.fd" in domain, domain
+        info = vagrant("ssh", "-c", "ls -d /sys/firmware/efi && echo PID1=$(cat /proc/1/comm) && "
+                                    "grep ' /var/lib/docker ' /proc/mounts && docker info --format '{{.Driver}}'").stdout
+        assert "/sys/firmware/efi" in info and "PID1=dockerd" in info and "overlay2" in info, info
+        assert "/dev/vda3 /var/lib/docker ext4" in info, info
+    finally:
+        destroy = vagrant("destroy", "-f", timeout=600, check=False)
+        _run(["rm", "-f", "/var/lib/libvirt/qemu/nvram/only-docker-test_VARS.fd"], check=False)
+    assert destroy.returncode == 0, destroy.stdout + destroy.stderr
+    _delete_base_volume()
+
+
 def _delete_base_volume() -> None:
     volumes = _run(["virsh", "-c", "qemu:///system", "vol-list", "default", "--details"], check=False).stdout
     for name in re.findall(rf"^\s*({re.escape(BOX.replace('/', '-VAGRANTSLASH-'))}_vagrant_box_image_\S+)", volumes, re.M):
