@@ -26,6 +26,7 @@ DEBIAN_PACKAGES=(
     diffoscope-minimal   # explains a reproducibility difference
     busybox-static       # a tiny real rootfs for the fast tests
     vagrant vagrant-libvirt libvirt-daemon-system   # the boxes tested with real Vagrant
+    kmod                 # modinfo: Vagrant's NFS check on a host without systemd (modinfo nfsd)
     dnsmasq-base         # DHCP of vagrant-libvirt's network (inside the test's netns)
     openssh-client       # vagrant ssh, docker -H ssh://
     ruby                 # ruby -c on the boxes' Vagrantfiles and guest plugin
