@@ -354,14 +354,18 @@ def test_the_original_vagrantfile_on_a_host_without_an_nfs_server_gets_vagrants_
         said = up.stdout + up.stderr
         assert up.returncode != 0, said
         assert NFS_NOT_SUPPORTED in " ".join(said.split()), said
-        assert "Waiting for domain to get an IP address" not in said, said     # it never booted
+        # It stopped before making anything: no domain, no disk of its own.
+        assert "Creating image" not in said and "Starting domain" not in said, said
+        domains = _run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"], netns=ns).stdout
+        assert "project_only-docker" not in domains, domains
+        volumes = _run(["virsh", "-c", "qemu:///system", "vol-list", "default"], check=False, netns=ns).stdout
+        assert "project_only-docker" not in volumes, volumes
         print(f"vagrant up of the original Vagrantfile: Vagrant's NFS message after {took:.0f} s")
     finally:
-        destroy = _run(["vagrant", "destroy", "-f"], env=env, timeout=600, check=False, netns=ns)
-    assert destroy.returncode == 0, destroy.stdout + destroy.stderr
-    domains = _run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"], netns=ns).stdout
-    assert "project_only-docker" not in domains, domains
-    _delete_base_volume()
+        # Vagrant checks the synced folders on destroy too (and says the same):
+        # there is nothing to destroy, so its verdict is not asked for.
+        _run(["vagrant", "destroy", "-f"], env=env, timeout=600, check=False, netns=ns)
+        _delete_base_volume()
 
 
 # The README's UEFI lines, added to a Vagrantfile of the original's shape:
