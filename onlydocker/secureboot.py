@@ -18,6 +18,8 @@ not valid at the lane's SOURCE_DATE_EPOCH, a key others can read.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime
 import hashlib
 import os
@@ -46,8 +48,23 @@ class SecureBootKey:
 
     def cert_sha256(self) -> str:
         """The certificate's digest (of its DER): what a stage key records,
-        so that outputs signed with another key are never taken for these."""
-        return hashlib.sha256(_load_cert(self.cert).public_bytes(serialization.Encoding.DER)).hexdigest()
+        so that outputs signed with another key are never taken for these.
+        Read with the standard library only (PEM is base64 of the DER): stage
+        keys are computed in doit's worker threads, and the certificate's
+        checks (cryptography) run once, before any task."""
+        try:
+            text = self.cert.read_text()
+        except OSError as e:
+            raise SigningError(f"{self.cert}: {e.strerror}") from None
+        begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+        if begin not in text or end not in text:
+            raise SigningError(f"{self.cert}: not a PEM X.509 certificate (no {begin} line)")
+        body = text.split(begin, 1)[1].split(end, 1)[0]
+        try:
+            der = base64.b64decode("".join(body.split()), validate=True)
+        except binascii.Error as e:
+            raise SigningError(f"{self.cert}: not a PEM X.509 certificate ({e})") from None
+        return hashlib.sha256(der).hexdigest()
 
 
 def _inside(path: Path, d: Path) -> bool:
