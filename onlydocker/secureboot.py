@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import SigningError
+from .sign import is_inside, write_secret_and_public
 
 COMMON_NAME = "Only Docker Secure Boot signing key"
 NOT_BEFORE = datetime.datetime(2015, 1, 1, tzinfo=datetime.UTC)
@@ -67,11 +68,6 @@ class SecureBootKey:
         return hashlib.sha256(der).hexdigest()
 
 
-def _inside(path: Path, d: Path) -> bool:
-    d = Path(d).resolve()
-    return path == d or d in path.parents
-
-
 def generate(key_path: Path, cert_path: Path, forbidden: Iterable[Path] = ()) -> SecureBootKey:
     """A new RSA key (unencrypted PKCS#8 PEM, mode 0600 from its creation,
     never overwritten) and its self-signed certificate (PEM) for code
@@ -79,7 +75,7 @@ def generate(key_path: Path, cert_path: Path, forbidden: Iterable[Path] = ()) ->
     key_path, cert_path = Path(key_path).absolute(), Path(cert_path).absolute()
     for p in (key_path, cert_path):
         for d in forbidden:
-            if _inside(p.resolve(), d):
+            if is_inside(p.resolve(), d):
                 raise SigningError(f"refusing to write a Secure Boot key inside {Path(d).resolve()} ({p}): keep "
                                    f"keys out of the repository and out/ (set ONLYDOCKER_SECUREBOOT_KEY elsewhere)")
         if os.path.lexists(p):
@@ -98,19 +94,7 @@ def generate(key_path: Path, cert_path: Path, forbidden: Iterable[Path] = ()) ->
             .sign(private, hashes.SHA256()))
     pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-    # O_EXCL and O_NOFOLLOW, as sign.generate_key: no race, no wider mode, no planted link.
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp = cert_path.with_name(cert_path.name + ".tmp")
-        tmp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        os.replace(tmp, cert_path)
-    except BaseException:
-        key_path.unlink(missing_ok=True)
-        raise
+    write_secret_and_public(key_path, pem, cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return SecureBootKey(key_path, cert_path)
 
 

@@ -39,7 +39,7 @@ class Key:
         return self.keynum[::-1].hex().upper()
 
 
-def _inside(path: Path, d: Path) -> bool:
+def is_inside(path: Path, d: Path) -> bool:
     d = Path(d).resolve()
     return path == d or d in path.parents
 
@@ -52,7 +52,7 @@ def generate_key(path: Path, forbidden: Iterable[Path] = ()) -> Key:
     path = Path(path).absolute()
     real = path.resolve()
     for d in forbidden:
-        if _inside(real, d):
+        if is_inside(real, d):
             raise SigningError(f"refusing to write a signing key inside {Path(d).resolve()} ({path}): keep "
                                f"keys out of the repository and out/ (set ONLYDOCKER_SIGNING_KEY elsewhere)")
     pub = Path(str(path) + ".pub")
@@ -63,21 +63,28 @@ def generate_key(path: Path, forbidden: Iterable[Path] = ()) -> Key:
     key = Key(Ed25519PrivateKey.generate())
     pem = key.private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
-    # O_EXCL: no race with another keygen, and no moment at which the secret
-    # exists with a wider mode; O_NOFOLLOW: never write through a planted link.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    write_secret_and_public(path, pem, pub, minisign_public_key(key).encode())
+    return key
+
+
+def write_secret_and_public(secret: Path, pem: bytes, public: Path, public_data: bytes) -> None:
+    """A new secret key file and its public part beside it (a key pair, or
+    a key and its certificate). O_EXCL: no race with another keygen, and no
+    moment at which the secret exists with a wider mode; O_NOFOLLOW: never
+    write through a planted link. The public file is replaced whole; when it
+    cannot be written, the secret is removed again."""
+    fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(pem)
             f.flush()
             os.fsync(f.fileno())
-        tmp = pub.with_name(pub.name + ".tmp")
-        tmp.write_text(minisign_public_key(key))
-        os.replace(tmp, pub)
+        tmp = public.with_name(public.name + ".tmp")
+        tmp.write_bytes(public_data)
+        os.replace(tmp, public)
     except BaseException:
-        path.unlink(missing_ok=True)
+        secret.unlink(missing_ok=True)
         raise
-    return key
 
 
 def load_key(path: Path) -> Key:
