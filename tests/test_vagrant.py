@@ -318,6 +318,17 @@ def test_vagrant_up_ssh_docker_halt_up_destroy(catalog, vagrant_env, libvirt_net
     _delete_base_volume()
 
 
+def _project(catalog, vagrant_env, tmp_path: Path, vagrantfile: str) -> dict:
+    """A project folder holding `vagrantfile`, the box added to this
+    VAGRANT_HOME if an earlier test has not; the environment to run vagrant in."""
+    if f"{BOX} (libvirt" not in _run(["vagrant", "box", "list"], env=vagrant_env).stdout:
+        _run(["vagrant", "box", "add", "--provider", "libvirt", str(catalog[0])], env=vagrant_env)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "Vagrantfile").write_text(vagrantfile)
+    return {**vagrant_env, "VAGRANT_CWD": str(project)}
+
+
 # The 2015 box's README's Vagrantfile exactly as written but its box, and the
 # provider block this machine needs (no KVM).
 ORIGINAL_VAGRANTFILE = """\
@@ -341,12 +352,7 @@ def test_the_original_vagrantfile_on_a_host_without_an_nfs_server_gets_vagrants_
     Vagrantfile stops with Vagrant's own NFS message before the machine
     boots (no hang, no guest-side error), and leaves nothing behind."""
     ns = libvirt_netns
-    if f"{BOX} (libvirt" not in _run(["vagrant", "box", "list"], env=vagrant_env).stdout:
-        _run(["vagrant", "box", "add", "--provider", "libvirt", str(catalog[0])], env=vagrant_env)
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "Vagrantfile").write_text(ORIGINAL_VAGRANTFILE.format(box=BOX, private_ip=PRIVATE_IP))
-    env = {**vagrant_env, "VAGRANT_CWD": str(project)}
+    env = _project(catalog, vagrant_env, tmp_path, ORIGINAL_VAGRANTFILE.format(box=BOX, private_ip=PRIVATE_IP))
     started = time.monotonic()
     try:
         up = _run(["vagrant", "up", "--provider", "libvirt"], env=env, timeout=900, check=False, netns=ns)
@@ -398,12 +404,7 @@ def test_vagrant_up_boots_the_libvirt_box_under_uefi_when_the_vagrantfile_asks(c
     ns = libvirt_netns
     if not tomllib.loads((ROOT / "stages" / "iso" / "lanes" / LANE / "lane.toml").read_text())["uefi"]:
         pytest.fail(f"the default lane ({LANE}) boots under UEFI")
-    if f"{BOX} (libvirt" not in _run(["vagrant", "box", "list"], env=vagrant_env).stdout:
-        _run(["vagrant", "box", "add", "--provider", "libvirt", str(catalog[0])], env=vagrant_env)
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "Vagrantfile").write_text(UEFI_VAGRANTFILE.format(box=BOX))
-    env = {**vagrant_env, "VAGRANT_CWD": str(project)}
+    env = _project(catalog, vagrant_env, tmp_path, UEFI_VAGRANTFILE.format(box=BOX))
 
     def vagrant(*args, timeout=900, check=True):
         return _run(["vagrant", *args], env=env, timeout=timeout, check=check, netns=ns)
