@@ -21,6 +21,7 @@ DEBIAN_PACKAGES=(
     xorriso isolinux syslinux-common   # ISO tests on the host
     ovmf                 # UEFI firmware (with Secure Boot variants) for the UEFI boots
     mtools               # reads the ISO's EFI system partition in the tests
+    dosfstools fdisk syslinux   # the disk image stage run on the host by the tests (FAT32, GPT, SYSLINUX)
     cpio zstd xz-utils   # to inspect initrds by hand and in tests
     minisign             # verifies our signatures independently
     diffoscope-minimal   # explains a reproducibility difference

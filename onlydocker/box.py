@@ -88,11 +88,11 @@ end
 
 def libvirt_vagrantfile(memory_mb: int = 1024) -> str:
     """The libvirt box's own Vagrantfile: the domain boots from box.img (the
-    ISO at its start; init formats the empty partition after it), on virtio
+    disk image; init formats its empty data partition), on virtio
     (/dev/vda), with enough memory for the initrd unpacked in RAM."""
     return _common_vagrantfile(
-        f"boots from box.img: the ISO at its start, an empty\n# {DATA_DISK_GB} GB partition "
-        f"after it that init formats (label DOCKER) and keeps\n# /var/lib/docker on.") + f'''  config.vm.provider "libvirt" do |lv|
+        f"boots from box.img, under BIOS or UEFI; its empty\n# data partition (to {DATA_DISK_GB} GB) "
+        f"is formatted by init (label DOCKER) and keeps\n# /var/lib/docker.") + f'''  config.vm.provider "libvirt" do |lv|
     lv.memory = {int(memory_mb)}
     lv.disk_bus = "virtio"
   end

@@ -214,14 +214,15 @@ def test_the_iso_boots_under_both_firmwares_as_a_cdrom_and_as_a_disk(request, tm
 @pytest.mark.parametrize("firmware", ["bios", "uefi"])
 def test_the_disk_image_boots_under_both_firmwares_and_formats_its_data_partition(request, tmp_path, firmware):
     """onlydocker.qcow2 (the libvirt box's disk) as a hypervisor or cloud
-    takes it: it boots from its own first sectors under either firmware, and
-    its first boot formats the empty data partition after the ISO (3 on a
-    UEFI lane: 2 is the EFI system partition) and keeps Docker there."""
+    takes it: it boots from its own first sectors under either firmware (on
+    a UEFI lane a GPT disk: SYSLINUX under BIOS, the unified kernel image
+    under UEFI, both from its EFI system partition), and its first boot
+    formats the empty data partition 2 and keeps Docker there."""
     require_tool("qemu-system-x86_64")
     image = _image(request, "ONLYDOCKER_TEST_DISK_IMAGE", "onlydocker.qcow2")
     raw = tmp_path / "disk.raw"
     subprocess.run([require_tool("qemu-img"), "convert", "-f", "qcow2", "-O", "raw", str(image), str(raw)], check=True)
-    part = "/dev/sda3" if uefi_of(MODERN_LANE) else "/dev/sda2"
+    part = "/dev/sda2"
     kw = {"append": "onlydocker.selftest"} if firmware == "uefi" else {"boot_label": "selftest"}
     r = boot.boot(None, None, iso=raw, iso_as_disk=True, firmware=firmware, timeout=600, marker=MARKER,
                   log_path=tmp_path / "boot.log", **kw)

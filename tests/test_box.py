@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import tarfile
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -325,33 +326,39 @@ def _fake_iso(path: Path, tree: Path, efi: bool = False) -> None:
                    check=True, capture_output=True)
 
 
-def _run_libvirt_stage(build: Path) -> Path:
-    subprocess.run(["sh", str(STAGES / "libvirt" / "build.sh")], env={"BUILD": str(build), "PATH": "/usr/bin:/bin"},
-                   check=True, capture_output=True)
+def _run_libvirt_stage(build: Path, epoch: int = EPOCH, tz: str = "UTC") -> Path:
+    # The container's PATH (sfdisk and mformat's kin live in sbin) and a
+    # caller's time zone, which the script must not let show.
+    (build / "stage").mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cp", "-rT", str(STAGES / "libvirt" / "files"), str(build / "stage" / "files")], check=True)
+    subprocess.run(["sh", str(STAGES / "libvirt" / "build.sh")],
+                   env={"BUILD": str(build), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SOURCE_DATE_EPOCH": str(epoch),
+                        "TZ": tz}, check=True, capture_output=True)
     return build / "out" / box.LIBVIRT_DISK
 
 
-@pytest.mark.parametrize("efi,slot", [(False, 2), (True, 3)], ids=["bios-iso", "uefi-iso"])
-def test_libvirt_disk_is_the_iso_then_an_empty_partition_and_reproducible(tmp_path, efi, slot):
+def _raw(img: Path, raw: Path) -> Path:
     qemu_img = require_tool("qemu-img")
-    build = tmp_path / "build"
-    iso = build / "deps" / "iso" / "onlydocker.iso"
-    _fake_iso(iso, tmp_path / "tree", efi=efi)
-    first = _run_libvirt_stage(build).read_bytes()
-    assert _run_libvirt_stage(build).read_bytes() == first
-    img = build / "out" / box.LIBVIRT_DISK
     info = json.loads(subprocess.run([qemu_img, "info", "--output=json", str(img)], check=True,
                                      capture_output=True, text=True).stdout)
     assert info["format"] == "qcow2" and info["virtual-size"] == 40 * 1024 ** 3
-    raw = tmp_path / "raw"
     subprocess.run([qemu_img, "convert", "-f", "qcow2", "-O", "raw", str(img), str(raw)], check=True)
+    return raw
+
+
+def test_libvirt_disk_of_a_bios_only_lane_is_the_iso_then_an_empty_partition_and_reproducible(tmp_path):
+    build = tmp_path / "build"
+    iso = build / "deps" / "iso" / "onlydocker.iso"
+    _fake_iso(iso, tmp_path / "tree")
+    first = _run_libvirt_stage(build).read_bytes()
+    assert _run_libvirt_stage(build, tz="Asia/Tokyo").read_bytes() == first
+    raw = _raw(build / "out" / box.LIBVIRT_DISK, tmp_path / "raw")
     iso_bytes = iso.read_bytes()
     with open(raw, "rb") as f:
         head = f.read(len(iso_bytes))
-    # The ISO, byte for byte, but for the first free partition entry in the
-    # MBR (3 when the ISO's EFI partition is 2, which stays as it was).
-    entry = slice(446 + 16 * (slot - 1), 446 + 16 * slot)
-    assert any(iso_bytes[446 + 16:446 + 32]) == efi
+    # The ISO, byte for byte, but for MBR partition entry 2.
+    entry = slice(446 + 16, 446 + 32)
+    assert not any(iso_bytes[entry])
     assert head[:entry.start] == iso_bytes[:entry.start] and head[entry.stop:] == iso_bytes[entry.stop:]
     ptype, start, count = head[entry][4], *struct.unpack("<II", head[entry][8:16])
     assert ptype == 0x83
@@ -360,3 +367,106 @@ def test_libvirt_disk_is_the_iso_then_an_empty_partition_and_reproducible(tmp_pa
     with open(raw, "rb") as f:
         f.seek(start * 512)
         assert f.read(1 << 20) == bytes(1 << 20)       # empty: init formats it
+
+
+ESP_TYPE = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
+LINUX_TYPE = "0fc63daf-8483-4772-8e79-3d69d8477de4"
+
+
+def _gpt(raw: Path) -> tuple[dict, list[dict]]:
+    """The GPT of `raw`, read here (not by sfdisk, which wrote it): the
+    primary header and its entries with their CRCs checked, and the backup
+    header at the disk's last sector agreeing."""
+    import uuid
+    import zlib
+
+    def header_at(f, lba: int) -> tuple[dict, bytes]:
+        f.seek(lba * 512)
+        h = f.read(512)
+        assert h[:8] == b"EFI PART", f"no GPT header at LBA {lba}"
+        size = struct.unpack_from("<I", h, 12)[0]
+        crc = struct.unpack_from("<I", h, 16)[0]
+        assert zlib.crc32(h[:16] + bytes(4) + h[20:size]) == crc, f"GPT header at LBA {lba}: bad CRC"
+        current, backup, first, last = struct.unpack_from("<QQQQ", h, 24)
+        entries_lba, count, entry_size, entries_crc = struct.unpack_from("<QIII", h, 72)
+        f.seek(entries_lba * 512)
+        table = f.read(count * entry_size)
+        assert zlib.crc32(table) == entries_crc, f"GPT entries at LBA {entries_lba}: bad CRC"
+        return {"current": current, "backup": backup, "first": first, "last": last,
+                "disk_guid": str(uuid.UUID(bytes_le=h[56:72])), "entry_size": entry_size}, table
+
+    with open(raw, "rb") as f:
+        head, table = header_at(f, 1)
+        f.seek(0, 2)
+        end = f.tell() // 512 - 1
+        assert head["current"] == 1 and head["backup"] == end, head
+        backup, backup_table = header_at(f, end)
+        assert backup_table == table and backup["disk_guid"] == head["disk_guid"]
+    parts = []
+    for i in range(0, len(table), head["entry_size"]):
+        e = table[i:i + head["entry_size"]]
+        if any(e[:16]):
+            first, last, attrs = struct.unpack_from("<QQQ", e, 32)
+            parts.append({"type": str(uuid.UUID(bytes_le=e[:16])), "guid": str(uuid.UUID(bytes_le=e[16:32])),
+                          "first": first, "last": last, "attrs": attrs,
+                          "name": e[56:128].decode("utf-16-le").rstrip("\0")})
+    return head, parts
+
+
+def _uefi_lane_build(build: Path, tree: Path) -> dict[str, bytes]:
+    """deps/ as a UEFI lane's stages leave them: the ISO with its EFI
+    partition, onlydocker.efi, the kernel and the initrd (small fakes)."""
+    _fake_iso(build / "deps" / "iso" / "onlydocker.iso", tree, efi=True)
+    files = {"iso/onlydocker.efi": b"MZ unified kernel image" * 4000, "kernel/bzImage": b"kernel" * 30000,
+             "initrd/initrd.img": b"initrd" * 50000}
+    for name, data in files.items():
+        (build / "deps" / name).parent.mkdir(parents=True, exist_ok=True)
+        (build / "deps" / name).write_bytes(data)
+    return files
+
+
+def test_libvirt_disk_of_a_uefi_lane_is_gpt_with_an_esp_for_both_firmwares_and_reproducible(tmp_path):
+    build = tmp_path / "build"
+    files = _uefi_lane_build(build, tmp_path / "tree")
+    first = _run_libvirt_stage(build).read_bytes()
+    time.sleep(2.1)     # FAT dates have 2 s steps: a clock that showed would show here
+    assert _run_libvirt_stage(build, tz="America/New_York").read_bytes() == first
+    raw = _raw(build / "out" / box.LIBVIRT_DISK, tmp_path / "raw")
+    head, parts = _gpt(raw)
+    mbr = raw.open("rb").read(512)
+    # The protective MBR (one 0xEE entry over the disk, not active) with
+    # SYSLINUX's GPT boot code, which starts the "legacy BIOS bootable" one.
+    assert mbr[510:512] == b"\x55\xaa" and mbr[446 + 4] == 0xEE and mbr[446] == 0 and not any(mbr[462:510])
+    assert mbr[:440] == Path("/usr/lib/SYSLINUX/gptmbr.bin").read_bytes()[:440]
+    esp, data = parts
+    assert esp["type"] == ESP_TYPE and esp["attrs"] & (1 << 2) and esp["first"] == 2048
+    assert data["type"] == LINUX_TYPE and data["name"] == "DOCKER"
+    assert data["first"] == esp["last"] + 1 and data["first"] % 2048 == 0
+    assert (head["last"] - data["last"]) * 512 < (1 << 20)        # to the end of the disk
+    with open(raw, "rb") as f:
+        f.seek(data["first"] * 512)
+        assert f.read(1 << 20) == bytes(1 << 20)                  # empty: init formats it
+    # The EFI system partition: the UKI where UEFI looks, and SYSLINUX
+    # with the kernel, initrd and the ISO's menu for BIOS (read by mtools).
+    image = f"{raw}@@{esp['first'] * 512}"
+    env = {"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"}
+
+    def mtype(name: str) -> bytes:
+        return subprocess.run([require_tool("mtype"), "-i", image, f"::{name}"], env=env, check=True,
+                              capture_output=True).stdout
+
+    assert mtype("/EFI/BOOT/BOOTX64.EFI") == files["iso/onlydocker.efi"]
+    assert mtype("/boot/vmlinuz") == files["kernel/bzImage"] and mtype("/boot/initrd") == files["initrd/initrd.img"]
+    assert mtype("/boot/syslinux/syslinux.cfg") == (STAGES / "libvirt" / "files" / "syslinux.cfg").read_bytes()
+    assert mtype("/boot/syslinux/ldlinux.sys")[:4] and mtype("/boot/syslinux/ldlinux.c32")
+    label = subprocess.run([require_tool("mlabel"), "-i", image, "-s", "::"], env=env, check=True,
+                           capture_output=True, text=True).stdout
+    with open(raw, "rb") as f:
+        f.seek(esp["first"] * 512)
+        boot_sector = f.read(512)
+    # FAT32's boot sector: its file system type at 82; SYSLINUX's code in it.
+    assert "ONLYDOCKER" in label and boot_sector[82:90] == b"FAT32   " and boot_sector[3:11] == b"SYSLINUX"
+    # The GUIDs are the lane's: another SOURCE_DATE_EPOCH, others; none random.
+    other = _gpt(_raw(_run_libvirt_stage(build, epoch=EPOCH + 86400), tmp_path / "raw2"))
+    guids = {head["disk_guid"], esp["guid"], data["guid"]}
+    assert len(guids) == 3 and guids.isdisjoint({other[0]["disk_guid"], *(p["guid"] for p in other[1])})

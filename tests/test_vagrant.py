@@ -264,9 +264,8 @@ def test_vagrant_up_ssh_docker_halt_up_destroy(catalog, vagrant_env, libvirt_net
         assert ping.returncode == 0, ping.stdout + ping.stderr
         host_key = vagrant("ssh", "-c", "cat /etc/dropbear/dropbear_ed25519_host_key | md5sum").stdout.split()[0]
         mounts = vagrant("ssh", "-c", "grep ' /var/lib/docker ' /proc/mounts").stdout
-        # Partition 2, or 3 after a UEFI lane's EFI partition (stages/libvirt).
-        uefi = tomllib.loads((ROOT / "stages" / "iso" / "lanes" / LANE / "lane.toml").read_text())["uefi"]
-        assert mounts.startswith(f"/dev/vda{3 if uefi else 2} /var/lib/docker ext"), mounts
+        # The disk image's data partition (stages/libvirt): 2 on either layout.
+        assert mounts.startswith("/dev/vda2 /var/lib/docker ext"), mounts
         # The 9p synced folder, mounted by vagrant-libvirt's capability: both ways.
         assert "Mounting 9p shared folders..." in out, out
         nine = vagrant("ssh", "-c", "grep ' /vagrant ' /proc/mounts; cat /vagrant/from-host.txt; "
@@ -400,7 +399,7 @@ def test_vagrant_up_boots_the_libvirt_box_under_uefi_when_the_vagrantfile_asks(c
                                                                                  tmp_path):
     """`lv.loader` and `lv.nvram`: the same box boots its unified kernel
     image under OVMF, comes up for Vagrant, and keeps Docker on its data
-    partition (3: 2 is the EFI system partition)."""
+    partition (the GPT disk's 2: 1 is the EFI system partition)."""
     ns = libvirt_netns
     if not tomllib.loads((ROOT / "stages" / "iso" / "lanes" / LANE / "lane.toml").read_text())["uefi"]:
         pytest.fail(f"the default lane ({LANE}) boots under UEFI")
@@ -417,7 +416,7 @@ def test_vagrant_up_boots_the_libvirt_box_under_uefi_when_the_vagrantfile_asks(c
         info = vagrant("ssh", "-c", "ls -d /sys/firmware/efi && echo PID1=$(cat /proc/1/comm) && "
                                     "grep ' /var/lib/docker ' /proc/mounts && docker info --format '{{.Driver}}'").stdout
         assert "/sys/firmware/efi" in info and "PID1=dockerd" in info and "overlay2" in info, info
-        assert "/dev/vda3 /var/lib/docker ext4" in info, info
+        assert "/dev/vda2 /var/lib/docker ext4" in info, info
     finally:
         destroy = vagrant("destroy", "-f", timeout=600, check=False)
         _run(["rm", "-f", "/var/lib/libvirt/qemu/nvram/only-docker-test_VARS.fd"], check=False)

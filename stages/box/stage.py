@@ -1,8 +1,8 @@
 """The Vagrant boxes. VirtualBox, as the original shipped it: the ISO
 inside, attached as a DVD by the box's Vagrantfile, and an empty 40 GB
 data disk that init formats and mounts on first boot. libvirt: box.img,
-the qcow2 disk it boots from (the ISO at its start, then an empty data
-partition). Both carry the guest plugin (files/); the catalog template
+the qcow2 disk image it boots from (stages/libvirt: its empty data
+partition formatted on first boot). Both carry the guest plugin (files/); the catalog template
 names both (publishing adds the URLs). lanes/<lane>/lane.toml: the box's
 name and version."""
 from __future__ import annotations
