@@ -10,12 +10,12 @@ from pathlib import Path
 from doit import get_var
 from doit.exceptions import InvalidDodoFile
 
-from onlydocker.decl import load_stages
+from onlydocker.cli.report import Reporter, quiet_on_closed_pipe
+from onlydocker.cli.schedule import install as start_the_longest_chain_first
+from onlydocker.cli.tasks import build_tasks, stage_shortcuts, workspace_from_env
 from onlydocker.errors import OnlyDockerError
-from onlydocker.lanecheck import check_lane, check_secureboot
-from onlydocker.report import Reporter, quiet_on_closed_pipe
-from onlydocker.schedule import install as start_the_longest_chain_first
-from onlydocker.tasks import build_tasks, stage_shortcuts, workspace_from_env
+from onlydocker.stage.decl import load_stages
+from onlydocker.stage.lanecheck import check_lane, check_secureboot
 
 quiet_on_closed_pipe()
 start_the_longest_chain_first()
@@ -40,7 +40,7 @@ DOIT_CONFIG = {
     # Stages wait on the engine: threads, not processes (see docs/design.md).
     "par_type": "thread",
     "verbosity": 2,
-    # Failures in one line each, never a function's repr (onlydocker/report.py).
+    # Failures in one line each, never a function's repr (onlydocker/cli/report.py).
     "reporter": Reporter,
 }
 

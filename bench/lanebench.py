@@ -1,7 +1,7 @@
 """Shared by bench/cold and bench/incremental: run `doit` in a throw-away
 copy of the project (tests/workspace.py's), with a cache of the bench's own,
 and take every task's start, end and result from the run record doit
-writes (out/<lane>/last-run.json, onlydocker/report.py); then find the
+writes (out/<lane>/last-run.json, onlydocker/cli/report.py); then find the
 critical path through the stages' needs."""
 from __future__ import annotations
 

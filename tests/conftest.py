@@ -77,7 +77,7 @@ def modern_lane(tmp_path_factory, docker_client):
     # session client's 10 s timeout on a busy machine, so a client of its own.)
     import docker
 
-    from onlydocker import kept
+    from onlydocker.stage import kept
     patient = docker.from_env(timeout=600)      # the engine docker_client found, as it found it
     for v in patient.volumes.list(filters={"label": kept.LABEL}):
         if (v.attrs.get("Labels") or {}).get(kept.LABEL, "").startswith(f"{MODERN_LANE}/"):

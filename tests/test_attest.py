@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker import attest, provenance, rebuild, sign, source_state
+from onlydocker import sign
+from onlydocker.cli import rebuild
+from onlydocker.inputs import source_state
+from onlydocker.publish import attest, provenance
 from tests.conftest import require_tool
 
 SHA = {"a.txt": "a" * 64, "b.txt": "b" * 64}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker import boot
+from onlydocker.cli import boot
 from tests import workspace as wsmod
 from tests.conftest import require_tool
 from tests.test_boot import MARKER, check_selftest

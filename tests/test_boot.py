@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker import boot
+from onlydocker.cli import boot
 from onlydocker.errors import OnlyDockerError
 from tests.conftest import MODERN_LANE, require_tool
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker import box
 from onlydocker.errors import BuildError
+from onlydocker.formats import box
 from tests.conftest import require_tool
 
 EPOCH = 1686355200

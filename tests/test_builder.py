@@ -23,8 +23,12 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from onlydocker import builder, config, dockerclient, engine, lock
+from onlydocker import config
+from onlydocker.builder import image as builder
+from onlydocker.engine import client as dockerclient
+from onlydocker.engine import run as engine
 from onlydocker.errors import BuildError, FetchError, UnpinnedSource
+from onlydocker.inputs import lock
 from tests.test_debs import make_deb
 
 ROOT = Path(__file__).resolve().parent.parent

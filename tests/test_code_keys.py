@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker import stagekey
-from onlydocker.decl import load_stage
 from onlydocker.errors import BuildError
+from onlydocker.stage import key as stagekey
+from onlydocker.stage.decl import load_stage
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -23,7 +23,7 @@ def test_closure_follows_every_kind_of_import_and_skips_types_only(tmp_path, mon
         "from typing import TYPE_CHECKING\n"
         "from onlydocker import a\n"
         "if TYPE_CHECKING:\n"
-        "    from onlydocker.pystage import StageContext\n")
+        "    from onlydocker.stage.pystage import StageContext\n")
     (pkg / "a.py").write_text(
         "from __future__ import annotations\n"
         "from typing import TYPE_CHECKING\n"
@@ -57,13 +57,15 @@ def test_a_stage_py_that_does_not_parse_is_one_line(tmp_path):
 def test_the_real_python_stages_do_not_take_in_the_engine():
     closures = {n: stagekey.code_closure(REPO / "stages" / n / "stage.py")
                 for n in ("box", "images", "initrd", "rootfs", "rootfs-docker")}
-    assert {"cpio", "compress"} <= closures["initrd"]
-    assert {"dockerimage", "tarball", "layout"} <= closures["images"]
-    assert {"box", "hashing"} <= closures["box"]
-    assert {"layout", "elfdeps"} <= closures["rootfs"] and {"layout", "cpio", "compress"} <= closures["rootfs-docker"]
+    assert {"formats.cpio", "formats.compress"} <= closures["initrd"]
+    assert {"formats.dockerimage", "formats.tarball", "stage.layout"} <= closures["images"]
+    assert {"formats.box", "hashing"} <= closures["box"]
+    assert {"stage.layout", "formats.elfdeps"} <= closures["rootfs"]
+    assert {"stage.layout", "formats.cpio", "formats.compress"} <= closures["rootfs-docker"]
     # Editing the fetcher, the engine or the task graph rebuilds no initrd.
     for closure in closures.values():
-        assert not closure & {"stage", "stagekey", "pystage", "container", "engine", "fetch", "tasks", "commands"}
+        assert not closure & {"stage.build", "stage.key", "stage.container", "engine", "engine.run", "engine.pool",
+                              "engine.client", "inputs.fetch", "cli", "cli.tasks", "cli.commands", "builder"}
 
 
 def test_a_python_stage_key_covers_its_stage_py_and_the_modules_it_imports(tmp_path, monkeypatch):
@@ -71,7 +73,8 @@ def test_a_python_stage_key_covers_its_stage_py_and_the_modules_it_imports(tmp_p
     pkg = tmp_path / "onlydocker"
     pkg.mkdir()
     (pkg / "writer.py").write_text("X = 1\n")
-    (pkg / "tarball.py").write_text("")
+    (pkg / "formats").mkdir(exist_ok=True)
+    (pkg / "formats" / "tarball.py").write_text("")
     monkeypatch.setattr(stagekey, "PACKAGE", pkg)
     d = tmp_path / "stages" / "p"
     d.mkdir(parents=True)
@@ -107,7 +110,8 @@ def test_a_module_moved_into_a_subpackage_stays_in_the_key(tmp_path, monkeypatch
     (pkg / "errors.py").write_text("E = 1\n")
     (pkg / "helper.py").write_text(f"{spelling}\n")
     (pkg / "unrelated.py").write_text("")
-    (pkg / "tarball.py").write_text("")
+    (pkg / "formats").mkdir(exist_ok=True)
+    (pkg / "formats" / "tarball.py").write_text("")
     monkeypatch.setattr(stagekey, "PACKAGE", pkg)
     d = tmp_path / "stages" / "p"
     d.mkdir(parents=True)
@@ -136,30 +140,31 @@ def test_a_memo_of_another_shape_is_ignored_not_trusted(tmp_path):
     import hashlib
     import json
     stage = tmp_path / "stage.py"
-    stage.write_text("from onlydocker import cpio\n")
+    stage.write_text("from onlydocker.formats import cpio\n")
     digest = hashlib.sha256(stage.read_bytes()).hexdigest()
     memo = tmp_path / "memo.json"
     parser = stagekey.sha256_file(Path(stagekey.__file__))
     memo.write_text(json.dumps({"parser": parser, "modules": {digest: ["cpio", "compress"]}}))
     stagekey._parsed.pop(digest, None)
     with stagekey.remembered_imports(memo):
-        assert "cpio" in stagekey.code_closure(stage)
+        assert "formats.cpio" in stagekey.code_closure(stage)
 
 
 def test_a_container_stage_key_covers_the_container_code_and_not_the_engine_client(tmp_path):
-    """engine.py (the container: its spec, the input tar, the output),
-    tarball.py and lanedata.py decide a container stage's bytes; finding
-    and connecting to the engine (dockerclient.py) does not, and is in no
-    key: editing its messages rebuilds no kernel."""
-    from onlydocker import lock
+    """engine/run.py (the container: its spec, the input tar, the output),
+    formats/tarball.py and stage/lanedata.py decide a container stage's
+    bytes; finding and connecting to the engine (engine/client.py) and
+    sharing engines (engine/pool.py) do not, and are in no key: editing
+    their messages rebuilds no kernel."""
+    from onlydocker.inputs import lock
     lk = lock.load(REPO / "locks" / "trixie.lock")
     decl = load_stage(REPO / "stages" / "iptables")
     inputs = stagekey.key_inputs(decl, lk.lane, [], [], {}, "b" * 64, tmp_path / "memo")
     code = inputs["container"]["code"]
-    assert set(code) == {"engine.py", "tarball.py", "lanedata.py"}
-    assert code["engine.py"] == stagekey.sha256_file(REPO / "onlydocker" / "engine.py")
-    assert "dockerclient" not in str(inputs)
+    assert set(code) == {"engine/run.py", "formats/tarball.py", "stage/lanedata.py"}
+    assert code["engine/run.py"] == stagekey.sha256_file(REPO / "onlydocker" / "engine" / "run.py")
+    assert "client.py" not in str(inputs) and "pool.py" not in str(inputs)
     # The client moved out whole: the container code holds none of it.
-    engine_text = (REPO / "onlydocker" / "engine.py").read_text()
+    engine_text = (REPO / "onlydocker" / "engine" / "run.py").read_text()
     for name in ("def endpoint(", "def connect(", "def import_image(", "ContextAPI", "HOW_TO_START"):
         assert name not in engine_text

@@ -7,7 +7,7 @@ import hashlib
 import io
 import tarfile
 
-from onlydocker import lock
+from onlydocker.inputs import lock
 from tests import workspace as wsmod
 
 
@@ -120,8 +120,8 @@ def test_verify_takes_the_lane_from_the_environment_and_flags_unpinned_sources(t
 
 def test_verify_sources_returns_one_status_per_source(tmp_path, httpserver):
     from onlydocker import config
-    from onlydocker.commands import verify_sources
-    from onlydocker.fetch import Fetcher
+    from onlydocker.cli.commands import verify_sources
+    from onlydocker.inputs.fetch import Fetcher
     ws = setup_lane(tmp_path, httpserver, pinned=True)
     settings = config.load(lock=ws.root / "t.lock", env=ws.env)
     lk = lock.load(settings.lock_path)
@@ -199,7 +199,7 @@ def test_lock_builder_pins_the_installed_set_and_then_names_what_changed(tmp_pat
 
 def test_verify_audits_the_builder_packages(tmp_path, httpserver):
     from onlydocker import config
-    from onlydocker.fetch import Fetcher
+    from onlydocker.inputs.fetch import Fetcher
     debs_data = {"hello_1.0_all.deb": b"hello deb bytes\n" * 100, "libc6_2.36_all.deb": b"libc deb bytes\n" * 100}
     entries = []
     for file, data in debs_data.items():

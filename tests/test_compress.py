@@ -11,7 +11,7 @@ import time
 import pytest
 import zstandard
 
-from onlydocker import compress
+from onlydocker.formats import compress
 from tests.conftest import require_tool
 
 TOOLS = {"zstd": ["zstd", "-dc"], "xz": ["xz", "-dc"], "lzma": ["xz", "--format=lzma", "-dc"],

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker import cpio
 from onlydocker.errors import UnsafeArchive
+from onlydocker.formats import cpio
 from tests.conftest import require_tool
 from tests.trees import EPOCH, assert_refuses_setuid_files_and_fifos, two_trees, written
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker import debs
 from onlydocker.errors import BuildError, UnsafeArchive
+from onlydocker.inputs import debs
 from tests.conftest import require_tool
 
 INDEX = """\

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker import dockerimage
+from onlydocker.formats import dockerimage
 
 EPOCH = 1686355200
 

@@ -65,7 +65,7 @@ def test_doit_boot_gives_a_console_and_docker_over_ssh_and_ends_on_ctrl_c(modern
         shell = subprocess.run(["ssh", "-F", str(config), "onlydocker", "cat /proc/1/comm"],
                                capture_output=True, text=True, timeout=60)
         assert shell.stdout.strip() == "dockerd", shell.stdout + shell.stderr
-        from onlydocker.vm import insecure_key
+        from onlydocker.cli.vm import insecure_key
         port = next(line.split()[1] for line in config.read_text().splitlines() if line.strip().startswith("Port"))
         insecure = tmp_path / "insecure-key"
         insecure.write_bytes(insecure_key(None).read_bytes())

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker import elfdeps
 from onlydocker.errors import BuildError
+from onlydocker.formats import elfdeps
 from tests.conftest import require_tool
 
 LS = Path("/usr/bin/ls")
@@ -53,7 +53,7 @@ def test_static_binary_needs_nothing():
 
 def _copy_closure(binary: Path, sysroot: Path, *, skip: str | None = None) -> None:
     """The binary's libraries from the host into a sysroot, links kept."""
-    from onlydocker.layout import copy_chain
+    from onlydocker.stage.layout import copy_chain
     for lib in elfdeps.closure(binary, Path("/")):
         if skip and lib.name.startswith(skip):
             continue

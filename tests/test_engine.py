@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker import dockerclient, engine
+from onlydocker.engine import client as dockerclient
+from onlydocker.engine import run as engine
 from onlydocker.errors import BuildError, EngineError
-from onlydocker.tarball import write_tree
+from onlydocker.formats.tarball import write_tree
 from tests.conftest import require_tool
 
 

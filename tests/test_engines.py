@@ -1,4 +1,4 @@
-"""Several engines side by side (onlydocker/engines.py): the setting's
+"""Several engines side by side (onlydocker/engine/pool.py): the setting's
 entries, and for real a second dockerd of the test's own beside the
 machine's: stages on both with the same bytes as on one, and an engine
 stopped in the middle of a stage."""
@@ -18,7 +18,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from onlydocker import config, engines
+from onlydocker import config
+from onlydocker.builder import image as builder_image
+from onlydocker.engine import pool as engines
 from onlydocker.errors import ConfigError, EngineError
 from tests import workspace as wsmod
 from tests.conftest import require_tool
@@ -36,7 +38,7 @@ def test_a_context_entry_is_resolved_as_the_usual_engine_s_context_is(monkeypatc
     messages for a missing or broken context."""
     import hashlib
 
-    from onlydocker import dockerclient
+    from onlydocker.engine import client as dockerclient
     monkeypatch.delenv("DOCKER_HOST", raising=False)
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     subprocess.run(["docker", "context", "create", "far", "--docker", "host=tcp://127.0.0.1:9"],
@@ -94,7 +96,7 @@ def test_an_engine_named_twice_is_refused_and_the_order_is_kept():
 
 
 def test_the_setting_is_checked_when_the_graph_is_made(tmp_path, monkeypatch):
-    from onlydocker.tasks import workspace_from_env
+    from onlydocker.cli.tasks import workspace_from_env
     monkeypatch.setenv("ONLYDOCKER_ENGINES", f"{MAIN} 10.0.0.5:2375")
     monkeypatch.setenv("ONLYDOCKER_LOCK", str(tmp_path / "none.lock"))
     with pytest.raises(ConfigError, match="did you mean tcp://10.0.0.5:2375"):
@@ -259,7 +261,7 @@ def test_an_engine_without_the_builder_gets_it_from_the_cache_once_whatever_the_
     member = pool.first()
     capfd.readouterr()
     with ThreadPoolExecutor(3) as threads:
-        tags = list(threads.map(lambda _: pool.provide_builder(member, builder), range(3)))
+        tags = list(threads.map(lambda _: pool.provide_builder(member, builder, builder_image.import_cached), range(3)))
     assert tags == [builder["tag"]] * 3
     said = capfd.readouterr().err
     assert said.count(f"engines: engine {second_engine.url} has no {builder['tag']}: importing") == 1, said

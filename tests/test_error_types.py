@@ -7,10 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from onlydocker import legal
-from onlydocker.decl import load_stage
 from onlydocker.errors import BuildError, LegalInfoError, StageError
-from onlydocker.paths import LanePaths
+from onlydocker.publish import legal
+from onlydocker.stage.decl import load_stage
+from onlydocker.stage.paths import LanePaths
 
 
 def test_a_missing_builder_record_names_the_task_that_makes_it(tmp_path):

@@ -13,8 +13,8 @@ from werkzeug import Response
 
 from onlydocker import config
 from onlydocker.errors import FetchError, HashMismatch, UnpinnedSource
-from onlydocker.fetch import Fetcher, resolve_url
-from onlydocker.lock import Source
+from onlydocker.inputs.fetch import Fetcher, resolve_url
+from onlydocker.inputs.lock import Source
 
 BODY = bytes(range(256)) * 4096          # 1 MiB
 SHA = hashlib.sha256(BODY).hexdigest()
@@ -160,7 +160,7 @@ class ResettingServer:
 
 
 def test_a_reset_connection_is_resumed_with_range(settings, monkeypatch):
-    monkeypatch.setattr("onlydocker.fetch.BACKOFF", 0.01)
+    monkeypatch.setattr("onlydocker.inputs.fetch.BACKOFF", 0.01)
     server = ResettingServer()
     path = Fetcher(settings).fetch(source([server.url]))
     assert path.read_bytes() == BODY
@@ -214,7 +214,7 @@ def test_an_unpinned_source_is_refused_until_locked(settings):
 
 
 def test_a_5xx_is_retried(httpserver, settings, monkeypatch):
-    monkeypatch.setattr("onlydocker.fetch.BACKOFF", 0.01)
+    monkeypatch.setattr("onlydocker.inputs.fetch.BACKOFF", 0.01)
     httpserver.expect_ordered_request("/blob").respond_with_data("busy", status=503)
     httpserver.expect_ordered_request("/blob").respond_with_data(BODY)
     assert Fetcher(settings).fetch(source([httpserver.url_for("/blob")])).read_bytes() == BODY
@@ -233,15 +233,15 @@ def test_check_reports_ok_missing_and_corrupt(httpserver, settings):
 
 
 def test_a_stalled_connection_times_out_and_is_resumed(settings, monkeypatch):
-    monkeypatch.setattr("onlydocker.fetch.BACKOFF", 0.01)
-    monkeypatch.setattr("onlydocker.fetch.READ_TIMEOUT", 0.5)
+    monkeypatch.setattr("onlydocker.inputs.fetch.BACKOFF", 0.01)
+    monkeypatch.setattr("onlydocker.inputs.fetch.READ_TIMEOUT", 0.5)
     server = ResettingServer("stall")
     assert Fetcher(settings).fetch(source([server.url])).read_bytes() == BODY
     assert f"range: bytes={len(BODY) // 2}-" in server.requests[1].lower()
 
 
 def test_a_server_that_ignores_range_is_read_from_the_start(settings, monkeypatch):
-    monkeypatch.setattr("onlydocker.fetch.BACKOFF", 0.01)
+    monkeypatch.setattr("onlydocker.inputs.fetch.BACKOFF", 0.01)
     server = ResettingServer("ignore-range")
     path = Fetcher(settings).fetch(source([server.url]))
     assert path.read_bytes() == BODY and len(server.requests) == 2   # 200, not 206: no splice
@@ -250,7 +250,7 @@ def test_a_server_that_ignores_range_is_read_from_the_start(settings, monkeypatc
 
 def test_a_wrong_content_range_is_not_spliced(settings, monkeypatch, httpserver):
     """A 206 for another range than asked: start over rather than splice."""
-    monkeypatch.setattr("onlydocker.fetch.BACKOFF", 0.01)
+    monkeypatch.setattr("onlydocker.inputs.fetch.BACKOFF", 0.01)
     url = httpserver.url_for("/blob")
     f = Fetcher(settings)
     part = f._partial(source([url]))
@@ -264,7 +264,7 @@ def test_a_wrong_content_range_is_not_spliced(settings, monkeypatch, httpserver)
 
 
 def test_every_attempt_failing_gives_up_naming_the_url(httpserver, settings, monkeypatch):
-    monkeypatch.setattr("onlydocker.fetch.BACKOFF", 0.01)
+    monkeypatch.setattr("onlydocker.inputs.fetch.BACKOFF", 0.01)
     httpserver.expect_request("/busy").respond_with_data("busy", status=503)
     with pytest.raises(FetchError, match=r"/busy: gave up after 4 attempts: HTTP 503"):
         Fetcher(settings).fetch(source([httpserver.url_for("/busy")]))
@@ -360,8 +360,8 @@ def test_a_long_download_in_a_log_says_every_so_often_how_far_it_got(settings, m
     import re
 
     from onlydocker.progress import Heartbeat
-    monkeypatch.setattr("onlydocker.fetch.PROGRESS_MIN", 1)
-    monkeypatch.setattr("onlydocker.fetch.Heartbeat", functools.partial(Heartbeat, every=0.1))
+    monkeypatch.setattr("onlydocker.inputs.fetch.PROGRESS_MIN", 1)
+    monkeypatch.setattr("onlydocker.inputs.fetch.Heartbeat", functools.partial(Heartbeat, every=0.1))
     quarter = len(BODY) // 4
 
     def trickle(request):

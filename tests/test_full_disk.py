@@ -192,7 +192,7 @@ def _tiny_image(client, tag: str) -> None:
     import io
     import tarfile
 
-    from onlydocker import dockerclient
+    from onlydocker.engine import client as dockerclient
     from tests.conftest import require_tool
     busybox = Path(require_tool("busybox")).resolve()
     buf = io.BytesIO()
@@ -208,7 +208,7 @@ def test_an_engine_stopped_while_the_outputs_stream_ends_the_stage_in_seconds(tm
     import tempfile
     import threading
 
-    from onlydocker import engine
+    from onlydocker.engine import run as engine
     from onlydocker.errors import EngineError
     from tests.test_engines import SecondEngine
     if os.geteuid() != 0:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker.lanedata import LANE_ENV, render_file
+from onlydocker.stage.lanedata import LANE_ENV, render_file
 from tests.conftest import require_tool
 
 REPO = Path(__file__).resolve().parent.parent

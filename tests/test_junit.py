@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import xml.etree.ElementTree as ET
 
-from onlydocker import junit
+from onlydocker.cli import junit
 from tests.test_commands import BODY, setup_lane
 
 

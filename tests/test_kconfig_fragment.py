@@ -1,4 +1,4 @@
-"""The one Kconfig merge (onlydocker/kconfig-fragment.sh, /build/engine/
+"""The one Kconfig merge (onlydocker/stage/kconfig-fragment.sh, /build/engine/
 kconfig-fragment in the container), which the kernel and BusyBox stages both
 run: merge, resolve with defaults, check. Run here with the host's sh, on
 configs made here and on BusyBox's real Kconfig (its lane source, built with
@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker import config, lock
-from onlydocker.fetch import Fetcher
+from onlydocker import config
+from onlydocker.inputs import lock
+from onlydocker.inputs.fetch import Fetcher
 from tests.conftest import MODERN_LANE, MODERN_LOCK, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
-HELPER = ROOT / "onlydocker" / "kconfig-fragment.sh"
+HELPER = ROOT / "onlydocker" / "stage" / "kconfig-fragment.sh"
 
 BASE = """#
 # Automatically generated file; DO NOT EDIT.

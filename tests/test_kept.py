@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker import kept
+from onlydocker.stage import kept
 from tests import workspace as wsmod
 
 pytestmark = [pytest.mark.docker, pytest.mark.budget("quick: kept trees")]

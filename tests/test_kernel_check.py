@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker import config, lock
-from onlydocker.fetch import Fetcher
+from onlydocker import config
+from onlydocker.inputs import lock
+from onlydocker.inputs.fetch import Fetcher
 from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""A lane's data is checked before anything builds (onlydocker/lanecheck.py):
+"""A lane's data is checked before anything builds (onlydocker/stage/lanecheck.py):
 on the project's own stages and lanes, copied and broken one way at a time;
 and the Kconfig symbols a source defines, read by the archive check."""
 from __future__ import annotations
@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker import kconfig
-from onlydocker.decl import load_stages
 from onlydocker.errors import StageError
-from onlydocker.lanecheck import check_lane
-from onlydocker.unpack import check_source
+from onlydocker.formats import kconfig
+from onlydocker.formats.unpack import check_source
+from onlydocker.stage.decl import load_stages
+from onlydocker.stage.lanecheck import check_lane
 
 ROOT = Path(__file__).resolve().parent.parent
 LANES = sorted(p.name for p in (ROOT / "stages" / "kernel" / "lanes").iterdir())

@@ -1,4 +1,4 @@
-"""A container stage's lane data (onlydocker/lanedata.py): lane.toml rendered
+"""A container stage's lane data (onlydocker/stage/lanedata.py): lane.toml rendered
 as the bash file build.sh sources, read back by a real bash; everything that
 is not lane data refused naming the file and the key; the tree's own lanes
 (both of them) in the one format; and, in the real builder image, a stage
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker import decl, lanedata
 from onlydocker.errors import BuildError
+from onlydocker.stage import decl, lanedata
 from tests import workspace as wsmod
 from tests.conftest import require_tool
 
@@ -56,7 +56,7 @@ for k in $(printf '%s\n' "${!WAIVERS[@]}" | LC_ALL=C sort); do printf '{%s=%s}\n
 def test_the_same_data_renders_the_same_bytes():
     a = lanedata.render({"b": ["x"], "a": {"z": "1", "y": "2"}}, "f")
     b = lanedata.render({"a": {"y": "2", "z": "1"}, "b": ["x"]}, "f")
-    assert a == b == "# f, rendered by onlydocker/lanedata.py: bash, sourced by build.sh\n" \
+    assert a == b == "# f, rendered by onlydocker/stage/lanedata.py: bash, sourced by build.sh\n" \
                      "declare -gA A=( [y]=2 [z]=1 )\nB=( x )\n"
 
 
@@ -164,6 +164,6 @@ def test_a_stage_reads_its_lane_env_and_its_key_covers_lane_toml_and_the_rendere
     toml.write_text(toml.read_text().replace('"--a"', '"--b"'))
     second = build()
     assert second != first and seen.read_text().startswith("[--b][two words]")
-    renderer = ws.root / "onlydocker" / "lanedata.py"
+    renderer = ws.root / "onlydocker" / "stage" / "lanedata.py"
     renderer.write_text(renderer.read_text() + "# a change to the renderer\n")
     assert build() not in (first, second)

@@ -8,7 +8,8 @@ import csv
 import hashlib
 import io
 
-from onlydocker import legal, lock
+from onlydocker.inputs import lock
+from onlydocker.publish import legal
 from tests import workspace as wsmod
 from tests.test_unpack import make_deb, make_tar
 
@@ -153,7 +154,7 @@ def test_the_builders_copyrights_are_read_once_and_a_damaged_record_is_read_agai
 
     import zstandard
 
-    from onlydocker import dist
+    from onlydocker.publish import dist
     text = b"Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n" \
            b"Files: *\nCopyright: 2024 Somebody <s@example.org>\nLicense: MIT\n"
     raw = io.BytesIO()

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker import lock
 from onlydocker.errors import LockError
+from onlydocker.inputs import lock
 
 REPO = Path(__file__).resolve().parent.parent
 HEAD = """

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from werkzeug import Response
 
-from onlydocker import lock
+from onlydocker.inputs import lock
 from tests import workspace as wsmod
 
 SUITE = "bookworm"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker import lock
 from onlydocker.hashing import sha256_file
+from onlydocker.inputs import lock
 from tests import workspace as wsmod
 from tests.conftest import MODERN_LANE as LANE
 from tests.conftest import MODERN_LOCK as LOCK
@@ -97,8 +97,8 @@ def test_the_sbom_is_valid_spdx_and_names_every_artifact_source_and_deb(lane):
     from spdx_tools.spdx.parser.parse_anything import parse_file
     from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
-    from onlydocker import lock
-    from onlydocker.verify import parse_sums
+    from onlydocker.inputs import lock
+    from onlydocker.publish.verify import parse_sums
     d = dist(lane)
     sums = parse_sums((d / "SHA256SUMS").read_text())
     doc = parse_file(str(d / "onlydocker.spdx.json"))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker import boot, vm
+from onlydocker.cli import boot, vm
 from tests.conftest import require_tool
 from tests.test_boot import BOOTS, kernel_initrd  # noqa: F401  (the fixture)
 

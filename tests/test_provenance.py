@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from onlydocker import provenance, sign
+from onlydocker import sign
+from onlydocker.publish import provenance
 
 EPOCH = 1686355200
 H = {c: c * 64 for c in "abcdef"}

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker import config, lock, stagekey
-from onlydocker.decl import load_stages
-from onlydocker.fetch import Fetcher
-from onlydocker.stage import Workspace
-from onlydocker.store import StageStore
+from onlydocker import config
+from onlydocker.cache.store import StageStore
+from onlydocker.inputs import lock
+from onlydocker.inputs.fetch import Fetcher
+from onlydocker.stage import key as stagekey
+from onlydocker.stage.build import Workspace
+from onlydocker.stage.decl import load_stages
 
-STAGE_PY = '''from onlydocker import cpio
+STAGE_PY = '''from onlydocker.formats import cpio
 def build(ctx):
     text = (ctx.files / "greeting").read_text() + (ctx.lane_dir / "lane.toml").read_text()
     (ctx.out / "said").write_text(text + str(ctx.source_date_epoch) + "\\n")
@@ -58,8 +60,9 @@ def test_a_python_stage_builds_restores_and_rebuilds_on_its_own_code(tmp_path):
     (hello.dir / "files" / "greeting").write_text("hi\n")
     assert ws.run(hello, log=lambda _: None) == "built" and said.read_text().startswith("hi\n")
     inputs = ws.key_inputs(hello)
-    assert {"cpio.py", "tarball.py"} <= set(inputs["code"]) and "compression" not in inputs
-    assert not set(inputs["code"]) & {"fetch.py", "stage.py", "stagekey.py", "pystage.py", "engine.py"}
+    assert {"formats/cpio.py", "formats/tarball.py"} <= set(inputs["code"]) and "compression" not in inputs
+    assert not set(inputs["code"]) & {"inputs/fetch.py", "stage/build.py", "stage/key.py", "stage/pystage.py",
+                                      "engine/run.py", "engine/client.py", "engine/pool.py"}
     assert {"stage.py", "stage.toml", "files/greeting", "lane/lane.toml"} == set(inputs["files"])
     assert json.loads(ws.paths.manifest_path("hello").read_text())["key"] == stagekey.key(inputs)
     # No bytecode cache in the stage folder (it would break its shape).
@@ -70,8 +73,8 @@ def test_an_optional_output_is_made_where_the_lane_asks_and_a_required_one_alway
     """`name?` in outputs: the stage may leave it out (a lane without UEFI
     makes no onlydocker.efi), and its artifact is then not published; a
     required output left out fails the build, naming it."""
-    from onlydocker import dist
     from onlydocker.errors import BuildError
+    from onlydocker.publish import dist
     ws, _ = _workspace(tmp_path)
     d = tmp_path / "stages" / "hello"
     (d / "stage.toml").write_text('description = "hello"\nkind = "python"\noutputs = ["said", "extra?"]\n'

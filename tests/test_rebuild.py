@@ -23,7 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker import attest, provenance, rebuild, sign
+from onlydocker import sign
+from onlydocker.cli import rebuild
+from onlydocker.publish import attest, provenance
 from tests import workspace as wsmod
 
 LOCK = "test.lock"

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from onlydocker import config
+from onlydocker.cache.remote import RemoteCache
+from onlydocker.cache.store import StageStore
 from onlydocker.errors import ConfigError, FetchError
-from onlydocker.fetch import Fetcher
-from onlydocker.lock import Source
-from onlydocker.remote import RemoteCache
+from onlydocker.inputs.fetch import Fetcher
+from onlydocker.inputs.lock import Source
 from onlydocker.sign import generate_key, minisign_public_key
-from onlydocker.store import StageStore
 from tests.conftest import require_tool
 from tests.nginx import Nginx
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from onlydocker import cpio, elfdeps
 from onlydocker.errors import BuildError
-from onlydocker.pystage import StageContext, load_build
+from onlydocker.formats import cpio, elfdeps
+from onlydocker.stage.pystage import StageContext, load_build
 from tests.conftest import require_tool
 
 STAGES = Path(__file__).resolve().parent.parent / "stages"

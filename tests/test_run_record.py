@@ -7,9 +7,9 @@ import types
 from doit.cmd_base import ModuleTaskLoader
 from doit.doit_cmd import DoitMain
 
+from onlydocker.cli.report import RUN_RECORD, Reporter, read_run_record
+from onlydocker.cli.tasks import RunLock, _guard
 from onlydocker.errors import OnlyDockerError
-from onlydocker.report import RUN_RECORD, Reporter, read_run_record
-from onlydocker.tasks import RunLock, _guard
 
 
 def _run(tmp_path, args=("-n", "2", "--continue")) -> tuple[int, dict]:

@@ -10,9 +10,10 @@ import pytest
 from spdx_tools.spdx.parser.parse_anything import parse_file
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
-from onlydocker import lock, sbom
-from onlydocker.decl import load_stages
-from onlydocker.store import StageStore
+from onlydocker.cache.store import StageStore
+from onlydocker.inputs import lock
+from onlydocker.publish import sbom
+from onlydocker.stage.decl import load_stages
 
 REPO = Path(__file__).resolve().parent.parent
 SHA = {n: hashlib.sha256(n.encode()).hexdigest() for n in ("vmlinuz", "initrd", "onlydocker.iso", "tar")}
@@ -165,7 +166,7 @@ def test_the_real_lock_and_stages_make_a_valid_sbom(tmp_path):
 def publish_by_hand(dist: Path, lk, described: dict[str, str] | None = None, sbom_subject: str | None = None):
     """A dist/ as dist.publish lays it out: artifacts, the SBOM, SHA256SUMS
     listing both, and a provenance statement whose subjects are SHA256SUMS."""
-    from onlydocker import provenance
+    from onlydocker.publish import provenance
     dist.mkdir()
     sums = {}
     for name in ("vmlinuz", "initrd"):
@@ -181,7 +182,7 @@ def publish_by_hand(dist: Path, lk, described: dict[str, str] | None = None, sbo
 
 
 def test_verify_checks_the_sboms_hashes_against_sha256sums_and_the_provenance(tmp_path):
-    from onlydocker.verify import verify_dist
+    from onlydocker.publish.verify import verify_dist
     lk = tiny_lock(tmp_path)
     publish_by_hand(tmp_path / "good", lk)
     findings = verify_dist(tmp_path / "good", None)
@@ -206,7 +207,7 @@ def test_verify_checks_the_sboms_hashes_against_sha256sums_and_the_provenance(tm
 
 
 def test_a_dist_without_an_sbom_fails_verification(tmp_path):
-    from onlydocker.verify import verify_dist
+    from onlydocker.publish.verify import verify_dist
     dist = tmp_path / "dist"
     dist.mkdir()
     (dist / "vmlinuz").write_bytes(b"k")
@@ -219,10 +220,11 @@ def test_publish_puts_the_sbom_in_sha256sums_and_the_provenance_and_verify_agree
     """dist.publish on hand-made stage outputs (no engine): the SBOM is
     written, valid, listed, a subject of the statement, the same bytes twice;
     the image's files are traced to the .deb or the stage they came from."""
-    from onlydocker import config, dist
-    from onlydocker.fetch import Fetcher
-    from onlydocker.stage import Workspace
-    from onlydocker.verify import parse_sums, verify_dist
+    from onlydocker import config
+    from onlydocker.inputs.fetch import Fetcher
+    from onlydocker.publish import dist
+    from onlydocker.publish.verify import parse_sums, verify_dist
+    from onlydocker.stage.build import Workspace
     from tests.test_unpack import make_deb
     so = b"\x7fELF libfoo"
     deb = make_deb(tmp_path / "libfoo_1.0_amd64.deb", [("./usr/lib/libfoo.so.1", "file", so)])
@@ -331,7 +333,7 @@ def load_spdx3(data: bytes):
 
 
 def test_the_spdx3_document_is_valid_3_0_1_and_holds_the_build(tmp_path):
-    from onlydocker import sbom3
+    from onlydocker.publish import sbom3
     lk = tiny_lock(tmp_path)
     inp = inputs(lk, release="0.1.0+tiny.abc", suite="bookworm", artifact_sha512={"vmlinuz": "5" * 128},
                  copyrights={"busybox": "Copyright (C) 1999 Erik Andersen"})
@@ -400,7 +402,7 @@ def test_purls_cpes_suppliers_and_versions_scanners_read(tmp_path):
 
 
 def test_copyright_notices_from_copyright_files_and_source_headers():
-    from onlydocker import legal
+    from onlydocker.publish import legal
     dep5 = (b"Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
             b"Files: *\nCopyright: 2012-2018 Docker, Inc.\n 2015 John Howard\nLicense: Apache-2.0\n\n"
             b"Files: debian/*\nCopyright: Copyright (c) 2015 Thomas Orozco\nLicense: MIT\n")
@@ -418,8 +420,8 @@ def test_the_project_license_is_pyproject_tomls():
 
 
 def test_the_release_and_the_supplier_setting(tmp_path, monkeypatch):
-    from onlydocker import dist
     from onlydocker.errors import BuildError
+    from onlydocker.publish import dist
     assert dist.supplier({}) == "Organization: Only Docker project"
     assert dist.supplier({"ONLYDOCKER_SUPPLIER": "Organization: ACME"}) == "Organization: ACME"
     with pytest.raises(BuildError, match="ONLYDOCKER_SUPPLIER='ACME': expected \"Organization: <name>\""):

@@ -1,5 +1,5 @@
 """`doit -n N` starts the ready task with the heaviest chain after it first
-(onlydocker/schedule.py), for real doit runs."""
+(onlydocker/cli/schedule.py), for real doit runs."""
 import subprocess
 import sys
 import time
@@ -9,7 +9,7 @@ from pathlib import Path
 from doit.cmd_base import ModuleTaskLoader
 from doit.doit_cmd import DoitMain
 
-from onlydocker import schedule
+from onlydocker.cli import schedule
 
 
 def _run(tmp_path, tasks: dict, args=("-n", "1"), seconds=None) -> list[str]:
@@ -94,7 +94,7 @@ def test_a_cycle_gets_no_weights_and_doit_ends_as_plain_doit_does(tmp_path):
         "import sys, types\n"
         "from doit.cmd_base import ModuleTaskLoader\n"
         "from doit.doit_cmd import DoitMain\n"
-        "from onlydocker import schedule\n"
+        "from onlydocker.cli import schedule\n"
         "if sys.argv[1] == 'ours':\n"
         "    schedule.install()\n"
         "def task_t():\n"

@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from onlydocker import secureboot
-from onlydocker.decl import load_stages
 from onlydocker.errors import SigningError, StageError
-from onlydocker.lanecheck import check_secureboot, signs
+from onlydocker.stage.decl import load_stages
+from onlydocker.stage.lanecheck import check_secureboot, signs
 from tests import workspace as wsmod
 
 ROOT = Path(__file__).resolve().parent.parent

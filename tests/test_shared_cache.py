@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker.report import RUN_RECORD, read_run_record
+from onlydocker.cli.report import RUN_RECORD, read_run_record
 from tests import workspace as wsmod
 
 pytestmark = pytest.mark.docker

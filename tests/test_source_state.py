@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker import repro, source_state
+from onlydocker.cli import repro
+from onlydocker.inputs import source_state
 from tests.conftest import require_tool
 
 REPO = Path(__file__).resolve().parent.parent

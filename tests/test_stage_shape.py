@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker.decl import load_stage, load_stages
 from onlydocker.errors import OnlyDockerError
+from onlydocker.stage.decl import load_stage, load_stages
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -124,7 +124,7 @@ def test_the_repositorys_own_stages_have_the_one_shape():
 
 
 def test_stage_py_is_loaded_by_path_under_its_own_name_and_leaves_no_cache(tmp_path):
-    from onlydocker.pystage import load_build
+    from onlydocker.stage.pystage import load_build
     d = _stage(tmp_path, "p", 'kind = "python"\n', {"stage.py": "import os\ndef build(ctx):\n    return __name__\n"})
     build = load_build(d)
     assert build(None) == "onlydocker-stage:p"
@@ -139,7 +139,7 @@ def test_stage_py_is_loaded_by_path_under_its_own_name_and_leaves_no_cache(tmp_p
 ])
 def test_a_broken_stage_py_is_one_line_naming_it(tmp_path, code, words):
     from onlydocker.errors import BuildError
-    from onlydocker.pystage import load_build
+    from onlydocker.stage.pystage import load_build
     d = _stage(tmp_path, "p", 'kind = "python"\n', {"stage.py": code})
     with pytest.raises(BuildError) as e:
         load_build(d)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker import tarball
 from onlydocker.errors import UnsafeArchive
+from onlydocker.formats import tarball
 from tests.conftest import require_tool
 from tests.trees import EPOCH, assert_refuses_setuid_files_and_fifos, two_trees, written
 

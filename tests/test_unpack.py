@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from onlydocker.errors import UnsafeArchive
-from onlydocker.unpack import check_archive, extract
+from onlydocker.formats.unpack import check_archive, extract
 
 
 def make_tar(path: Path, members) -> Path:
@@ -232,7 +232,7 @@ def test_a_member_read_as_a_file_that_is_none_is_refused_in_one_line(tmp_path):
     """member_file: where the code reads a member's bytes (a .deb's control
     file, a stage output's files), a member that is a directory or a link is
     the archive's doing: UnsafeArchive naming it, not a traceback."""
-    from onlydocker.unpack import member_file
+    from onlydocker.formats.unpack import member_file
     path = tmp_path / "a.tar"
     with tarfile.open(path, "w") as tf:
         info = tarfile.TarInfo("control")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from onlydocker import engine
+from onlydocker.engine import run as engine
 from tests import workspace as wsmod
 
 pytestmark = pytest.mark.docker
@@ -241,7 +241,7 @@ def test_tar_in_the_container_refuses_on_its_own(kind, said, tmp_path, docker_cl
     archive.write_bytes(_evil_tar(kind, "w:gz"))
     (tmp_path / "sources.txt").write_text("evil evil-1.0.tar.gz 1.0 tar\n")
     (tmp_path / "build.sh").write_text("echo built > /build/out/x\n")
-    prelude = Path(engine.__file__).with_name("prelude.sh")
+    from onlydocker.stage.container import PRELUDE as prelude
     tag = json.loads((builder_ready.out(wsmod.lane_name()) / "builder.json").read_text())["tag"]
     spec = engine.RunSpec(image=tag, command=["sh", "/build/engine/prelude.sh"],
                           env={"PATH": "/usr/bin:/bin", "STAGE": "evil", "LANE": "t", "JOBS": "1"},

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from onlydocker import box, lock
+from onlydocker.formats import box
+from onlydocker.inputs import lock
 from tests.conftest import MODERN_LANE as LANE
 from tests.conftest import MODERN_LOCK as LOCK
 from tests.conftest import require_tool

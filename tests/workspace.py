@@ -12,7 +12,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from onlydocker.report import RUN_RECORD, read_run_record
+from onlydocker.cli.report import RUN_RECORD, read_run_record
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from onlydocker import box as box_fmt
+from onlydocker.formats import box as box_fmt
 from onlydocker.hashing import sha256_file
-from onlydocker.layout import read_toml
+from onlydocker.stage.layout import read_toml
 
 if TYPE_CHECKING:      # only a type: the stage engine is not part of this stage's code key
-    from onlydocker.pystage import StageContext
+    from onlydocker.stage.pystage import StageContext
 
 
 def build(ctx: StageContext) -> None:

@@ -15,14 +15,15 @@ import hashlib
 import json
 from typing import TYPE_CHECKING
 
-from onlydocker import __version__, sbom
+from onlydocker import __version__
 from onlydocker.canon import readable_json
-from onlydocker.decl import load_stages
+from onlydocker.publish import sbom
+from onlydocker.stage.decl import load_stages
 
 if TYPE_CHECKING:      # only a type: the stage engine is not part of this stage's code key
     from pathlib import Path
 
-    from onlydocker.pystage import StageContext
+    from onlydocker.stage.pystage import StageContext
 
 LAYERS = ("rootfs", "rootfs-docker")
 NOTICES = "source-notices"       # the stage that read the sources (its output is not a layer)

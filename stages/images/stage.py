@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from onlydocker import dockerimage
-from onlydocker.layout import read_toml
+from onlydocker.formats import dockerimage
+from onlydocker.stage.layout import read_toml
 
 if TYPE_CHECKING:      # only a type: the stage engine is not part of this stage's code key
-    from onlydocker.pystage import StageContext
+    from onlydocker.stage.pystage import StageContext
 
 
 def build(ctx: StageContext) -> None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import shutil
 from typing import TYPE_CHECKING
 
-from onlydocker import compress, cpio
 from onlydocker.errors import BuildError
+from onlydocker.formats import compress, cpio
 
 if TYPE_CHECKING:      # only a type: the stage engine is not part of this stage's code key
     from pathlib import Path
 
-    from onlydocker.pystage import StageContext
+    from onlydocker.stage.pystage import StageContext
 
 
 def build(ctx: StageContext) -> None:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from onlydocker import compress, cpio
-from onlydocker.layout import check_installs, fail, install, read_toml
+from onlydocker.formats import compress, cpio
+from onlydocker.stage.layout import check_installs, fail, install, read_toml
 
 if TYPE_CHECKING:      # only a type: the stage engine is not part of this stage's code key
     from pathlib import Path
 
-    from onlydocker.pystage import StageContext
+    from onlydocker.stage.pystage import StageContext
 
 
 def check_lane(conf_path: Path, needs: set[str]) -> dict:

@@ -10,12 +10,12 @@ import shutil
 from typing import TYPE_CHECKING
 
 from onlydocker.errors import BuildError
-from onlydocker.layout import check_installs, copy_file, fail, install, link_to, read_toml, symlink, write
+from onlydocker.stage.layout import check_installs, copy_file, fail, install, link_to, read_toml, symlink, write
 
 if TYPE_CHECKING:      # only a type: the stage engine is not part of this stage's code key
     from pathlib import Path
 
-    from onlydocker.pystage import StageContext
+    from onlydocker.stage.pystage import StageContext
 
 DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "etc/onlydocker", "etc/ssl/certs", "dev", "proc", "sys",
         "tmp", "run", "var/lib/docker", "var/log", "mnt", "root", "usr/share/onlydocker/images")
@@ -61,7 +61,7 @@ def check_lane(conf_path: Path, needs: set[str]) -> dict:
 def build(ctx: StageContext) -> None:
     # Here, not at the top: the lane's check before every run loads this file
     # for check_lane, and pyelftools alone takes 40 ms to import.
-    from onlydocker import elfdeps
+    from onlydocker.formats import elfdeps
     conf_path = ctx.lane_dir / "lane.toml"
     conf = check_lane(conf_path, set(ctx.deps))
     root = ctx.out

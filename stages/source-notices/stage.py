@@ -9,11 +9,11 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
-from onlydocker import legal
 from onlydocker.canon import readable_json
+from onlydocker.publish import legal
 
 if TYPE_CHECKING:      # only a type: the stage engine is not part of this stage's code key
-    from onlydocker.pystage import StageContext
+    from onlydocker.stage.pystage import StageContext
 
 OUTPUT = "source-notices.json"
 EMPTY = hashlib.sha256(b"").hexdigest()
