@@ -4,6 +4,7 @@ modern one, `lock=locks/bookworm.lock` the previous one.
 
 The task graph comes from the lock and stages/; see docs/design.md.
 """
+import faulthandler
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,10 @@ from onlydocker.stage.decl import load_stages
 from onlydocker.stage.lanecheck import check_lane, check_secureboot
 
 quiet_on_closed_pipe()
+# A crash of the interpreter itself (a segfault in a C extension, in one of
+# doit's threads) would otherwise end the run with no word: this prints
+# every thread's Python stack on standard error first.
+faulthandler.enable()
 start_the_longest_chain_first()
 try:
     settings, workspace = workspace_from_env(get_var("lock", None), root=Path(__file__).resolve().parent)

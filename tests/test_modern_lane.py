@@ -273,7 +273,9 @@ def test_the_lane_is_bit_for_bit_reproducible(lane):
     # Two stages at once, as the first build: the kernel (make -j3 in the
     # second build) overlaps the other stages instead of waiting for them.
     r = lane.doit("repro", "-n", "2", "--lock", LOCK, check=False, timeout=5400)
-    report = json.loads((lane.out(LANE) / "repro" / "report.json").read_text())
+    written = lane.out(LANE) / "repro" / "report.json"
+    assert written.is_file(), f"doit repro wrote no report (exit {r.returncode}):\n{r.stdout[-3000:]}"
+    report = json.loads(written.read_text())
     differing = [row["artifact"] for row in report["rows"] if not row["same"]]
     assert r.returncode == 0 and report["identical"], f"differ: {differing}\n{r.stdout[-3000:]}"
     assert any(row["artifact"] == "dist/onlydocker.iso" for row in report["rows"])

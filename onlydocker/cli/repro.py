@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -85,6 +86,14 @@ def _doit(root: Path, lock: Path, tasks: list[str], env: dict, log, umask: int |
         if umask is not None:
             os.umask(umask)
     return subprocess.run(cmd, env=env, cwd=root, preexec_fn=pre).returncode
+
+
+def _how(returncode: int) -> str:
+    """A build's end as a person reads it: a signal by name (a crash says
+    SIGSEGV, and its Python stacks are above: dodo.py enables faulthandler)."""
+    if returncode < 0:
+        return f"killed by {signal.Signals(-returncode).name}"
+    return f"exit {returncode}"
 
 
 def _file_hashes(tree: Path) -> dict[str, str]:
@@ -166,7 +175,7 @@ def run(root: Path, lock: Path, out_root: Path, lane: str, stages: list[str], al
     env1.pop("ONLYDOCKER_REBUILD", None)
     rc1 = _doit(root, lock, tasks, env1, log, processes=processes)
     if rc1 != 0:
-        log(f"repro: the first build failed (exit {rc1})")
+        log(f"repro: the first build failed ({_how(rc1)})")
         return rc1
 
     work = Path(tempfile.mkdtemp(prefix="onlydocker-repro-"))
@@ -187,7 +196,7 @@ def run(root: Path, lock: Path, out_root: Path, lane: str, stages: list[str], al
         log(f"repro: second build in {other}, from scratch, varied: {asdict(SECOND)}")
         rc2 = _doit(other, lock2, tasks, env2, log, umask=0o002, processes=processes)
         if rc2 != 0:
-            log(f"repro: the second build failed (exit {rc2})")
+            log(f"repro: the second build failed ({_how(rc2)})")
             return rc2
         rows, pairs = compare(first_out, second_root / lane, chosen)
         explained = diffoscope(pairs, report_dir, log)
