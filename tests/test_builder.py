@@ -205,8 +205,9 @@ def _drop(client, tag):
         pass
 
 
-def _tar_of(index: Path, sha: str) -> bytes:
-    with open(index / f"{sha}.tar.zst", "rb") as f:
+def _tar_of(index: Path, key: str) -> bytes:
+    """The tar of the builder cache's entry for input key `key`."""
+    with open(index / f"{key}.tar.zst", "rb") as f:
         return zstandard.ZstdDecompressor().stream_reader(f).read()
 
 
@@ -223,13 +224,14 @@ def test_the_builder_is_made_offline_from_the_pinned_files_only(stand_in, pinned
         assert len(httpserver.log) == 2
         assert img.packages == ["base=1.0", "hello=2.10-3"]
         index = tmp_path / "cache" / "builders"
-        raw = _tar_of(index, img.tar_sha256)
+        raw = _tar_of(index, img.input_key)
         assert hashlib.sha256(raw).hexdigest() == img.tar_sha256
         # No path of this machine in the image: its apt sources are fixed text.
         assert str(tmp_path).encode() not in raw and b"copy://" not in raw
         assert builder.SOURCES_LIST.encode() in raw
-        record = json.loads((index / f"{img.tar_sha256}.json").read_text())
-        assert record["input_key"] == img.input_key and record["packages"] == img.packages
+        record = json.loads((index / f"{img.input_key}.json").read_text())
+        assert record["key"] == img.input_key and record["packages"] == img.packages
+        assert record["tar_sha256"] == img.tar_sha256
 
         # The image runs, with no network, and holds the tar's files.
         spec = engine.RunSpec(image=img.tag, env={"PATH": "/bin"}, command=["cat", "/etc/apt/sources.list"])
@@ -305,8 +307,8 @@ def test_a_tampered_cache_entry_is_refused_on_import(stand_in, pinned, docker_cl
     lb = dataclasses.replace(lb, packages=("tampered",))
     img = builder.ensure(docker_client, lb, s, 1686355200, tmp_path / "builder.log")
     _drop(docker_client, img.tag)
-    entry = tmp_path / "cache" / "builders" / f"{img.tar_sha256}.tar.zst"
-    raw = _tar_of(entry.parent, img.tar_sha256)
+    entry = tmp_path / "cache" / "builders" / f"{img.input_key}.tar.zst"
+    raw = _tar_of(entry.parent, img.input_key)
     entry.write_bytes(zstandard.ZstdCompressor().compress(raw.replace(b"Package: hello", b"Package: jello")))
     with pytest.raises(BuildError, match="not " + img.tar_sha256):
         builder.ensure(docker_client, lb, s, 1686355200, tmp_path / "builder.log")
@@ -355,10 +357,10 @@ def test_two_real_bootstraps_from_the_pin_give_the_same_tar(docker_client, tmp_p
             shutil.copy2(cached, own / "sources" / "sha256" / deb.sha256)
     offline = dataclasses.replace(s, cache_dir=own, offline=True, stage_cache_dir=None)
     again = builder.ensure(docker_client, lk.builder, offline, lk.lane.source_date_epoch, tmp_path / "two.log")
-    assert (own / "builders" / f"{again.tar_sha256}.tar.zst").is_file(), "the second was not bootstrapped here"
+    assert (own / "builders" / f"{again.input_key}.tar.zst").is_file(), "the second was not bootstrapped here"
     assert again.tar_sha256 == first.tar_sha256, "two bootstraps of the same pin differ"
     assert first.packages == sorted(f"{d.name}={d.version}" for d in lk.builder.debs)
-    raw = _tar_of(own / "builders", again.tar_sha256)
+    raw = _tar_of(own / "builders", again.input_key)
     assert str(tmp_path).encode() not in raw and builder.SOURCES_LIST.encode() in raw
     spec = engine.RunSpec(image=first.tag, env={"PATH": "/usr/bin:/bin"}, command=["gcc", "--version"])
     engine.run(docker_client, spec, output_tar=None, log_path=tmp_path / "gcc.log")

@@ -164,15 +164,16 @@ def test_the_builders_copyrights_are_read_once_and_a_damaged_record_is_read_agai
         tf.addfile(info, io.BytesIO(text))
     builders = tmp_path / "builders"
     builders.mkdir()
-    sha = "ab" * 32
-    tar = builders / f"{sha}.tar.zst"
+    sha, key = "ab" * 32, "cd" * 32
+    builder = {"tar_sha256": sha, "input_key": key}       # out/<lane>/builder.json's fields
+    tar = builders / f"{key}.tar.zst"
     tar.write_bytes(zstandard.ZstdCompressor().compress(raw.getvalue()))
     settings = types.SimpleNamespace(cache_dir=tmp_path)
-    first = dist.tool_copyrights(settings, sha)
+    first = dist.tool_copyrights(settings, builder)
     assert set(first) == {"pkg"} and "2024 Somebody <s@example.org>" in first["pkg"]
     memo = builders / f"{sha}.copyrights.json"
     assert json.loads(memo.read_text()) == first
     tar.unlink()                                   # read from the record now
-    assert dist.tool_copyrights(settings, sha) == first
+    assert dist.tool_copyrights(settings, builder) == first
     memo.write_text('{"pkg": 3}')                   # another shape: not trusted, the tar is gone: none
-    assert dist.tool_copyrights(settings, sha) == {}
+    assert dist.tool_copyrights(settings, builder) == {}

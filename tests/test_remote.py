@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,36 @@ def test_a_stage_entry_shared_by_one_client_is_restored_by_another_with_the_same
     assert b.entry(KEY).read_bytes() == a.entry(KEY).read_bytes()
     assert b.recorded_files(KEY) == files
     assert b.remote.counts["hits"] == 1
+
+
+def test_the_builder_s_cache_is_the_same_store_with_its_own_kind_and_record_check(tmp_path, server, keys):
+    """One store, two kinds: a builder entry shared by one client is restored
+    by another under its input key; a stage store never takes it for a stage
+    entry of the same key, nor a builder store a record without a tar sha256."""
+    from onlydocker.builder import image as builder_image
+    ci, _ = keys
+    settings = types.SimpleNamespace(cache_dir=tmp_path / "a")
+    a = builder_image.store(settings, _client(server, key=ci))
+    tar = tmp_path / "builder.tar"
+    tar.write_bytes(b"builder rootfs " * 1000)
+    sha = hashlib.sha256(tar.read_bytes()).hexdigest()
+    a.put(KEY, tar, tar_sha256=sha, packages=["base=1"])
+    assert a.root == tmp_path / "a" / "builders" and a.record(KEY)["tar_sha256"] == sha
+    assert [p for m, p, s in server.requests() if m == "PUT" and s in (201, 204)][-1] == f"/ac/{KEY}"
+
+    said: list[str] = []
+    as_stage = StageStore(tmp_path / "s", _client(server, trusted=[_pub(ci)], said=said))
+    assert not as_stage.has(KEY) and not as_stage.entry(KEY).exists()
+    assert any("signed for another entry ('builder'" in line for line in said), said
+
+    b = builder_image.store(types.SimpleNamespace(cache_dir=tmp_path / "b"), _client(server, trusted=[_pub(ci)]))
+    assert b.remote_record(KEY)["tar_sha256"] == sha and b.record(KEY) is None     # known, not fetched yet
+    assert b.has(KEY) and b.record(KEY)["packages"] == ["base=1"]
+    assert b.entry(KEY).read_bytes() == a.entry(KEY).read_bytes()
+
+    # A record read back without what a builder entry needs is no record.
+    b._record(KEY).write_text(json.dumps({"key": KEY, "packages": []}))
+    assert b.record(KEY) is None
 
 
 def test_an_entry_signed_by_an_untrusted_key_is_ignored_and_said(tmp_path, server, keys):

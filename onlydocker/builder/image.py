@@ -34,7 +34,7 @@ import zstandard
 # engine (the Docker SDK, about 150 ms to import) is imported where an image
 # is imported or looked up: a no-op's up-to-date checks do without it.
 from .. import atomic, log
-from ..cache.store import ZSTD_LEVEL, compress_file
+from ..cache.store import ZSTD_LEVEL, StageStore
 from ..canon import rfc3339
 from ..errors import BuildError, ConfigError, FetchError, OnlyDockerError, UnpinnedSource
 from ..formats.unpack import check_source, member_file
@@ -129,8 +129,18 @@ def changed_packages(old: list[str], new: list[str]) -> list[str]:
             for k in sorted(set(o) | set(n)) if o.get(k) != n.get(k)]
 
 
-def _index(settings) -> Path:
-    return settings.cache_dir / "builders"
+def _record_ok(record: dict) -> bool:
+    """A builder record read back (untrusted) names its tar by a sha256 and
+    lists the packages in it."""
+    sha = record.get("tar_sha256")
+    return (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)
+            and isinstance(record.get("packages"), list))
+
+
+def store(settings, remote=None) -> StageStore:
+    """The builder's cache: the stage store's kind "builder", an entry per
+    input key (`<key>.tar.zst`, the tar; `<key>.json`, its record)."""
+    return StageStore(settings.cache_dir / "builders", remote, kind="builder", record_ok=_record_ok)
 
 
 def _check_options(lock_builder) -> None:
@@ -329,19 +339,6 @@ def _bootstrap(lock_builder, settings, epoch: int, log_path: Path, work: Path,
     return tar, seconds, got
 
 
-def _previous(index: Path, key: str, sha: str) -> dict | None:
-    """The latest earlier record for the same input key with another tar."""
-    found: list[dict] = []
-    for p in index.glob("*.json"):
-        try:
-            old = json.loads(p.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(old, dict) and old.get("input_key") == key and old.get("tar_sha256") != sha:
-            found.append(old)
-    return max(found, key=lambda r: r.get("created", "")) if found else None
-
-
 def tag_of(sha: str) -> str:
     return f"onlydocker-builder:{sha[:16]}"
 
@@ -375,13 +372,6 @@ def _import_tar(client, tar: Path, tag: str) -> None:
         dockerclient.import_image(client, iter(lambda: f.read(1 << 20), b""), tag)
 
 
-def _read_record(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def ensure(client, lock_builder, settings, source_date_epoch: int, log_path: Path, *,
            rebuild: bool = False, remote=None) -> BuilderImage:
     """The builder image for `lock_builder`: from the cache when an earlier
@@ -391,76 +381,31 @@ def ensure(client, lock_builder, settings, source_date_epoch: int, log_path: Pat
     others wait, then take the result from the cache."""
     from ..engine import client as dockerclient
     key = input_key(lock_builder, settings, source_date_epoch)
-    index = _index(settings)
-    index.mkdir(parents=True, exist_ok=True)
-    by_input = index / f"input-{key}.json"
-
-    def cached() -> dict | None:
-        record = _read_record(by_input)
-        if record is None or not (index / f"{record.get('tar_sha256')}.tar.zst").exists():
-            return None
-        return record
-
-    record = None if rebuild else cached()
+    cache = store(settings, remote)
+    record = None if rebuild else cache.record(key)
     if record is None:
-        say = _say
-        with atomic.entry_lock(index / "locks" / f"input-{key}.lock", "making the builder", say):
-            atomic.clear_leftovers(by_input)
-            record = None if rebuild else cached()
-            if record is None and not rebuild and remote is not None:
-                record = _pull(remote, index, key)
+        with cache.producing(key, "making the builder", _say):
+            record = None if rebuild else cache.record(key)
+            if record is None and not rebuild and cache.has(key):     # brought from the remote cache
+                record = cache.record(key)
+                if record is not None:
+                    _say(f"taken from the remote cache ({record['tar_sha256'][:16]})")
+            elif record is not None:
+                _say("another run made it meanwhile: taken from the cache")
             if record is None:
                 record = _bootstrap_and_store(client, lock_builder, settings, source_date_epoch, log_path,
-                                              index, key, remote)
-                if remote is not None:
-                    remote.share("builder", key, index / f"{record['tar_sha256']}.tar.zst", record)
-            elif "pulled" not in record:
-                say("another run made it meanwhile: taken from the cache")
-    elif remote is not None and remote.writable() and remote.get_entry("builder", key) is None:
+                                              cache, key)
+    elif remote is not None and remote.writable() and cache.remote_record(key) is None:
         # Made before this remote cache was (or by a run without it): the
         # remote gets it now, so a fresh clone restoring from it does not
         # bootstrap the builder again.
-        remote.share("builder", key, index / f"{record['tar_sha256']}.tar.zst", record)
+        cache.share(key, record)
 
     sha = record["tar_sha256"]
-    entry = index / f"{sha}.tar.zst"
     tag = tag_of(sha)
     if not dockerclient.image_exists(client, tag):
-        _import(client, entry, sha, tag)
+        _import(client, cache.entry(key), sha, tag)
     return BuilderImage(tag=tag, tar_sha256=sha, packages=list(record["packages"]), input_key=key)
-
-
-def _remote_record(remote, key: str) -> tuple[dict, dict] | None:
-    """The remote cache's builder entry of this input key and its record,
-    when a trusted key signed them and the record is whole."""
-    entry = remote.get_entry("builder", key)
-    record = entry.get("record") if entry else None
-    if not (isinstance(record, dict) and record.get("input_key") == key
-            and isinstance(record.get("tar_sha256"), str) and len(record["tar_sha256"]) == 64
-            and all(c in "0123456789abcdef" for c in record["tar_sha256"])
-            and isinstance(record.get("packages"), list)):
-        if entry:
-            remote.say(f"/ac/{key}: not a builder record of this input key: ignored")
-        return None
-    return entry, record
-
-
-def _pull(remote, index: Path, key: str) -> dict | None:
-    """The builder of this input key from the remote cache: its entry names
-    the .tar.zst blob and the record; the tar inside is checked against the
-    record's sha256 when it is imported."""
-    started = time.monotonic()
-    found = _remote_record(remote, key)
-    if found is None:
-        return None
-    entry, record = found
-    sha = record["tar_sha256"]
-    if not remote.get_blob(entry["blob"]["sha256"], index / f"{sha}.tar.zst", entry["blob"]["size"], hit=True):
-        return None
-    atomic.write_json(index / f"{sha}.json", record)
-    atomic.write_json(index / f"input-{key}.json", record)
-    _say(f"taken from the remote cache ({sha[:16]}) in {time.monotonic() - started:.1f} s")
-    return dict(record, pulled=True)
 
 
 def known_tar_sha256(lock_builder, settings, source_date_epoch: int, remote=None) -> str | None:
@@ -471,50 +416,35 @@ def known_tar_sha256(lock_builder, settings, source_date_epoch: int, remote=None
         key = input_key(lock_builder, settings, source_date_epoch)
     except UnpinnedSource:
         return None
-    index = _index(settings)
-    record = _read_record(index / f"input-{key}.json")
-    if isinstance(record, dict) and (index / f"{record.get('tar_sha256')}.tar.zst").exists():
-        return record["tar_sha256"]
-    found = _remote_record(remote, key) if remote is not None else None
-    return found[1]["tar_sha256"] if found else None
+    cache = store(settings, remote)
+    record = cache.record(key) or cache.remote_record(key)
+    return record["tar_sha256"] if record else None
 
 
 def _bootstrap_and_store(client, lock_builder, settings, source_date_epoch: int, log_path: Path,
-                         index: Path, key: str, remote=None) -> dict:
-    """Bootstrap, then cache the tar (by its sha256) and its record, and
+                         cache: StageStore, key: str) -> dict:
+    """Bootstrap, then store the tar and its record under the input key, and
     import the tar just made into the engine while it is compressed for the
     cache (the kernel waits for the image, not for the cache entry). Called
-    under the input key's lock."""
+    under the input key's lock (`cache.producing`)."""
     from ..engine import client as dockerclient
-    work = index / f".input-{key}.json.{os.getpid()}{atomic.TMP_SUFFIX}"   # cleared as a leftover if we die
+    previous = cache.record(key)       # a --rebuild's: what the archive gave before
+    cache.root.mkdir(parents=True, exist_ok=True)
+    # Named as a leftover of this entry's writers: `producing` clears it if we die.
+    work = cache.root / f".{key}.json.{os.getpid()}{atomic.TMP_SUFFIX}"
     work.mkdir()
     try:
-        tar, seconds, packages = _bootstrap(lock_builder, settings, source_date_epoch, log_path, work, remote)
+        tar, seconds, packages = _bootstrap(lock_builder, settings, source_date_epoch, log_path, work, cache.remote)
         sha = sha256_file(tar)
-        previous = _previous(index, key, sha)
+        if previous and previous["tar_sha256"] == sha:
+            previous = None
         changes = changed_packages(previous["packages"], packages) if previous else []
         if previous:
             _say(f"the archive has moved on since the bootstrap of {previous.get('created', '?')} "
                  f"(tar {previous['tar_sha256'][:16]} -> {sha[:16]}); changed packages:\n  "
                  + ("\n  ".join(changes) or "(none: same versions, other bytes)"))
-        entry = index / f"{sha}.tar.zst"
-        stored = time.monotonic()
-        with ThreadPoolExecutor(1) as pool:
-            tag = tag_of(sha)
-            importing = None if dockerclient.image_exists(client, tag) else pool.submit(_import_tar, client, tar, tag)
-            # Two input keys can give one tar: its entry has a lock of its own,
-            # under which a killed writer's leftovers are removed.
-            with atomic.entry_lock(index / "locks" / f"{sha}.lock", "storing the builder",
-                                   _say):
-                atomic.clear_leftovers(entry)
-                atomic.clear_leftovers(index / f"{sha}.json")
-                if not entry.exists():
-                    compress_file(tar, entry)   # fixed level, single-threaded: the same tar, the same .zst
-            if importing:
-                importing.result()
-        _say(f"stored in the cache and imported as {tag} in {time.monotonic() - stored:.1f} s")
-        record = {
-            "input_key": key, "tar_sha256": sha, "tar_size": tar.stat().st_size, "packages": packages,
+        fields = {
+            "tar_sha256": sha, "tar_size": tar.stat().st_size, "packages": packages,
             "suite": lock_builder.suite, "variant": lock_builder.variant,
             "source_date_epoch": source_date_epoch,
             "created": rfc3339(time.time()),
@@ -523,23 +453,33 @@ def _bootstrap_and_store(client, lock_builder, settings, source_date_epoch: int,
             "changed_since_previous": changes,
             "previous_tar_sha256": previous["tar_sha256"] if previous else None,
         }
-        atomic.write_json(index / f"{sha}.json", record)
-        atomic.write_json(index / f"input-{key}.json", record)
-        return record
+        stored = time.monotonic()
+        with ThreadPoolExecutor(1) as pool:
+            tag = tag_of(sha)
+            importing = None if dockerclient.image_exists(client, tag) else pool.submit(_import_tar, client, tar, tag)
+            # The record first, then the tar at a fixed zstd level, single-threaded
+            # (the same tar, the same .zst), then shared with the remote cache.
+            cache.put(key, tar, **fields)
+            if importing:
+                importing.result()
+        _say(f"stored in the cache and imported as {tag} in {time.monotonic() - stored:.1f} s")
+        return dict(fields, key=key)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def cached_tar(settings, sha: str) -> Path:
-    """The cache entry of the builder tar with this sha256."""
-    return _index(settings) / f"{sha}.tar.zst"
+def cached_tar(settings, key: str) -> Path:
+    """The cache entry of the builder of this input key."""
+    return store(settings).entry(key)
 
 
-def import_cached(client, settings, sha: str) -> str:
-    """docker import of the cached builder tar `sha` into an engine that lacks
-    it (engines.py: each further engine gets the builder when a stage first
-    runs there), checked as every import is. Returns the image's tag."""
-    entry = cached_tar(settings, sha)
+def import_cached(client, settings, builder: dict) -> str:
+    """docker import of the cached builder tar (`builder`: out/<lane>/builder.json,
+    its input key and tar sha256) into an engine that lacks it (engine/pool.py:
+    each further engine gets the builder when a stage first runs there),
+    checked as every import is. Returns the image's tag."""
+    entry = cached_tar(settings, builder["input_key"])
+    sha = builder["tar_sha256"]
     if not entry.exists():
         raise BuildError(f"builder cache entry {entry} is missing; run `doit build:builder` to make it again")
     tag = tag_of(sha)

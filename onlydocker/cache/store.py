@@ -1,4 +1,6 @@
-"""The stage store: a stage's outputs, cached by the stage's key.
+"""The stage store: a stage's outputs, cached by the stage's key; and, with
+`kind="builder"`, the builder image's tar by its input key (one store, one
+record format, one lock per entry, one remote path per kind).
 
 An entry is `<key>.tar.zst` (the deterministic output tar, zstd at a fixed
 level, single-threaded, so the bytes depend only on the tar and the pinned
@@ -51,12 +53,22 @@ def compress_file(tar_path: Path, dest: Path) -> None:
         cctx.copy_stream(src, dst)
 
 
-class StageStore:
-    """The local stage cache folder, and the remote cache behind it if any."""
+def _has_files(record: dict) -> bool:
+    """A stage's record names what its tar holds."""
+    return isinstance(record.get("files"), dict)
 
-    def __init__(self, root: Path, remote: RemoteCache | None = None):
+
+class StageStore:
+    """The local cache folder of one kind of entry ("stage", "builder"), and
+    the remote cache behind it if any. `record_ok` says whether a record read
+    back (untrusted) has what an entry of this kind needs, besides its key."""
+
+    def __init__(self, root: Path, remote: RemoteCache | None = None, kind: str = "stage",
+                 record_ok: Callable[[dict], bool] = _has_files):
         self.root = Path(root)
         self.remote = remote
+        self.kind = kind
+        self.record_ok = record_ok
         self._entries: dict[str, dict | None] = {}     # remote entries read by `known`, kept for `has`
         self._entries_lock = threading.Lock()
         self._writable: bool | None = None
@@ -123,7 +135,7 @@ class StageStore:
         with self._entries_lock:
             if key in self._entries:
                 return self._entries[key]
-        entry = self.remote.get_entry("stage", key)
+        entry = self.remote.get_entry(self.kind, key)
         with self._entries_lock:
             self._entries[key] = entry
         return entry
@@ -134,8 +146,8 @@ class StageStore:
             self._entries.pop(key, None)      # asked once more next time: a miss may be filled meanwhile
         if entry is None or self.remote is None or not self.writable:
             return False          # a read-only local cache: nowhere to bring it
-        record = entry.get("record")
-        if not isinstance(record, dict) or record.get("key") != key or not isinstance(record.get("files"), dict):
+        record = self._usable(entry.get("record"), key)
+        if record is None:
             # Signed by a trusted key, yet not a record of this entry: refused.
             self.remote.say(f"/ac/{key}: its record is not of this entry: ignored")
             return False
@@ -143,6 +155,31 @@ class StageStore:
         # The record first, as `put` does; the blob is hashed as it arrives.
         atomic.write_text(self._record(key), json.dumps(record, sort_keys=True))
         return self.remote.get_blob(entry["blob"]["sha256"], self.entry(key), entry["blob"]["size"], hit=True)
+
+    def _usable(self, record: object, key: str) -> dict | None:
+        if isinstance(record, dict) and record.get("key") == key and self.record_ok(record):
+            return record
+        return None
+
+    def record(self, key: str) -> dict | None:
+        """The record of the local entry `key`, when the entry is here and its
+        record is whole and of this entry (else None: build or fetch it)."""
+        if not self.entry(key).exists():
+            return None
+        try:
+            return self._usable(json.loads(self._record(key).read_text()), key)
+        except (OSError, ValueError):
+            return None
+
+    def remote_record(self, key: str) -> dict | None:
+        """The record of a trusted remote entry `key`, its blob not fetched."""
+        entry = self._remote_entry(key)
+        return self._usable(entry.get("record"), key) if entry else None
+
+    def share(self, key: str, record: dict) -> None:
+        """Offer the local entry to the remote cache (when there is one)."""
+        if self.remote is not None:
+            self.remote.share(self.kind, key, self.entry(key), record)
 
     def recorded_files(self, key: str) -> dict:
         """What the entry held when it was stored: path -> type and sha256."""
@@ -167,13 +204,15 @@ class StageStore:
             return None
         return size if isinstance(size, int) and size > 0 else None
 
-    def put(self, key: str, tar_path: Path, files: dict) -> Path:
+    def put(self, key: str, tar_path: Path, files: dict | None = None, **fields: object) -> Path:
         """Store the entry. A failure of the machine (full disk, read-only
         folder) raises MachineError and leaves no part of the entry: the
         entries already there are untouched."""
         entry = self.entry(key)
         # The record first: an entry without one would be refused on restore.
-        record = {"key": key, "files": files, "tar_bytes": Path(tar_path).stat().st_size}
+        record: dict = {"key": key, "tar_bytes": Path(tar_path).stat().st_size, **fields}
+        if files is not None:
+            record["files"] = files
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             atomic.write_text(self._record(key), json.dumps(record, sort_keys=True))
@@ -188,8 +227,7 @@ class StageStore:
                 except OSError:
                     pass
             raise machine_error(cause, cause.filename or entry, f"storing entry {key[:16]}", advice=False) from None
-        if self.remote is not None:
-            self.remote.share("stage", key, entry, record)
+        self.share(key, record)
         return entry
 
     def reject(self, key: str) -> Path:

@@ -32,12 +32,11 @@ def candidates(settings, lk, out: Path) -> tuple[list[Candidate], list[str]]:
     found, missing = [], []
     try:
         key = builder_mod.input_key(lk.builder, settings, lk.lane.source_date_epoch)
-        index = settings.cache_dir / "builders"
-        record = json.loads((index / f"input-{key}.json").read_text())
-        blob = index / f"{record['tar_sha256']}.tar.zst"
-        if not blob.exists():
-            raise FileNotFoundError(blob)
-        found.append(Candidate("builder", f"builder ({lk.builder.suite})", key, blob, record))
+        builders = builder_mod.store(settings)
+        made = builders.record(key)
+        if made is None:
+            raise FileNotFoundError(builders.entry(key))
+        found.append(Candidate("builder", f"builder ({lk.builder.suite})", key, builders.entry(key), made))
     except (OSError, ValueError, KeyError, TypeError, OnlyDockerError):
         missing.append(f"builder ({lk.builder.suite}): not in the local cache {settings.cache_dir / 'builders'}")
     names = {}

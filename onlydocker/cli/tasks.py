@@ -251,7 +251,7 @@ class _LaneRun:
             # Several engines: the others import the cached tar, so it must be there.
             return (dockerclient.image_exists(self.engine_pool.first().client, rec["tag"])
                     and (not self.engine_pool.several
-                         or builder_mod.cached_tar(settings, rec["tar_sha256"]).exists()))
+                         or builder_mod.cached_tar(settings, rec["input_key"]).exists()))
         except (OSError, ValueError, KeyError, OnlyDockerError):
             return False
 

@@ -11,9 +11,9 @@ inputs cross by put_archive and outputs by get_archive, so an engine on
 another machine works like the local one. A container stage leases the
 engine with the fewest stages running (ties: the first listed) before its
 container starts and gives it back after. An engine without the builder
-image gets it from the cache by the tar's sha256
-(cache/builders/<sha256>.tar.zst, checked before the import, once per
-engine). Nothing of the engine enters a stage's key or its outputs: the
+image gets it from the cache by the builder's input key
+(cache/builders/<key>.tar.zst, its tar checked against the recorded sha256
+before the import, once per engine). Nothing of the engine enters a stage's key or its outputs: the
 container is the same on every engine (container.py).
 
 Engines are asked once, when a run first needs one: one that does not answer
@@ -279,7 +279,7 @@ class Pool:
     # --- the builder image on each ------------------------------------------
 
     def provide_builder(self, member: Member, builder: dict,
-                        import_cached: Callable[[Any, Settings, str], object]) -> str:
+                        import_cached: Callable[[Any, Settings, dict], object]) -> str:
         """The builder image's tag on `member`, imported with `import_cached`
         (the builder's own, given by the caller: the engine layer knows no
         builder) if that engine lacks it: once per engine, whatever the threads."""
@@ -290,7 +290,7 @@ class Pool:
             from . import client as dockerclient
             if not dockerclient.image_exists(member.client, tag):
                 _say(f"engine {member.name} has no {tag}: importing the builder from the cache")
-                import_cached(member.client, self.settings, sha)
+                import_cached(member.client, self.settings, builder)
         return tag
 
 

@@ -126,13 +126,15 @@ def source_facts(ws) -> tuple[dict[str, str], dict[str, str]]:
         raise BuildError(f"{path}: not a readable SPDX JSON document ({e})") from None
 
 
-def tool_copyrights(settings, tar_sha256: str) -> dict[str, str]:
+def tool_copyrights(settings, builder: dict) -> dict[str, str]:
     """The builder's package name -> its copyright notices, from the builder
     image's tar (legal.builder_copyrights), which the builder task keeps in
     the cache (restoring it from a remote cache if need be). Without it:
     none (NOASSERTION)."""
+    from ..builder.image import cached_tar
     from .legal import builder_copyrights
-    tar = settings.cache_dir / "builders" / f"{tar_sha256}.tar.zst"
+    tar_sha256 = builder["tar_sha256"]
+    tar = cached_tar(settings, builder["input_key"])
     # Read once per builder (2 s of zstd for 200 MB), then from the record
     # beside the tar: a pure function of the tar's bytes, named by its sha256.
     # A record of another shape is read again from the tar, never trusted.
@@ -293,7 +295,7 @@ def sbom_inputs(ws, stages, sums: dict[str, str], settings, sha512: dict[str, st
         stages=tuple(infos), patches=tuple(patches),
         builder={"tar_sha256": record["tar_sha256"], "packages": record.get("packages", []),
                  "suite": ws.lock.builder.suite, "arch": arch,
-                 "copyrights": tool_copyrights(settings, record["tar_sha256"])},
+                 "copyrights": tool_copyrights(settings, record)},
         image_stage=IMAGE_STAGE, image_files=image_files(ws, stages),
         release=release(ws), supplier=supplier(), suite=ws.lock.builder.suite,
         copyrights=notices, artifact_sha512=dict(sha512 or {}),
