@@ -26,7 +26,7 @@ and `end` are seconds on the monotonic clock since doit began running
 tasks; `key` is a stage's key as its manifest in out/ holds it (not for
 failed stages, nor for tasks that are not stages); `engine` is the Docker
 engine a container stage's container ran on (as ONLYDOCKER_ENGINES names it;
-engines.py), when doit built it in this run.
+engine/pool.py), when doit built it in this run.
 """
 from __future__ import annotations
 

@@ -4,8 +4,8 @@ endpoint, whether an image is there, `docker import`.
 
 Nothing here decides a stage's bytes, so no stage key covers this module:
 editing a message here rebuilds nothing. What does decide them (the run
-spec, the input tar, the container's settings, the output) is engine.py's,
-which every container stage's key covers (stagekey.py).
+spec, the input tar, the container's settings, the output) is engine/run.py's,
+which every container stage's key covers (stage/key.py).
 """
 from __future__ import annotations
 

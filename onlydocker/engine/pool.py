@@ -6,7 +6,7 @@ context names or DOCKER_HOST-style URLs (unix://, tcp:// with TLS as for
 DOCKER_HOST, ssh://). Empty: the one engine the usual Docker settings name
 (dockerclient.connect), as with no list at all.
 
-Every engine is reached only through its API, as engine.py reaches one:
+Every engine is reached only through its API, as engine/run.py reaches one:
 inputs cross by put_archive and outputs by get_archive, so an engine on
 another machine works like the local one. A container stage leases the
 engine with the fewest stages running (ties: the first listed) before its
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     import docker.tls
 
     from ..config import Settings
-# The Docker SDK (and engine.py, which imports it) is imported where an engine
+# The Docker SDK (and engine/run.py, which imports it) is imported where an engine
 # is asked for, not when the task graph loads: `doit list` need not pay for it.
 
 SETTING = "ONLYDOCKER_ENGINES"

@@ -7,7 +7,7 @@ Every container runs with no network.
 
 Everything here can change a stage's bytes (the input tar, the container's
 settings, the output), so every container stage's key covers this module
-(stagekey.py); finding the engine and connecting to it is dockerclient.py's,
+(stage/key.py); finding the engine and connecting to it is engine/client.py's,
 which no key covers.
 """
 from __future__ import annotations

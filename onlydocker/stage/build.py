@@ -3,7 +3,7 @@
 A stage is data (`stages/<name>/`, decl.py) plus one script that runs in
 the builder container (container.py) or one Python stage.py for the steps
 that only rearrange bytes (pystage.py). Either way the engine owns
-behaviour: it computes the stage's key from every input (stagekey.py),
+behaviour: it computes the stage's key from every input (stage/key.py),
 restores the outputs from the stage store (store.py) when the key is known,
 and otherwise builds, packs the outputs into a deterministic tar, stores it
 by key and materialises it in out/<lane>/ (paths.py).

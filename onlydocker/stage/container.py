@@ -1,6 +1,6 @@
 """The container runner: a container stage's build.sh run in the builder
 image, its inputs copied in and its outputs copied out through the engine
-API (engine.py), with the environment the design fixes."""
+API (engine/run.py), with the environment the design fixes."""
 from __future__ import annotations
 
 import os
@@ -113,7 +113,7 @@ class ContainerRunner:
             env = container_env(decl, self.lane, v)
             volumes = {}
             if keep is not None:
-                # Not in the key's environment (stagekey.py): how far the
+                # Not in the key's environment (stage/key.py): how far the
                 # build starts from changes how long it takes, not its bytes.
                 env["ONLYDOCKER_KEEP"] = keep.identity
                 volumes = {keep.volume: kept.MOUNT}
@@ -124,7 +124,7 @@ class ContainerRunner:
                                   volumes=volumes)
             log_path = self.paths.log_path(decl.name)
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            # The engine with the fewest stages running (engines.py); the
+            # The engine with the fewest stages running (engine/pool.py); the
             # same container on any of them, so the same bytes come out.
             pool = engines.pool(self.sources.fetcher.settings)
             reused = []

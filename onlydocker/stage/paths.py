@@ -67,7 +67,7 @@ class LanePaths:
 
     @property
     def code_imports(self) -> Path:
-        """The memo of which of our modules a file imports (stagekey.py)."""
+        """The memo of which of our modules a file imports (stage/key.py)."""
         return self.out / "code-imports.json"
 
     def checked_marker(self, sha256: str) -> Path:
