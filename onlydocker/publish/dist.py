@@ -131,21 +131,23 @@ def tool_copyrights(settings, builder: dict) -> dict[str, str]:
     image's tar (legal.builder_copyrights), which the builder task keeps in
     the cache (restoring it from a remote cache if need be). Without it:
     none (NOASSERTION)."""
-    from ..builder.image import cached_tar
+    from ..builder.image import store
     from .legal import builder_copyrights
-    tar_sha256 = builder["tar_sha256"]
-    tar = cached_tar(settings, builder["input_key"])
+    tar_sha256, key = builder["tar_sha256"], builder.get("input_key")
+    builders = store(settings)
     # Read once per builder (2 s of zstd for 200 MB), then from the record
     # beside the tar: a pure function of the tar's bytes, named by its sha256.
     # A record of another shape is read again from the tar, never trusted.
-    memo = tar.with_name(f"{tar_sha256}.copyrights.json")
+    memo = builders.root / f"{tar_sha256}.copyrights.json"
     try:
         known = json.loads(memo.read_text())
         if isinstance(known, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in known.items()):
             return known
     except (OSError, ValueError):
         pass
-    if not tar.is_file():
+    # The tar, by the builder's input key (a record naming none names no entry).
+    tar = builders.entry(key) if isinstance(key, str) else None
+    if tar is None or not tar.is_file():
         return {}
     found = builder_copyrights(tar)
     try:
