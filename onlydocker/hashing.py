@@ -9,6 +9,12 @@ CHUNK = 1 << 20
 HASH_LENGTHS = {"sha256": 64, "sha512": 128, "sha1": 40}
 
 
+def is_sha256(value: object) -> bool:
+    """A sha256 as this project spells one (keys, names of entries, records
+    read back): 64 lower-case hex digits."""
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """sha256 of a file: the package's one file-hash helper (hashlib's
     file_digest reads it into one reused buffer, unbuffered)."""

@@ -38,7 +38,7 @@ from ..cache.store import ZSTD_LEVEL, StageStore
 from ..canon import rfc3339
 from ..errors import BuildError, ConfigError, FetchError, OnlyDockerError, UnpinnedSource
 from ..formats.unpack import check_source, member_file
-from ..hashing import sha256_file
+from ..hashing import is_sha256, sha256_file
 from ..inputs import debs as debs_mod
 
 VERSION = "2"
@@ -132,9 +132,7 @@ def changed_packages(old: list[str], new: list[str]) -> list[str]:
 def _record_ok(record: dict) -> bool:
     """A builder record read back (untrusted) names its tar by a sha256 and
     lists the packages in it."""
-    sha = record.get("tar_sha256")
-    return (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)
-            and isinstance(record.get("packages"), list))
+    return is_sha256(record.get("tar_sha256")) and isinstance(record.get("packages"), list)
 
 
 def store(settings, remote=None) -> StageStore:

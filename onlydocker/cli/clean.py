@@ -30,6 +30,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..hashing import is_sha256
+
 OUTPUTS = ("stages", "dist", "dist.snapshot.json", "dist.state.json", "legal-info", "logs",
            "last-run.json", "tmp")
 STATE = ("checked", "code-imports.json", "builder.json")
@@ -57,7 +59,7 @@ def lane_cache_keys(out: Path) -> list[str]:
             key = json.loads(m.read_text()).get("key")
         except (OSError, ValueError, AttributeError):
             continue
-        if isinstance(key, str) and len(key) == 64 and all(c in "0123456789abcdef" for c in key):
+        if is_sha256(key):
             keys.append(key)
     return keys
 

@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 from ..canon import rfc3339
 from ..errors import BuildError
+from ..hashing import is_sha256
 from .tarball import write_entries
 
 NAMESPACE = uuid.UUID("6f6e6c79-646f-636b-6572-000000000000")   # "onlydocker"
@@ -255,7 +256,7 @@ def catalog_json(name: str, version: str, providers: list[tuple[str, str, str]])
     for provider, url, sha256 in providers:
         if provider not in PROVIDERS:
             raise ValueError(f"box catalog {name!r}: provider {provider!r} is not one of {', '.join(PROVIDERS)}")
-        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        if not is_sha256(sha256):
             raise ValueError(f"box catalog {name!r}: checksum {sha256!r} is not a sha256 (64 lower-case hex)")
         entries.append({"name": provider, "url": url, "checksum_type": "sha256", "checksum": sha256})
     return json.dumps({
